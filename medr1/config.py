@@ -1,0 +1,102 @@
+"""params.yaml as typed configuration: one section per stage, unknown or ill-typed keys rejected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from medr1.tiny_model import TinyArchitecture
+from medr1.warmup import WarmupSettings
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SyntheticSource(Section):
+    images_per_modality: int = Field(40, ge=1)
+    seed: int = 7
+
+
+class IngestParams(Section):
+    source: Literal["synthetic", "omnimedvqa"] = "synthetic"
+    root: str = Field("data/raw/synthetic", description="the source folder (OmniMedVQA layout)")
+    synthetic: SyntheticSource = SyntheticSource()
+    image_size: int = Field(384, ge=28)
+    test_fraction: float = Field(0.3, gt=0, lt=1)
+    seed: int = 13
+
+
+class ValidateParams(Section):
+    min_rows_per_modality: int = Field(1, ge=0)
+
+
+class BaseModelParams(Section):
+    kind: Literal["tiny", "local"] = "tiny"
+    path: str | None = Field(None, description="with kind: local, a Qwen2-VL checkpoint folder")
+    seed: int = 0
+    architecture: TinyArchitecture = TinyArchitecture()
+    warmup: WarmupSettings = WarmupSettings()
+
+
+class TrainParams(Section):
+    reasoning: Literal["think_before", "no_think", "think_after"] = "no_think"
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    max_steps: int = Field(200, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    per_device_train_batch_size: int = Field(16, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    num_generations: int = Field(8, ge=2)
+    temperature: float = Field(1.0, gt=0)
+    beta: float = Field(0.0, ge=0)
+    max_completion_length: int = Field(16, ge=1)
+    format_weight: float = Field(1.0, ge=0)
+    accuracy_weight: float = Field(1.0, ge=0)
+    logging_steps: int = Field(5, ge=1)
+    seed: int = 42
+
+
+class EvaluateParams(Section):
+    batch_size: int = Field(32, ge=1)
+    max_new_tokens: int = Field(16, ge=1)
+
+
+class RegisterParams(Section):
+    store: str = Field("file://models/store", description="file://<folder> (s3:// arrives with the S3 backend)")
+    name: str = "med-r1"
+
+
+class Params(Section):
+    ingest: IngestParams = IngestParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    base_model: BaseModelParams = BaseModelParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    register: RegisterParams = RegisterParams()
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ParamsError(ValueError):
+    """params.yaml is malformed; the message names every bad key."""
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path} not found: run from the repository root or pass --params") from None
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path} is not valid YAML: {error}") from None
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        problems = []
+        for issue in error.errors():
+            key = ".".join(str(part) for part in issue["loc"])
+            problems.append(f"  {key}: {issue['msg']}")
+        raise ParamsError(f"{path} has {len(problems)} bad key(s):\n" + "\n".join(problems)) from None

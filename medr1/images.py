@@ -1,0 +1,56 @@
+"""Safe decoding and resizing of source images into content-addressed 384x384 RGB PNGs."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+# PIL raises DecompressionBombError above twice this many pixels; keep its guard on.
+Image.MAX_IMAGE_PIXELS = 89_478_485
+
+
+class ImageError(ValueError):
+    """The image cannot be used; the message says why."""
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Decode fully (truncated files fail here, not later) and convert on purpose to RGB."""
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit grayscale (common in medical exports): scale to 8 bits instead of clipping.
+                image = image.point(lambda value: value * (1 / 256)).convert("L")
+            return image.convert("RGB")
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"image too large to decode safely: {error}") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"image does not decode: {error}") from None
+
+
+def resize_to_png(path: Path, size: int) -> bytes:
+    image = load_rgb(path).resize((size, size), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def process_image(source: Path, out_folder: Path, size: int) -> tuple[str, str]:
+    """Resize `source` into `out_folder/<sha256>.png`; returns (sha256, file name)."""
+    data = resize_to_png(source, size)
+    digest = sha256_bytes(data)
+    name = f"{digest}.png"
+    target = out_folder / name
+    if not target.exists():
+        temporary = target.with_suffix(".tmp")
+        temporary.write_bytes(data)
+        temporary.replace(target)
+    return digest, name

@@ -1,0 +1,80 @@
+"""What produced a model: dvc.lock's recorded hashes, git state, package versions."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+DATA_PREFIXES = ("data/",)
+
+
+def read_lock(lock_path: Path) -> dict[str, dict[str, dict[str, str]]]:
+    """{stage: {"deps": {path: md5}, "outs": {path: md5}}} as dvc.lock records them."""
+    if not lock_path.exists():
+        raise FileNotFoundError(f"{lock_path} not found: run the pipeline with `dvc repro` so that DVC records hashes")
+    lock = yaml.safe_load(lock_path.read_text()) or {}
+    stages = {}
+    for name, stage in (lock.get("stages") or {}).items():
+        stages[name] = {
+            kind: {entry["path"]: entry.get("md5") for entry in stage.get(kind, [])} for kind in ("deps", "outs")
+        }
+    return stages
+
+
+def data_dependencies(stages: dict, upto: tuple[str, ...]) -> list[dict[str, str]]:
+    """Every data path that the named stages read or wrote, with dvc.lock's md5 and the stage."""
+    seen: dict[str, dict[str, str]] = {}
+    for stage in upto:
+        for kind in ("deps", "outs"):
+            for path, md5 in stages.get(stage, {}).get(kind, {}).items():
+                if path.startswith(DATA_PREFIXES) and path not in seen:
+                    seen[path] = {"path": path, "md5": md5, "stage": stage}
+    return list(seen.values())
+
+
+def git_state(repo: Path) -> dict:
+    def run(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False).stdout.strip()
+
+    commit = run("rev-parse", "HEAD") or None
+    dirty = bool(run("status", "--porcelain", "--untracked-files=no")) if commit else None
+    return {"commit": commit, "dirty": dirty}
+
+
+def package_versions(names=("torch", "transformers", "trl", "accelerate", "dvc", "great-expectations", "prefect")) -> dict:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_hashes(folder: Path) -> dict[str, dict]:
+    """{relative path: {"sha256", "size"}} for every file below `folder`."""
+    return {
+        path.relative_to(folder).as_posix(): {"sha256": sha256_file(path), "size": path.stat().st_size}
+        for path in sorted(Path(folder).rglob("*"))
+        if path.is_file()
+    }
+
+
+def folder_digest(hashes: dict[str, dict]) -> str:
+    """One hash for a folder: sha256 over its sorted (path, sha256) pairs."""
+    digest = hashlib.sha256()
+    for path in sorted(hashes):
+        digest.update(f"{path}\0{hashes[path]['sha256']}\n".encode())
+    return digest.hexdigest()

@@ -1,0 +1,149 @@
+"""Reader of the OmniMedVQA layout: `QA_information/Open-access/<dataset>.json` + `Images/`.
+
+Every record either becomes a `SourceItem` or is dropped with a reason; nothing is
+dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from medr1.records import LETTERS, QUESTION_TYPES
+
+QA_FOLDER = Path("QA_information") / "Open-access"
+
+# Verbatim `modality_type` strings of OmniMedVQA (typos included) by their normalized prefix.
+_MODALITY_PREFIXES = (
+    ("ct", "CT"),
+    ("computedtomography", "CT"),
+    ("mr", "MRI"),
+    ("magnetic", "MRI"),
+    ("xray", "X-Ray"),
+    ("ultrasound", "Ultrasound"),
+    ("dermoscopy", "Dermoscopy"),
+    ("fundus", "Fundus"),
+    ("oct", "OCT"),
+    ("opticalcoherence", "OCT"),
+    ("microscopy", "Microscopy"),
+)
+
+
+def canonical_modality(raw: str) -> str | None:
+    """'CT(Computed Tomography)' -> 'CT', 'MR (Mag-netic Resonance Imaging)' -> 'MRI', ...; None if unknown."""
+    key = re.sub(r"[^a-z]", "", raw.lower())
+    for prefix, name in _MODALITY_PREFIXES:
+        if key.startswith(prefix):
+            return name
+    return None
+
+
+def normalize_answer_text(text: str) -> str:
+    text = text.strip().strip("\"'").strip()
+    return re.sub(r"\s+", " ", text.rstrip(".").strip()).casefold()
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    question_id: str
+    dataset: str
+    modality: str
+    question_type: str
+    question: str
+    options: dict[str, str]
+    answer: str
+    image_path: Path  # absolute, inside the source root
+
+
+@dataclass
+class Dropped:
+    """Records the reader refused, counted by reason with a few examples each."""
+
+    counts: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, reason: str, where: str) -> None:
+        self.counts[reason] += 1
+        self.examples.setdefault(reason, [])
+        if len(self.examples[reason]) < 5:
+            self.examples[reason].append(where)
+
+    def as_dict(self) -> dict:
+        return {reason: {"count": count, "examples": self.examples[reason]} for reason, count in self.counts.items()}
+
+
+def safe_image_path(root: Path, relative: str) -> Path | None:
+    """The image's absolute path, or None when it would escape the data root."""
+    if not relative or Path(relative).is_absolute() or ".." in Path(relative).parts:
+        return None
+    resolved = (root / relative).resolve()
+    return resolved if resolved.is_relative_to(root.resolve()) else None
+
+
+def read_omnimedvqa(root: Path, dropped: Dropped) -> Iterator[SourceItem]:
+    root = Path(root)
+    qa_folder = root / QA_FOLDER
+    files = sorted(qa_folder.glob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"no OmniMedVQA question files in {qa_folder}: expected {QA_FOLDER}/<dataset>.json")
+    for qa_file in files:
+        try:
+            entries = json.loads(qa_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            dropped.add("file is not valid JSON", f"{qa_file.name}: {error}")
+            continue
+        for position, entry in enumerate(entries):
+            where = f"{qa_file.name}[{position}] question_id={entry.get('question_id', '?') if isinstance(entry, dict) else '?'}"
+            item = _item(root, entry, where, dropped)
+            if item is not None:
+                yield item
+
+
+def _item(root: Path, entry: object, where: str, dropped: Dropped) -> SourceItem | None:
+    if not isinstance(entry, dict):
+        dropped.add("record is not an object", where)
+        return None
+    raw_modality = entry.get("modality_type", entry.get("modality"))  # one real file says "modality"
+    missing = [key for key in ("question_id", "dataset", "question_type", "question", "gt_answer", "image_path") if not entry.get(key)]
+    if raw_modality is None:
+        missing.append("modality_type")
+    if missing:
+        dropped.add(f"missing field(s): {', '.join(missing)}", where)
+        return None
+    modality = canonical_modality(str(raw_modality))
+    if modality is None:
+        dropped.add(f"unknown modality {raw_modality!r}", where)
+        return None
+    if entry["question_type"] not in QUESTION_TYPES:
+        dropped.add(f"unknown question_type {entry['question_type']!r}", where)
+        return None
+    options = {letter: str(entry[f"option_{letter}"]).strip() for letter in LETTERS if entry.get(f"option_{letter}") not in (None, "")}
+    if list(options) != list(LETTERS[: len(options)]) or len(options) < 2:
+        dropped.add("options are not 2 or more consecutive letters from A", where)
+        return None
+    gold = normalize_answer_text(str(entry["gt_answer"]))
+    matches = [letter for letter, text in options.items() if normalize_answer_text(text) == gold]
+    if len(matches) != 1:
+        dropped.add("gt_answer matches no option" if not matches else "gt_answer matches several options", where)
+        return None
+    image_path = safe_image_path(root, str(entry["image_path"]))
+    if image_path is None:
+        dropped.add("image path escapes the data root", where)
+        return None
+    if not image_path.is_file():
+        dropped.add("image file not found", where)
+        return None
+    return SourceItem(
+        question_id=str(entry["question_id"]),
+        dataset=str(entry["dataset"]),
+        modality=modality,
+        question_type=entry["question_type"],
+        question=str(entry["question"]).strip(),
+        options=options,
+        answer=matches[0],
+        image_path=image_path,
+    )

@@ -1,0 +1,59 @@
+"""Reward curves from the trainer's log history: DVC plots data (CSV) and a PNG."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+COLUMNS = {
+    "reward": "reward",
+    "format_reward": "rewards/format_reward/mean",
+    "accuracy_reward": "rewards/accuracy_reward/mean",
+    "completion_length": "completions/mean_length",
+    "kl": "kl",
+}
+
+
+def curve_rows(history: list[dict]) -> list[dict]:
+    rows = []
+    for entry in history:
+        if "reward" not in entry or "step" not in entry:
+            continue
+        row = {"step": entry["step"]}
+        row.update({name: entry.get(key) for name, key in COLUMNS.items()})
+        rows.append(row)
+    return rows
+
+
+def write_training_curves(history: list[dict], metrics_dir: Path, reports_dir: Path) -> dict:
+    """Write metrics/train_curve.csv and reports/train_curve.png; return first and last rewards."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = curve_rows(history)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    with (metrics_dir / "train_curve.csv").open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=["step", *COLUMNS])
+        writer.writeheader()
+        writer.writerows(rows)
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    steps = [row["step"] for row in rows]
+    for name in ("reward", "format_reward", "accuracy_reward"):
+        axes[0].plot(steps, [row[name] for row in rows], label=name)
+    axes[0].set_title("GRPO rewards")
+    axes[0].legend()
+    axes[1].plot(steps, [row["completion_length"] for row in rows])
+    axes[1].set_title("completion length (tokens)")
+    axes[2].plot(steps, [row["kl"] if row["kl"] is not None else 0.0 for row in rows])
+    axes[2].set_title("KL to reference")
+    for axis in axes:
+        axis.set_xlabel("step")
+    figure.tight_layout()
+    figure.savefig(reports_dir / "train_curve.png", dpi=100)
+    plt.close(figure)
+    if not rows:
+        return {}
+    return {"first_accuracy_reward": rows[0]["accuracy_reward"], "last_accuracy_reward": rows[-1]["accuracy_reward"]}

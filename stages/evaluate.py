@@ -1,0 +1,32 @@
+"""Stage evaluate: greedy decoding on the test split for the base and the GRPO model."""
+
+import json
+from pathlib import Path
+
+from medr1.base_model import base_model_dir
+from medr1.config import load_params
+from medr1.errors import run_main
+from medr1.evaluation import evaluate_models
+
+DATA = Path("data/processed")
+METRICS = Path("metrics/eval.json")
+
+
+def main() -> None:
+    params = load_params()
+    metrics = evaluate_models(
+        {"base": base_model_dir(Path("models/base")), "grpo": Path("models/grpo")},
+        DATA / "test.jsonl",
+        DATA,
+        params.train.reasoning,
+        params.evaluate,
+        predictions_dir=Path("reports/predictions"),
+    )
+    METRICS.parent.mkdir(parents=True, exist_ok=True)
+    METRICS.write_text(json.dumps(metrics, indent=1))
+    print(f"[evaluate] accuracy {metrics['accuracy']:.3f} (base {metrics['base_accuracy']:.3f}, "
+          f"chance {metrics['chance_accuracy']:.3f}), format rate {metrics['format_rate']:.3f}")
+
+
+if __name__ == "__main__":
+    run_main(main, "evaluate")

@@ -1,0 +1,32 @@
+"""Stage ingest: source folder -> 384x384 images + train/test JSONL by modality and question type."""
+
+import json
+import shutil
+from pathlib import Path
+
+from medr1.config import load_params
+from medr1.errors import run_main
+from medr1.ingest import ingest
+
+OUT = Path("data/processed")
+SUMMARY = Path("metrics/ingest.json")
+
+
+def main() -> None:
+    params = load_params().ingest
+    root = Path(params.root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"ingest.root {root} is not a folder; set ingest.root in params.yaml")
+    staging = OUT.with_name(OUT.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    summary = ingest(root, staging, params.image_size, params.test_fraction, params.seed)
+    shutil.rmtree(OUT, ignore_errors=True)
+    staging.rename(OUT)  # the processed folder appears whole or not at all
+    SUMMARY.parent.mkdir(parents=True, exist_ok=True)
+    SUMMARY.write_text(json.dumps(summary, indent=1))
+    print(f"[ingest] {summary['records']} records ({summary['train']} train / {summary['test']} test), "
+          f"{summary['images']} images, {summary['dropped_total']} dropped")
+
+
+if __name__ == "__main__":
+    run_main(main, "ingest")

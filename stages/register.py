@@ -1,0 +1,47 @@
+"""Stage register: publish models/grpo as an immutable version with its full lineage."""
+
+import json
+from pathlib import Path
+
+import yaml
+
+from medr1.base_model import base_reference
+from medr1.config import load_params
+from medr1.errors import PipelineError, run_main
+from medr1.lineage import data_dependencies, git_state, package_versions, read_lock
+from medr1.registry import register
+from medr1.store import open_store
+
+OUT = Path("metrics/registered.json")
+UPSTREAM = ("synthesize", "ingest", "validate", "base_model", "train", "evaluate")
+
+
+def main() -> None:
+    params = load_params()
+    metrics = json.loads(Path("metrics/eval.json").read_text())
+    validation = json.loads(Path("reports/validation/summary.json").read_text())
+    if not validation["success"]:
+        raise PipelineError("the data checks failed (reports/validation/summary.json); nothing is registered")
+    stages = read_lock(Path("dvc.lock"))
+    missing = [stage for stage in ("ingest", "train") if stage not in stages]
+    if missing:
+        raise PipelineError(f"dvc.lock has no record of {missing}: run `dvc repro`, not this script alone")
+    lineage = {
+        "base_model": base_reference(Path("models/base")),
+        "data": data_dependencies(stages, UPSTREAM),
+        "dvc_lock": {name: stages[name] for name in UPSTREAM if name in stages},
+        "params": yaml.safe_load(Path("params.yaml").read_text()),
+        "metrics": metrics,
+        "validation": {k: validation[k] for k in ("success", "rows", "evaluated_expectations")},
+        "ingest": json.loads(Path("metrics/ingest.json").read_text()),
+        "git": git_state(Path(".")),
+        "packages": package_versions(),
+    }
+    store = open_store(params.register.store, base=Path.cwd())
+    manifest = register(store, params.register.name, Path("models/grpo"), lineage)
+    OUT.write_text(json.dumps({"name": manifest["name"], "version": manifest["version"], "store": store.url}, indent=1))
+    print(f"[register] {manifest['name']} version {manifest['version']} in {store.url}")
+
+
+if __name__ == "__main__":
+    run_main(main, "register")

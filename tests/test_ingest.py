@@ -1,0 +1,43 @@
+import json
+
+from PIL import Image
+
+from medr1.records import MODALITIES, read_jsonl
+
+
+def test_ingest_writes_resized_images_and_splits(processed):
+    train = list(read_jsonl(processed / "train.jsonl"))
+    test = list(read_jsonl(processed / "test.jsonl"))
+    assert train and test
+    record = train[0]
+    with Image.open(processed / record.image) as image:
+        assert image.size == (384, 384) and image.mode == "RGB"
+    for modality in MODALITIES:
+        assert (processed / "splits" / "modality" / "train" / f"{modality}.jsonl").is_file()
+    assert (processed / "splits" / "question_type" / "test" / "Lesion Grading.jsonl").is_file()
+
+
+def test_splits_do_not_share_images(processed):
+    train = {r.image_sha256 for r in read_jsonl(processed / "train.jsonl")}
+    test = {r.image_sha256 for r in read_jsonl(processed / "test.jsonl")}
+    assert train and test and not train & test
+
+
+def test_every_modality_is_in_both_splits(processed):
+    for side in ("train", "test"):
+        assert {r.modality for r in read_jsonl(processed / f"{side}.jsonl")} == set(MODALITIES)
+
+
+def test_corrupt_image_is_dropped_with_its_reason(tmp_path, synthetic_root):
+    import shutil
+
+    from medr1.ingest import ingest
+
+    root = tmp_path / "src"
+    shutil.copytree(synthetic_root, root)
+    victim = next((root / "Images").rglob("*.png"))
+    victim.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    summary = ingest(root, tmp_path / "out", 384, 0.34, 0, progress=False)
+    assert summary["dropped_total"] == 5  # the five questions about that image
+    assert "image does not decode" in summary["dropped"]
+    assert json.dumps(summary)  # JSON-able for metrics/ingest.json

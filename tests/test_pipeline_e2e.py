@@ -1,0 +1,98 @@
+"""One end-to-end `dvc repro` in a temporary copy of the repository, with small params."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import copy_repository, run
+
+SMALL = {
+    "ingest": {"synthetic": {"images_per_modality": 4}},
+    "validate": {"min_rows_per_modality": 5},
+    "base_model": {"architecture": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                                    "vision_embed_dim": 32, "vision_depth": 1},
+                   "warmup": {"images": 16, "steps": 3, "batch_size": 4}},
+    "train": {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4, "logging_steps": 1},
+}
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    for key, value in changes.items():
+        base[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return base
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    repo = copy_repository(tmp_path_factory.mktemp("repo"))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    (repo / "params.yaml").write_text(yaml.safe_dump(_merge(params, SMALL), sort_keys=False))
+    run(["git", "-c", "user.email=t@example.invalid", "-c", "user.name=t", "commit", "-qam", "small params"], repo)
+    result = run(["dvc", "repro"], repo)
+    return repo, result
+
+
+def _ran(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+def test_repro_produces_metrics_and_a_registered_version(pipeline):
+    repo, result = pipeline
+    assert _ran(result.stdout) == {"synthesize", "ingest", "validate", "base_model", "train", "evaluate", "register"}
+    metrics = json.loads((repo / "metrics/eval.json").read_text())
+    for key in ("accuracy", "base_accuracy", "format_rate", "per_modality", "per_question_type"):
+        assert key in metrics
+    assert set(metrics["per_modality"]) <= {"CT", "MRI", "X-Ray", "Ultrasound", "Dermoscopy", "Fundus", "OCT", "Microscopy"}
+    listed = json.loads(run(["medr1", "registry", "list", "--json"], repo).stdout)
+    assert len(listed) == 1
+
+
+def test_audit_names_dvc_lock_md5s_and_hashes_match(pipeline):
+    repo, _ = pipeline
+    from medr1.lineage import read_lock
+    from medr1.registry import verify_local
+
+    version = json.loads((repo / "metrics/registered.json").read_text())["version"]
+    audit = json.loads(run(["medr1", "audit", "model", version, "--json"], repo).stdout)
+    lock = read_lock(repo / "dvc.lock")
+    data = {entry["path"]: entry["md5"] for entry in audit["data"]}
+    assert data["data/processed"] == lock["ingest"]["outs"]["data/processed"]
+    assert data["data/raw/synthetic"] == lock["synthesize"]["outs"]["data/raw/synthetic"]
+    assert audit["base_model"]["kind"] == "tiny"
+    assert audit["params"]["train"]["max_steps"] == 2
+    assert verify_local(audit, repo / "models/grpo") == []
+    trained_on = json.loads(run(["medr1", "audit", "data", lock["ingest"]["outs"]["data/processed"], "--json"], repo).stdout)
+    assert [item["version"] for item in trained_on] == [version]
+
+
+def test_second_repro_runs_nothing(pipeline):
+    repo, _ = pipeline
+    started = time.monotonic()
+    result = run(["dvc", "repro"], repo)
+    assert _ran(result.stdout) == set()
+    assert time.monotonic() - started < 30  # the 5-second bar is measured by hand on an idle machine
+
+
+def test_train_param_reruns_only_downstream(pipeline):
+    repo, _ = pipeline
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["learning_rate"] = 0.0005
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run(["dvc", "repro"], repo)
+    assert _ran(result.stdout) == {"train", "evaluate", "register"}
+    assert len(json.loads(run(["medr1", "registry", "list", "--json"], repo).stdout)) == 2
+
+
+def test_failed_checks_stop_before_training(pipeline, tmp_path):
+    repo, _ = pipeline
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["validate"]["min_rows_per_modality"] = 100_000
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run(["dvc", "repro"], repo, check=False)
+    assert result.returncode != 0
+    assert "min_rows_per_modality" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert "train" not in _ran(result.stdout)

@@ -1,0 +1,49 @@
+import pytest
+
+from medr1.rewards import accuracy_reward, accuracy_score, extract_answer_letter, format_score, make_format_reward
+
+
+@pytest.mark.parametrize(
+    "completion, letter",
+    [
+        ("<answer>C</answer>", "C"),
+        ("<answer> c </answer>", "C"),
+        ("<answer>C)</answer>", "C"),
+        ("<answer>C) CT</answer>", "C"),
+        ("<answer>(B)</answer>", "B"),
+        ("<answer>D. Fundus</answer>", "D"),
+        ("<answer>A</answer><answer>B</answer>", "A"),  # the first tag counts
+        ("<answer>B", None),  # unclosed
+        ("B", None),
+        ("<answer>CT</answer>", None),  # option text alone is not a letter
+        ("<answer></answer>", None),
+        ("<think>maybe A</think><answer>D</answer>", "D"),  # reasoning naming another letter
+    ],
+)
+def test_extract_answer_letter(completion, letter):
+    assert extract_answer_letter(completion) == letter
+
+
+def test_letter_outside_the_options_is_no_answer():
+    assert extract_answer_letter("<answer>D</answer>", valid_letters="ABC") is None
+    assert accuracy_score("<answer>D</answer>", "D", valid_letters="ABC") == 0.0
+
+
+@pytest.mark.parametrize(
+    "mode, good, bad",
+    [
+        ("no_think", "<answer>A</answer>", ["<think>x</think><answer>A</answer>", "<answer>A</answer><answer>B</answer>", "A"]),
+        ("think_before", "<think>dark disc</think><answer>B</answer>", ["<answer>B</answer><think>x</think>", "<answer>B</answer>"]),
+        ("think_after", "<answer>B</answer><think>dark disc</think>", ["<think>x</think><answer>B</answer>", "<answer>B</answer>"]),
+    ],
+)
+def test_format_score_per_mode(mode, good, bad):
+    assert format_score(good, mode) == 1.0
+    for completion in bad:
+        assert format_score(completion, mode) == 0.0, completion
+
+
+def test_trl_signature_with_conversational_completions():
+    completions = [[{"role": "assistant", "content": "<answer>B</answer>"}], [{"role": "assistant", "content": "<answer>A"}]]
+    assert accuracy_reward(completions, answer=["B", "A"], letters=["AB", "AB"]) == [1.0, 0.0]
+    assert make_format_reward("no_think")(completions) == [1.0, 0.0]

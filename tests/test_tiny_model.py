@@ -1,0 +1,61 @@
+import numpy as np
+import torch
+
+from medr1.encoding import ImageCache, encode, prompt_text
+from medr1.prompts import user_prompt
+from medr1.scenes import Scene, render
+from medr1.tiny_model import TinyArchitecture, build_model, build_processor, train_tokenizer
+
+SMALL = TinyArchitecture(hidden_size=64, intermediate_size=128, num_hidden_layers=2, vision_embed_dim=32, vision_depth=1)
+
+
+def _parts(texts=None):
+    tokenizer = train_tokenizer(texts or ["What organ is shown? A)Brain, B)Lung <answer>A</answer>"] * 20, 512)
+    return tokenizer, build_processor(tokenizer, 112), build_model(tokenizer, SMALL, seed=0)
+
+
+def test_tiny_model_is_a_qwen2_vl_that_round_trips(tmp_path):
+    from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen2VLForConditionalGeneration
+
+    tokenizer, processor, model = _parts()
+    assert isinstance(model, Qwen2VLForConditionalGeneration)
+    assert sum(p.numel() for p in model.parameters()) < 5_000_000
+    for token in ("<|image_pad|>", "<|vision_start|>", "<|im_end|>", "<answer>", "</answer>"):
+        assert tokenizer.convert_tokens_to_ids(token) != tokenizer.unk_token_id
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path)
+    loaded_processor = AutoProcessor.from_pretrained(tmp_path)
+    image = render(Scene.random(np.random.default_rng(0)), np.random.default_rng(0))
+    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "What organ?"}]}]
+    batch = loaded_processor.apply_chat_template([messages], add_generation_prompt=True, tokenize=True,
+                                                 return_dict=True, return_tensors="pt")
+    assert int((batch["input_ids"] == loaded.config.image_token_id).sum()) == 16  # 112x112 -> 8x8 patches -> 16 tokens
+    output = loaded.generate(**batch, max_new_tokens=3, do_sample=False)
+    assert output.shape[1] == batch["input_ids"].shape[1] + 3 or output[0, -1] == loaded.generation_config.eos_token_id
+
+
+def test_cached_encoding_equals_the_processor(tmp_path):
+    tokenizer, processor, model = _parts()
+    image = render(Scene.random(np.random.default_rng(1)), np.random.default_rng(1))
+    cache = ImageCache(processor)
+    processed = cache.get("x", image)
+    text = prompt_text(processor, "What organ?", {"A": "Brain", "B": "Lung"}, "no_think", processed)
+    ours = encode(processor, [text], [processed], padding_side="left")
+    messages = [{"role": "user", "content": [{"type": "image", "image": image},
+                                             {"type": "text", "text": user_prompt("What organ?", {"A": "Brain", "B": "Lung"})}]}]
+    theirs = processor.apply_chat_template([messages], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+    assert torch.equal(ours["input_ids"], theirs["input_ids"])
+    assert torch.allclose(ours["pixel_values"], theirs["pixel_values"])
+
+
+def test_option_binding_head_looks_two_tokens_back():
+    _, _, model = _parts()
+    model.set_attn_implementation("eager")
+    captured = {}
+    layer = model.model.language_model.layers[0].self_attn
+    layer.register_forward_hook(lambda module, args, kwargs, out: captured.update(weights=out[1]), with_kwargs=True)
+    with torch.no_grad():
+        model(input_ids=torch.randint(20, 200, (1, 30)), output_attentions=True)
+    weights = captured["weights"][0, 0]
+    assert all(int(weights[i].argmax()) == i - 2 for i in range(4, 30))
