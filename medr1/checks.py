@@ -117,7 +117,7 @@ def run_checks(frame: pd.DataFrame, min_rows_per_modality: int = 1) -> dict:
         )
     return {
         "success": not failed,
-        "rows": int(len(frame)),
+        "rows": len(frame),
         "evaluated_expectations": len(expectations),
         "failed": failed,
         "expectations": expectations,

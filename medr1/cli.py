@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -23,12 +23,12 @@ StoreOption = typer.Option(None, "--store", help="Store URL (file://<folder>); d
 JsonOption = typer.Option(False, "--json", help="Print JSON for machines instead of a table.")
 
 
-def _store(url: Optional[str]):
+def _store(url: str | None):
     from medr1.config import load_params
     from medr1.store import open_store
 
     if url is None:
-        url = load_params(Path("params.yaml")).register.store
+        url = load_params(Path("params.yaml")).register_.store
     return open_store(url, base=Path.cwd())
 
 
@@ -38,7 +38,7 @@ def _fail(error: Exception) -> None:
 
 
 @registry_app.command("list")
-def registry_list(store: Optional[str] = StoreOption, as_json: bool = JsonOption) -> None:
+def registry_list(store: str | None = StoreOption, as_json: bool = JsonOption) -> None:
     """List every registered version, oldest first, with its accuracy and gain over the base model."""
     from medr1.registry import list_versions
 
@@ -71,9 +71,9 @@ def registry_list(store: Optional[str] = StoreOption, as_json: bool = JsonOption
 
 @registry_app.command("pull")
 def registry_pull(
-    version: str = typer.Argument(..., help="Version id (a unique prefix is enough)."),
-    target: Path = typer.Argument(..., help="Folder to write the model into (from_pretrained loads it)."),
-    store: Optional[str] = StoreOption,
+    version: Annotated[str, typer.Argument(help="Version id (a unique prefix is enough).")],
+    target: Annotated[Path, typer.Argument(help="Folder to write the model into (from_pretrained loads it).")],
+    store: str | None = StoreOption,
 ) -> None:
     """Download a version and verify every file's sha256 against its manifest."""
     from medr1.registry import pull
@@ -88,7 +88,7 @@ def registry_pull(
 @audit_app.command("model")
 def audit_model(
     version: str = typer.Argument(..., help="Version id (a unique prefix is enough)."),
-    store: Optional[str] = StoreOption,
+    store: str | None = StoreOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Which data (paths and dvc.lock md5s), params and base model produced this version."""
@@ -131,7 +131,7 @@ def audit_model(
 @audit_app.command("data")
 def audit_data(
     path_or_md5: str = typer.Argument(..., help="A data path as dvc.lock names it (data/processed) or its md5."),
-    store: Optional[str] = StoreOption,
+    store: str | None = StoreOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Every registered version that was trained or evaluated on this data."""

@@ -75,7 +75,7 @@ class Params(Section):
     base_model: BaseModelParams = BaseModelParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
-    register: RegisterParams = RegisterParams()
+    register_: RegisterParams = Field(RegisterParams(), alias="register")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

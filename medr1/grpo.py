@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from medr1.config import TrainParams
+from medr1.option_reader import freeze_option_reader, has_option_reader
 from medr1.prompts import chat_prompt
 from medr1.records import Record
 from medr1.rewards import accuracy_reward, make_format_reward
@@ -71,6 +72,8 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
     torch.manual_seed(params.seed)
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
+    if has_option_reader(model_dir):
+        freeze_option_reader(model)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[make_format_reward(params.reasoning), accuracy_reward],

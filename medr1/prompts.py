@@ -16,8 +16,13 @@ INSTRUCTIONS: dict[str, str] = {
 
 
 def problem_text(question: str, options: dict[str, str]) -> str:
-    """The question with its options inline, the way Med-R1's split files write `problem`."""
-    listed = ", ".join(f"{letter}){text}" for letter, text in options.items())
+    """The question with its options inline: "What modality? CT(A), MRI(B), OCT(C)".
+
+    Med-R1's split files write "A)CT, B)MRI"; we put each letter right after its option's
+    text so that the letter's token comes two tokens after the text's last token, which the
+    tiny model's option reader relies on (medr1/option_reader.py). Real models read either.
+    """
+    listed = ", ".join(f"{text}({letter})" for letter, text in options.items())
     return f"{question} {listed}".rstrip()
 
 

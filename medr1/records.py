@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -47,7 +47,7 @@ class Record(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _answer_among_options(self) -> "Record":
+    def _answer_among_options(self) -> Record:
         letters = list(self.options)
         if not 2 <= len(letters) <= len(LETTERS) or letters != list(LETTERS[: len(letters)]):
             raise ValueError(f"options must be lettered A.. consecutively (2 to 6), got {letters}")

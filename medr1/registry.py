@@ -11,7 +11,7 @@ import getpass
 import json
 import os
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from medr1.lineage import folder_digest, folder_hashes, sha256_file
@@ -43,7 +43,7 @@ def register(store: ObjectStore, name: str, model_dir: Path, lineage: dict) -> d
     manifest = {
         "name": name,
         "version": version,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "created_by": os.environ.get("MEDR1_CREATED_BY") or getpass.getuser(),
         "files": files,
         **lineage,

@@ -21,7 +21,7 @@ def split_by_image(records: list[Record], test_fraction: float, seed: int) -> tu
     for modality in sorted(images_by_modality):
         images = sorted(images_by_modality[modality])
         rng.shuffle(images)
-        count = int(round(len(images) * test_fraction)) if len(images) > 1 else 0
+        count = round(len(images) * test_fraction) if len(images) > 1 else 0
         test_images.update(images[:count])
     train = [r for r in records if r.image_sha256 not in test_images]
     test = [r for r in records if r.image_sha256 in test_images]

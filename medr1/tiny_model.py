@@ -7,10 +7,11 @@ Everything here runs offline; nothing is fetched from a model hub.
 from __future__ import annotations
 
 import json
-import math
 from typing import Iterable
 
 from pydantic import BaseModel
+
+from medr1.option_reader import wire_option_reader
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     Qwen2Tokenizer,
@@ -56,44 +57,6 @@ CHAT_TEMPLATE = (
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-
-
-# In "A)CT", the option text's first token sits two tokens after its letter ("ĠA", ")", "CT").
-OPTION_LETTER_OFFSET = 2
-
-
-def wire_option_binding_head(model, offset: int, layer: int = 0, head: int = 0, pairs: int = 5, amplitude: float = 6.5):
-    """Make one attention head of the first layer look `offset` tokens back, whatever the tokens.
-
-    Reading options ("which letter stands before the option that matches?") needs a
-    fixed-offset head feeding a content-matching head. Tiny models find the fixed-offset
-    head only after thousands of steps (we measured none in 2,000 supervised steps), far
-    beyond a CPU budget; so it is set at construction, like an architectural prior, and
-    everything else (what to match, what to answer) is learned. With W_q = W_k = 0 the
-    query and key are their biases; under rotary embeddings their product depends only on
-    the distance n - m, and choosing k = R(offset) q makes it peak at n = m - offset.
-    The value and output projections stay random and trainable.
-    """
-    import torch
-
-    attention = model.model.language_model.layers[layer].self_attn
-    head_dim = attention.head_dim
-    half = head_dim // 2
-    inv_freq = model.model.language_model.rotary_emb.inv_freq.float()
-    # mrope sections give text tokens the same position on every axis, so pair i rotates by inv_freq[i].
-    query = torch.zeros(head_dim)
-    key = torch.zeros(head_dim)
-    for i in range(min(pairs, half)):
-        angle = float(inv_freq[i]) * offset
-        query[i] = amplitude
-        key[i] = amplitude * math.cos(angle)
-        key[i + half] = amplitude * math.sin(angle)
-    rows = slice(head * head_dim, (head + 1) * head_dim)
-    with torch.no_grad():
-        attention.q_proj.weight[rows] = 0.0
-        attention.q_proj.bias[rows] = query
-        attention.k_proj.weight[rows] = 0.0
-        attention.k_proj.bias[rows] = key
 
 
 class TinyArchitecture(BaseModel):
@@ -182,7 +145,7 @@ def build_model(tokenizer: Qwen2Tokenizer, arch: TinyArchitecture, seed: int) ->
         tie_word_embeddings=True,
     )
     model = Qwen2VLForConditionalGeneration(config)
-    wire_option_binding_head(model, offset=OPTION_LETTER_OFFSET)
+    wire_option_reader(model)
     model.generation_config.eos_token_id = token_id("<|im_end|>")
     model.generation_config.pad_token_id = token_id("<|endoftext|>")
     return model

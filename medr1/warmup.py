@@ -26,8 +26,8 @@ class WarmupSettings(BaseModel):
     learning_rate: float = 2e-3
     seed: int = 0
     # share of steps' examples that are naming and reading questions (the rest: full multiple choice)
-    naming_share: float = 0.3
-    reading_share: float = 0.3
+    naming_share: float = 0.4
+    reading_share: float = 0.1
 
 
 def warm_up(model, processor, settings: WarmupSettings, mode: ReasoningMode = "no_think", progress: bool = True) -> list[float]:
@@ -56,7 +56,7 @@ def warm_up(model, processor, settings: WarmupSettings, mode: ReasoningMode = "n
             if draw < settings.naming_share:
                 text, word = ask_to_name(scenes[index], factor, rng)
                 prompts.append(prompt_text(processor, text, {}, mode, image))
-                completions.append(target_completion(word, mode))
+                completions.append(target_completion(" " + word, mode))  # ' gray' is the token the options use
             else:
                 if draw < settings.naming_share + settings.reading_share:
                     question = ask_to_read(factor, rng)

@@ -37,8 +37,8 @@ def main() -> None:
         "git": git_state(Path(".")),
         "packages": package_versions(),
     }
-    store = open_store(params.register.store, base=Path.cwd())
-    manifest = register(store, params.register.name, Path("models/grpo"), lineage)
+    store = open_store(params.register_.store, base=Path.cwd())
+    manifest = register(store, params.register_.name, Path("models/grpo"), lineage)
     OUT.write_text(json.dumps({"name": manifest["name"], "version": manifest["version"], "store": store.url}, indent=1))
     print(f"[register] {manifest['name']} version {manifest['version']} in {store.url}")
 
