@@ -44,6 +44,7 @@ def grpo_config(params: TrainParams, output_dir: Path):
         output_dir=str(output_dir),
         max_steps=params.max_steps,
         learning_rate=params.learning_rate,
+        weight_decay=0.0,  # the tiny model's frozen option reader must not decay
         lr_scheduler_type="constant_with_warmup",
         warmup_steps=0,
         per_device_train_batch_size=params.per_device_train_batch_size,

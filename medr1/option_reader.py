@@ -1,98 +1,147 @@
 """An option-reading circuit set into the tiny Qwen2-VL at construction.
 
-Answering "CT(A), MRI(B), OCT(C)" with a letter needs two attention steps: bind each
-letter to the option text just before it, then find the option whose text matches what the
-model sees. Tiny transformers take thousands of steps to discover that circuit from scratch
-(we measured none within 2,000 supervised steps, with or without images), which a CPU budget
-cannot pay. A real instruct model brings it from pre-training; ours gets it as an
-architectural prior, while what it sees and what the words mean stay learned:
+Answering "CT(A), MRI(B), OCT(C)" about a picture needs three attention steps: gather what
+the picture shows, bind each letter to the option text just before it, and pick the letter
+whose text matches the picture. Tiny transformers take thousands of steps to discover such
+circuits from scratch (we measured none within 2,000 supervised steps, with or without
+images, and no image naming within 600), which a CPU budget cannot pay. A real instruct
+model brings them from pre-training; ours gets them as an architectural prior. What the
+picture looks like (the vision tower) and what every word means (its embedding) stay
+learned, and that is exactly what the medical mapping is.
 
-- residual dimensions [0, 32) carry token meaning (the embeddings start there, and the tied
-  unembedding reads them), [32, 64) carry "the meaning of the token two back";
-- layer 0, head 0 looks exactly `offset` tokens back (query and key are constant biases, so
-  under rotary embeddings their product depends only on distance) and copies that token's
-  meaning into [32, 64): at the "A" of "CT(A)" it writes the meaning of "CT";
-- the last layer's head 0 matches the answer position's meaning (query) against every
-  position's [32, 64) (key) and adds the best match's own meaning (value): the letter "A"
-  itself, which the tied unembedding turns into the answer.
+Residual dimensions (hidden_size 128):
+- [0, 32) MEANING: token embeddings live here (and the tied unembedding reads them);
+- [32, 64) LETTER: "the meaning of the token two back";
+- [64, 96) PICTURE: the picture's features, pooled over its image tokens;
+- [96, 127) image-token features from the vision merger; 127: a marker set on image tokens.
 
-What is learned: the picture's concept at the answer position (the warm-up's naming
-questions put it in the meaning of the generic word, "gray"), and the meaning of every
-word: GRPO has to move "CT" to where the picture of a CT points.
+Heads (their weights frozen; everything else trains):
+- layer 0, head 0, binding: looks exactly two tokens back (query and key are constant
+  biases, so under rotary embeddings their product depends only on distance) and copies
+  that token's meaning into LETTER: at the "A" of "CT(A)" it writes the meaning of "CT";
+- layer 0, head 1, pooling: attends to the tokens carrying the image marker and copies their
+  features into PICTURE;
+- last layer, head 0, matching: compares PICTURE (query) with every position's LETTER (key)
+  and adds the best match's own meaning (value): the letter "A", which the tied
+  unembedding turns into the answer.
+
+Training then moves a word's embedding toward the pictures it names: the warm-up does it for
+generic words ("gray"), GRPO has to do it for the medical ones ("CT").
 """
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 MEANING = slice(0, 32)
 LETTER = slice(32, 64)
+PICTURE = slice(64, 96)
+IMAGE_FEATURES = slice(96, 128)  # the last of these is the marker
+MARKER_DIM = 127
+MARKER_VALUE = 8.0
+MARKER_FILE = "option_reader.json"
+OPTION_LETTER_DIM = 31  # inside MEANING: 1 for the option letters' tokens, 0 for every other token
+HIDDEN_SIZE = 128
+HEAD_DIM = 32
 
 
-def _binding_head(attention, inv_freq, offset: int, head: int, pairs: int = 5, amplitude: float = 6.5) -> None:
-    import torch
-
-    head_dim = attention.head_dim
-    half = head_dim // 2
-    query = torch.zeros(head_dim)
-    key = torch.zeros(head_dim)
-    for i in range(min(pairs, half)):
-        # mrope gives text tokens one position on every axis, so pair i rotates by inv_freq[i] per token.
-        angle = float(inv_freq[i]) * offset
-        query[i] = amplitude
-        key[i] = amplitude * math.cos(angle)
-        key[i + half] = amplitude * math.sin(angle)
-    rows = slice(head * head_dim, (head + 1) * head_dim)
-    attention.q_proj.weight[rows] = 0.0
-    attention.q_proj.bias[rows] = query
-    attention.k_proj.weight[rows] = 0.0
-    attention.k_proj.bias[rows] = key
-    # value = the meaning dimensions of the token looked at; output = the letter dimensions.
-    attention.v_proj.weight[rows] = 0.0
-    attention.v_proj.bias[rows] = 0.0
-    attention.v_proj.weight[rows, MEANING] = torch.eye(head_dim)
-    columns = slice(head * head_dim, (head + 1) * head_dim)
-    attention.o_proj.weight[:, columns] = 0.0
-    attention.o_proj.weight[LETTER, columns] = torch.eye(head_dim)
-
-
-def _matching_head(attention, head: int, sharpness: float = 2.0) -> None:
-    import torch
-
-    head_dim = attention.head_dim
-    rows = slice(head * head_dim, (head + 1) * head_dim)
-    for projection, source in ((attention.q_proj, MEANING), (attention.k_proj, LETTER), (attention.v_proj, MEANING)):
-        projection.weight[rows] = 0.0
-        projection.bias[rows] = 0.0
-        projection.weight[rows, source] = torch.eye(head_dim) * (sharpness if projection is not attention.v_proj else 1.0)
-    columns = slice(head * head_dim, (head + 1) * head_dim)
-    attention.o_proj.weight[:, columns] = 0.0
-    attention.o_proj.weight[MEANING, columns] = torch.eye(head_dim)
-
-
-MARKER = "option_reader.json"
+def _rows(head: int) -> slice:
+    return slice(head * HEAD_DIM, (head + 1) * HEAD_DIM)
 
 
 def _frozen_parts(model) -> list[tuple[object, tuple]]:
     """(parameter, index) pairs that belong to the circuit and must not learn."""
     text = model.model.language_model
     first, last = text.layers[0].self_attn, text.layers[-1].self_attn
-    head = slice(0, first.head_dim)
-    parts = [(model.get_input_embeddings().weight, (slice(None), LETTER))]
+    reserved = slice(LETTER.start, PICTURE.stop)
+    parts = [(model.get_input_embeddings().weight, (slice(None), slice(OPTION_LETTER_DIM, None)))]
     merger_out = model.model.visual.merger.mlp[-1]
-    parts += [(merger_out.weight, (LETTER,)), (merger_out.bias, (LETTER,))]
+    for index in (slice(0, IMAGE_FEATURES.start), MARKER_DIM):
+        parts += [(merger_out.weight, (index,)), (merger_out.bias, (index,))]
     for layer in text.layers:
-        parts += [(layer.self_attn.o_proj.weight, (LETTER,)), (layer.mlp.down_proj.weight, (LETTER,))]
-    for attention in (first, last):
-        for projection in (attention.q_proj, attention.k_proj, attention.v_proj):
-            parts += [(projection.weight, (head,)), (projection.bias, (head,))]
-        parts.append((attention.o_proj.weight, (slice(None), head)))
+        for index in (reserved, MARKER_DIM):
+            parts += [(layer.self_attn.o_proj.weight, (index,)), (layer.mlp.down_proj.weight, (index,))]
+    for layer in (text.layers[0], text.layers[-1]):
+        # the circuit's heads read normalized inputs: their per-dimension gains stay at 1
+        parts.append((layer.input_layernorm.weight, (slice(None),)))
+    for attention, heads in ((first, (0, 1)), (last, (0,))):
+        for head in heads:
+            for projection in (attention.q_proj, attention.k_proj, attention.v_proj):
+                parts += [(projection.weight, (_rows(head),)), (projection.bias, (_rows(head),))]
+            parts.append((attention.o_proj.weight, (slice(None), _rows(head))))
     return parts
+
+
+def _set_head(attention, head: int, query=None, key=None, value_from: slice | None = None, output_to: slice | None = None):
+    """Write one head: query/key as (bias, [(input slice, scale)]), value and output as copies."""
+    import torch
+
+    rows = _rows(head)
+    for projection, spec in ((attention.q_proj, query), (attention.k_proj, key)):
+        bias, weights = spec
+        projection.weight[rows] = 0.0
+        projection.bias[rows] = bias
+        for source, scale in weights:
+            projection.weight[rows, source] = scale * torch.eye(HEAD_DIM)
+    attention.v_proj.weight[rows] = 0.0
+    attention.v_proj.bias[rows] = 0.0
+    attention.v_proj.weight[rows, value_from] = torch.eye(HEAD_DIM)
+    attention.o_proj.weight[:, rows] = 0.0
+    attention.o_proj.weight[output_to, rows] = torch.eye(HEAD_DIM)
+
+
+def _offset_query_key(inv_freq, offset: int, pairs: int = 5, amplitude: float = 6.5):
+    """Constant query and key whose rotary product peaks when the key is `offset` tokens back."""
+    import torch
+
+    query, key = torch.zeros(HEAD_DIM), torch.zeros(HEAD_DIM)
+    half = HEAD_DIM // 2
+    for i in range(pairs):
+        # mrope gives text tokens one position on every axis, so pair i rotates by inv_freq[i] per token.
+        angle = float(inv_freq[i]) * offset
+        query[i] = amplitude
+        key[i] = amplitude * math.cos(angle)
+        key[i + half] = amplitude * math.sin(angle)
+    return query, key
+
+
+def wire_option_reader(model, letter_token_ids: list[int], offset: int = 2, sharpness: float = 3.0) -> None:
+    """Set the binding, pooling and matching heads and freeze them; see the module docstring."""
+    import torch
+
+    text = model.model.language_model
+    if text.config.hidden_size != HIDDEN_SIZE or text.layers[0].self_attn.head_dim != HEAD_DIM:
+        raise ValueError(f"the option reader needs hidden_size {HIDDEN_SIZE} and head_dim {HEAD_DIM}")
+    if text.config.num_key_value_heads != text.config.num_attention_heads:
+        raise ValueError("the option reader needs num_key_value_heads == num_attention_heads")
+    with torch.no_grad():
+        for parameter, index in _frozen_parts(model):
+            if parameter.dim() > 1 or parameter is not text.layers[0].input_layernorm.weight and parameter is not text.layers[-1].input_layernorm.weight:
+                parameter[index] = 0.0
+        model.model.visual.merger.mlp[-1].bias[MARKER_DIM] = MARKER_VALUE
+        first, last = text.layers[0].self_attn, text.layers[-1].self_attn
+        query, key = _offset_query_key(text.rotary_emb.inv_freq.float(), offset)
+        _set_head(first, 0, query=(query, []), key=(key, []), value_from=MEANING, output_to=LETTER)
+        marker_query = torch.zeros(HEAD_DIM)
+        marker_query[-1] = 5.0
+        _set_head(first, 1, query=(marker_query, []), key=(torch.zeros(HEAD_DIM), [(IMAGE_FEATURES, 5.0)]),
+                  value_from=IMAGE_FEATURES, output_to=PICTURE)
+        _set_head(last, 0, query=(torch.zeros(HEAD_DIM), [(PICTURE, sharpness)]),
+                  key=(torch.zeros(HEAD_DIM), [(LETTER, sharpness)]), value_from=MEANING, output_to=MEANING)
+        # Only option letters are candidates: their tokens carry a fixed mark that the key adds
+        # on top of the match, so the head cannot dodge the choice by looking elsewhere.
+        model.get_input_embeddings().weight[letter_token_ids, OPTION_LETTER_DIM] = 1.0
+        last.q_proj.bias[HEAD_DIM - 1] += 10.0
+        last.k_proj.weight[HEAD_DIM - 1] = 0.0  # not the copied mark of the token two back
+        last.k_proj.weight[HEAD_DIM - 1, OPTION_LETTER_DIM] = 12.0
+    freeze_option_reader(model)
 
 
 def freeze_option_reader(model) -> None:
     """Zero the gradient of the circuit's weights (and of everything that would write into its
-    letter dimensions), so that training cannot unlearn the prior; call after every load."""
+    reserved dimensions), so that training cannot unlearn the prior; call after every load."""
     import torch
 
     masks: dict[int, tuple[torch.nn.Parameter, torch.Tensor]] = {}
@@ -103,30 +152,10 @@ def freeze_option_reader(model) -> None:
         parameter.register_hook(lambda gradient, mask=mask: gradient * mask.to(gradient.device, gradient.dtype))
 
 
-def wire_option_reader(model, offset: int = 2) -> None:
-    """Set the binding head (layer 0) and the matching head (last layer); see the module docstring."""
-    import torch
-
-    text = model.model.language_model
-    if text.layers[0].self_attn.head_dim != MEANING.stop - MEANING.start:
-        raise ValueError("the option reader needs head_dim 32 (hidden_size / num_attention_heads)")
-    with torch.no_grad():
-        for parameter, index in _frozen_parts(model):
-            parameter[index] = 0.0
-        model.get_input_embeddings().weight[:, LETTER.stop :] = 0.0  # token meaning starts in its own dimensions
-        _binding_head(text.layers[0].self_attn, text.rotary_emb.inv_freq.float(), offset, head=0)
-        _matching_head(text.layers[-1].self_attn, head=0)
-    freeze_option_reader(model)
-
-
 def has_option_reader(folder) -> bool:
-    from pathlib import Path
-
-    return (Path(folder) / MARKER).is_file()
+    return (Path(folder) / MARKER_FILE).is_file()
 
 
 def mark_option_reader(folder, offset: int = 2) -> None:
-    import json
-    from pathlib import Path
-
-    (Path(folder) / MARKER).write_text(json.dumps({"offset": offset, "meaning": [0, 32], "letter": [32, 64]}))
+    layout = {"offset": offset, "meaning": [0, 32], "letter": [32, 64], "picture": [64, 96], "marker_dim": MARKER_DIM}
+    (Path(folder) / MARKER_FILE).write_text(json.dumps(layout))

@@ -12,6 +12,7 @@ from typing import Iterable
 from pydantic import BaseModel
 
 from medr1.option_reader import wire_option_reader
+from medr1.records import LETTERS
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     Qwen2Tokenizer,
@@ -145,7 +146,7 @@ def build_model(tokenizer: Qwen2Tokenizer, arch: TinyArchitecture, seed: int) ->
         tie_word_embeddings=True,
     )
     model = Qwen2VLForConditionalGeneration(config)
-    wire_option_reader(model)
+    wire_option_reader(model, [token_id(letter) for letter in LETTERS])
     model.generation_config.eos_token_id = token_id("<|im_end|>")
     model.generation_config.pad_token_id = token_id("<|endoftext|>")
     return model

@@ -26,7 +26,7 @@ class WarmupSettings(BaseModel):
     learning_rate: float = 2e-3
     seed: int = 0
     # share of steps' examples that are naming and reading questions (the rest: full multiple choice)
-    naming_share: float = 0.4
+    naming_share: float = 0.2
     reading_share: float = 0.1
 
 

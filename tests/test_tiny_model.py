@@ -6,7 +6,7 @@ from medr1.prompts import user_prompt
 from medr1.scenes import Scene, render
 from medr1.tiny_model import TinyArchitecture, build_model, build_processor, train_tokenizer
 
-SMALL = TinyArchitecture(hidden_size=64, intermediate_size=128, num_hidden_layers=2, vision_embed_dim=32, vision_depth=1)
+SMALL = TinyArchitecture(intermediate_size=128, num_hidden_layers=2, vision_embed_dim=32, vision_depth=1)
 
 
 def _parts(texts=None):
@@ -59,3 +59,22 @@ def test_option_binding_head_looks_two_tokens_back():
         model(input_ids=torch.randint(20, 200, (1, 30)), output_attentions=True)
     weights = captured["weights"][0, 0]
     assert all(int(weights[i].argmax()) == i - 2 for i in range(4, 30))
+
+
+def test_option_reader_survives_training_steps():
+    from medr1.option_reader import LETTER
+
+    _, processor, model = _parts()
+    first = model.model.language_model.layers[0].self_attn
+    wired = first.q_proj.bias[:32].clone(), first.o_proj.weight[LETTER, :32].clone()
+    letter_rows = model.get_input_embeddings().weight[:, LETTER].clone()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)  # decay would shrink frozen weights
+    for _ in range(3):
+        loss = model(input_ids=torch.randint(20, 200, (2, 12)), labels=torch.randint(20, 200, (2, 12))).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert torch.equal(first.q_proj.bias[:32], wired[0])
+    assert torch.equal(first.o_proj.weight[LETTER, :32], wired[1])
+    assert torch.equal(model.get_input_embeddings().weight[:, LETTER], letter_rows)
+    assert not torch.equal(first.q_proj.bias[64:96], torch.zeros(32))  # the other heads do learn
