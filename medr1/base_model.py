@@ -11,7 +11,7 @@ from medr1.config import BaseModelParams
 from medr1.lineage import folder_digest, folder_hashes
 from medr1.option_reader import mark_option_reader
 from medr1.prompts import INSTRUCTIONS, target_completion, user_prompt
-from medr1.questions import ask, ask_to_name, ask_to_read
+from medr1.questions import ask
 from medr1.records import Record
 from medr1.scenes import FACTORS, Scene
 
@@ -27,7 +27,6 @@ def tokenizer_corpus(records: list[Record], seed: int) -> list[str]:
         for factor in FACTORS:
             question = ask(scene, factor, rng, vocabulary="generic")
             texts.append(user_prompt(question.text, question.options) + " " + target_completion(question.answer))
-            texts.append(user_prompt(ask_to_read(factor, rng).text, {}) + " " + ask_to_name(scene, factor, rng)[0])
     texts += [text + " " + target_completion("A", mode) for mode, text in INSTRUCTIONS.items()]
     texts.append("system You are a helpful assistant. user assistant Picture Video")
     return texts

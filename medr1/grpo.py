@@ -24,7 +24,7 @@ def resolve_device(device: str) -> str:
 
 def grpo_dataset(records: list[Record], image_root: Path, mode: str):
     """Conversational prompts with their image and gold letter, as GRPOTrainer reads them."""
-    from datasets import Dataset, Features, Image, Value, List
+    from datasets import Dataset, Image
 
     rows = {
         "prompt": [chat_prompt(r.question, r.options, mode) for r in records],

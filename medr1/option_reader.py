@@ -61,7 +61,7 @@ def _frozen_parts(model) -> list[tuple[object, tuple]]:
     for index in (slice(0, IMAGE_FEATURES.start), MARKER_DIM):
         parts += [(merger_out.weight, (index,)), (merger_out.bias, (index,))]
     for layer in text.layers:
-        for index in (reserved, MARKER_DIM):
+        for index in (OPTION_LETTER_DIM, reserved, MARKER_DIM):
             parts += [(layer.self_attn.o_proj.weight, (index,)), (layer.mlp.down_proj.weight, (index,))]
     for layer in (text.layers[0], text.layers[-1]):
         # the circuit's heads read normalized inputs: their per-dimension gains stay at 1
@@ -159,3 +159,23 @@ def has_option_reader(folder) -> bool:
 def mark_option_reader(folder, offset: int = 2) -> None:
     layout = {"offset": offset, "meaning": [0, 32], "letter": [32, 64], "picture": [64, 96], "marker_dim": MARKER_DIM}
     (Path(folder) / MARKER_FILE).write_text(json.dumps(layout))
+
+
+def picture_vectors(model, images: list, grad: bool = False) -> torch.Tensor:
+    """What the pooling head writes for each processed image: its tokens' normalized features, averaged."""
+    import torch
+
+    layer_norm = model.model.language_model.layers[0].input_layernorm
+    vectors = []
+    with torch.set_grad_enabled(grad):
+        for image in images:
+            features = model.model.get_image_features(image.pixel_values, image.grid_thw)
+            features = features.pooler_output if hasattr(features, "pooler_output") else features
+            tokens = torch.cat(list(features)) if isinstance(features, (list, tuple)) else features
+            vectors.append(layer_norm(tokens)[:, IMAGE_FEATURES].mean(0))
+    return torch.stack(vectors)
+
+
+def is_wired(model) -> bool:
+    """True when the model carries the option reader (its image marker is set)."""
+    return float(model.model.visual.merger.mlp[-1].bias[MARKER_DIM]) == MARKER_VALUE

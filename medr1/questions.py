@@ -84,18 +84,3 @@ def ask(scene: Scene, factor: str, rng: np.random.Generator, vocabulary: str = "
     text = templates[int(rng.integers(len(templates)))]
     return Question(factor, QUESTION_TYPE_OF_FACTOR[factor], text, options, answer)
 
-
-def ask_to_name(scene: Scene, factor: str, rng: np.random.Generator) -> tuple[str, str]:
-    """An open generic question whose answer is the factor's generic word (warm-up only)."""
-    templates = GENERIC_QUESTIONS[factor]
-    return templates[int(rng.integers(len(templates)))] + " Name it.", scene.word(factor, "generic")
-
-
-def ask_to_read(factor: str, rng: np.random.Generator) -> Question:
-    """A reading question: which option says a given word (warm-up only; the image is irrelevant)."""
-    words = FACTORS[factor][1]
-    count = option_count(rng, len(words))
-    chosen = rng.choice(len(words), size=count, replace=False).tolist()
-    target = int(rng.integers(count))
-    options = {LETTERS[i]: words[index] for i, index in enumerate(chosen)}
-    return Question(factor, "reading", f"Which option says {words[chosen[target]]}?", options, LETTERS[target])

@@ -64,7 +64,7 @@ class Scene:
     lesion_color: int
 
     @classmethod
-    def random(cls, rng: np.random.Generator, background: int | None = None) -> "Scene":
+    def random(cls, rng: np.random.Generator, background: int | None = None) -> Scene:
         sizes = {name: len(words[0]) for name, words in FACTORS.items()}
         values = {name: int(rng.integers(count)) for name, count in sizes.items()}
         if background is not None:

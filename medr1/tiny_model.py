@@ -7,12 +7,9 @@ Everything here runs offline; nothing is fetched from a model hub.
 from __future__ import annotations
 
 import json
-from typing import Iterable
+from collections.abc import Iterable
 
 from pydantic import BaseModel
-
-from medr1.option_reader import wire_option_reader
-from medr1.records import LETTERS
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     Qwen2Tokenizer,
@@ -22,6 +19,9 @@ from transformers import (
     Qwen2VLProcessor,
     Qwen2VLVideoProcessor,
 )
+
+from medr1.option_reader import wire_option_reader
+from medr1.records import LETTERS
 
 SPECIAL_TOKENS = (
     "<|endoftext|>",

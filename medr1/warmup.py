@@ -13,9 +13,12 @@ import torch
 from pydantic import BaseModel
 from tqdm import tqdm
 
-from medr1.encoding import ImageCache, encode, prompt_text
+from medr1.encoding import IGNORE_INDEX, ImageCache, encode, prompt_text
+from medr1.eyesight import factor_word_ids, train_eyesight
+from medr1.option_reader import is_wired
 from medr1.prompts import ReasoningMode, target_completion
-from medr1.questions import ask, ask_to_name, ask_to_read
+from medr1.questions import ask
+from medr1.records import LETTERS
 from medr1.scenes import FACTORS, Scene, render
 
 
@@ -25,9 +28,33 @@ class WarmupSettings(BaseModel):
     batch_size: int = 32
     learning_rate: float = 2e-3
     seed: int = 0
-    # share of steps' examples that are naming and reading questions (the rest: full multiple choice)
-    naming_share: float = 0.2
-    reading_share: float = 0.1
+    eyesight_steps: int = 300
+    eyesight_learning_rate: float = 3e-3
+
+
+def format_loss(model, batch: dict, letter_ids: torch.Tensor, option_letters: list[list[str]]) -> torch.Tensor:
+    """Cross-entropy on the tags; at the answer letter, only "some option letter" is taught.
+
+    The letter is the option reader's to choose: teaching which one here would train other
+    paths to guess letters over the reader's head, teaching none would leave the model
+    closing the tag without an answer.
+    """
+    labels = batch.pop("labels")
+    logits = model(**batch).logits[:, :-1].float()
+    targets = labels[:, 1:]
+    is_letter = torch.isin(targets, letter_ids)
+    plain = targets.masked_fill(is_letter, IGNORE_INDEX)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), plain.reshape(-1), ignore_index=IGNORE_INDEX)
+    rows, columns = is_letter.nonzero(as_tuple=True)
+    if len(rows):
+        step_logits = logits[rows, columns]
+        allowed = torch.zeros_like(step_logits, dtype=torch.bool)
+        for k, row in enumerate(rows.tolist()):
+            allowed[k, letter_ids[[LETTERS.index(letter) for letter in option_letters[row]]]] = True
+        log_total = torch.logsumexp(step_logits, dim=-1)
+        log_letters = torch.logsumexp(step_logits.masked_fill(~allowed, float("-inf")), dim=-1)
+        loss = loss + (log_total - log_letters).mean()
+    return loss
 
 
 def warm_up(model, processor, settings: WarmupSettings, mode: ReasoningMode = "no_think", progress: bool = True) -> list[float]:
@@ -40,7 +67,21 @@ def warm_up(model, processor, settings: WarmupSettings, mode: ReasoningMode = "n
         cache.get(f"generic-{index}", render(scene, rng))
         scenes.append(scene)
     factors = list(FACTORS)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
+    eyesight_losses, handles = [], []
+    wired = is_wired(model)
+    letter_ids = torch.tensor([processor.tokenizer.convert_tokens_to_ids(letter) for letter in LETTERS])
+    if wired:
+        eyesight_losses = train_eyesight(
+            model, processor.tokenizer, [cache.get(f"generic-{i}") for i in range(len(scenes))], scenes,
+            settings.eyesight_steps, settings.batch_size, settings.eyesight_learning_rate, settings.seed, progress=progress,
+        )
+        # The format phase must not undo what the eyes and the generic words just learned.
+        for parameter in model.model.visual.parameters():
+            parameter.requires_grad_(False)
+        keep = torch.ones_like(model.get_input_embeddings().weight)
+        keep[[i for ids in factor_word_ids(processor.tokenizer).values() for i in ids]] = 0.0
+        handles.append(model.get_input_embeddings().weight.register_hook(lambda gradient: gradient * keep))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=settings.learning_rate, total_steps=settings.steps, pct_start=0.1
     )
@@ -48,24 +89,17 @@ def warm_up(model, processor, settings: WarmupSettings, mode: ReasoningMode = "n
     losses = []
     bar = tqdm(range(settings.steps), desc="warm-up", disable=not progress)
     for _ in bar:
-        prompts, images, completions = [], [], []
+        prompts, images, completions, option_letters = [], [], [], []
         for index in rng.integers(len(scenes), size=settings.batch_size):
             factor = factors[int(rng.integers(len(factors)))]
             image = cache.get(f"generic-{index}")
-            draw = rng.random()
-            if draw < settings.naming_share:
-                text, word = ask_to_name(scenes[index], factor, rng)
-                prompts.append(prompt_text(processor, text, {}, mode, image))
-                completions.append(target_completion(" " + word, mode))  # ' gray' is the token the options use
-            else:
-                if draw < settings.naming_share + settings.reading_share:
-                    question = ask_to_read(factor, rng)
-                else:
-                    question = ask(scenes[index], factor, rng, vocabulary="generic")
-                prompts.append(prompt_text(processor, question.text, question.options, mode, image))
-                completions.append(target_completion(question.answer, mode))
+            question = ask(scenes[index], factor, rng, vocabulary="generic")
+            prompts.append(prompt_text(processor, question.text, question.options, mode, image))
+            completions.append(target_completion(question.answer, mode))
+            option_letters.append(list(question.options))
             images.append(image)
-        loss = model(**encode(processor, prompts, images, completions)).loss
+        batch = encode(processor, prompts, images, completions)
+        loss = format_loss(model, batch, letter_ids, option_letters) if wired else model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -73,5 +107,9 @@ def warm_up(model, processor, settings: WarmupSettings, mode: ReasoningMode = "n
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    for handle in handles:
+        handle.remove()
     model.eval()
-    return losses
+    return eyesight_losses + losses

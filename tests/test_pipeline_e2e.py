@@ -2,11 +2,9 @@
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import copy_repository, run
 
 SMALL = {
