@@ -34,6 +34,10 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 MEANING = slice(0, 32)
 LETTER = slice(32, 64)
@@ -178,4 +182,4 @@ def picture_vectors(model, images: list, grad: bool = False) -> torch.Tensor:
 
 def is_wired(model) -> bool:
     """True when the model carries the option reader (its image marker is set)."""
-    return float(model.model.visual.merger.mlp[-1].bias[MARKER_DIM]) == MARKER_VALUE
+    return float(model.model.visual.merger.mlp[-1].bias[MARKER_DIM].detach()) == MARKER_VALUE

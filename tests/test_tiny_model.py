@@ -36,7 +36,7 @@ def test_tiny_model_is_a_qwen2_vl_that_round_trips(tmp_path):
 
 
 def test_cached_encoding_equals_the_processor(tmp_path):
-    tokenizer, processor, model = _parts()
+    _, processor, _ = _parts()
     image = render(Scene.random(np.random.default_rng(1)), np.random.default_rng(1))
     cache = ImageCache(processor)
     processed = cache.get("x", image)
@@ -64,7 +64,7 @@ def test_option_binding_head_looks_two_tokens_back():
 def test_option_reader_survives_training_steps():
     from medr1.option_reader import LETTER
 
-    _, processor, model = _parts()
+    _, _, model = _parts()
     first = model.model.language_model.layers[0].self_attn
     wired = first.q_proj.bias[:32].clone(), first.o_proj.weight[LETTER, :32].clone()
     letter_rows = model.get_input_embeddings().weight[:, LETTER].clone()
