@@ -13,7 +13,8 @@ Residual dimensions (hidden_size 128):
 - [0, 32) MEANING: token embeddings live here (and the tied unembedding reads them);
 - [32, 64) LETTER: "the meaning of the token two back";
 - [64, 96) PICTURE: the picture's features, pooled over its image tokens;
-- [96, 127) image-token features from the vision merger; 127: a marker set on image tokens.
+- [96, 102) LETTER_CODE: a one-hot code per option letter (the reader's vote);
+- [102, 127) image-token features from the vision merger; 127: a marker set on image tokens.
 
 Heads (their weights frozen; everything else trains):
 - layer 0, head 0, binding: looks exactly two tokens back (query and key are constant
@@ -21,9 +22,9 @@ Heads (their weights frozen; everything else trains):
   that token's meaning into LETTER: at the "A" of "CT(A)" it writes the meaning of "CT";
 - layer 0, head 1, pooling: attends to the tokens carrying the image marker and copies their
   features into PICTURE;
-- last layer, head 0, matching: compares PICTURE (query) with every position's LETTER (key)
-  and adds the best match's own meaning (value): the letter "A", which the tied
-  unembedding turns into the answer.
+- last layer, head 0, matching: compares PICTURE (query) with every option letter's LETTER
+  (key) and copies the best match's letter code (value) into the letter-code dimensions,
+  which the tied unembedding reads back as that letter's logit.
 
 Training then moves a word's embedding toward the pictures it names: the warm-up does it for
 generic words ("gray"), GRPO has to do it for the medical ones ("CT").
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
 MEANING = slice(0, 32)
 LETTER = slice(32, 64)
 PICTURE = slice(64, 96)
-IMAGE_FEATURES = slice(96, 128)  # the last of these is the marker
+LETTER_CODE = slice(96, 102)  # one dimension per option letter A..F: the reader's vote
+IMAGE_FEATURES = slice(96, 128)  # image tokens' features (the vision merger writes 102..126); 127 is the marker
 MARKER_DIM = 127
 MARKER_VALUE = 8.0
 MARKER_FILE = "option_reader.json"
@@ -62,10 +64,11 @@ def _frozen_parts(model) -> list[tuple[object, tuple]]:
     reserved = slice(LETTER.start, PICTURE.stop)
     parts = [(model.get_input_embeddings().weight, (slice(None), slice(OPTION_LETTER_DIM, None)))]
     merger_out = model.model.visual.merger.mlp[-1]
-    for index in (slice(0, IMAGE_FEATURES.start), MARKER_DIM):
+    for index in (slice(0, LETTER_CODE.stop), MARKER_DIM):
         parts += [(merger_out.weight, (index,)), (merger_out.bias, (index,))]
+    parts.append((text.norm.weight, (LETTER_CODE,)))
     for layer in text.layers:
-        for index in (OPTION_LETTER_DIM, reserved, MARKER_DIM):
+        for index in (OPTION_LETTER_DIM, reserved, LETTER_CODE, MARKER_DIM):
             parts += [(layer.self_attn.o_proj.weight, (index,)), (layer.mlp.down_proj.weight, (index,))]
     for layer in (text.layers[0], text.layers[-1]):
         # the circuit's heads read normalized inputs: their per-dimension gains stay at 1
@@ -111,7 +114,7 @@ def _offset_query_key(inv_freq, offset: int, pairs: int = 5, amplitude: float = 
     return query, key
 
 
-def wire_option_reader(model, letter_token_ids: list[int], offset: int = 2, sharpness: float = 3.0) -> None:
+def wire_option_reader(model, letter_token_ids: list[int], offset: int = 2, sharpness: float = 3.0, loudness: float = 20.0) -> None:
     """Set the binding, pooling and matching heads and freeze them; see the module docstring."""
     import torch
 
@@ -121,8 +124,9 @@ def wire_option_reader(model, letter_token_ids: list[int], offset: int = 2, shar
     if text.config.num_key_value_heads != text.config.num_attention_heads:
         raise ValueError("the option reader needs num_key_value_heads == num_attention_heads")
     with torch.no_grad():
+        gains = (text.layers[0].input_layernorm.weight, text.layers[-1].input_layernorm.weight, text.norm.weight)
         for parameter, index in _frozen_parts(model):
-            if parameter.dim() > 1 or parameter is not text.layers[0].input_layernorm.weight and parameter is not text.layers[-1].input_layernorm.weight:
+            if parameter.dim() > 1 or all(parameter is not norm for norm in gains):
                 parameter[index] = 0.0
         model.model.visual.merger.mlp[-1].bias[MARKER_DIM] = MARKER_VALUE
         first, last = text.layers[0].self_attn, text.layers[-1].self_attn
@@ -140,6 +144,16 @@ def wire_option_reader(model, letter_token_ids: list[int], offset: int = 2, shar
         last.q_proj.bias[HEAD_DIM - 1] += 10.0
         last.k_proj.weight[HEAD_DIM - 1] = 0.0  # not the copied mark of the token two back
         last.k_proj.weight[HEAD_DIM - 1, OPTION_LETTER_DIM] = 12.0
+        # The vote: each letter token carries a one-hot code that the tied unembedding reads back
+        # as that letter's logit; the head copies the chosen letter's code, loudly.
+        codes = LETTER_CODE.stop - LETTER_CODE.start
+        for index, token in enumerate(letter_token_ids[:codes]):
+            model.get_input_embeddings().weight[token, LETTER_CODE.start + index] = 1.0
+        rows = _rows(0)
+        last.v_proj.weight[rows] = 0.0
+        last.v_proj.weight[rows.start : rows.start + codes, LETTER_CODE] = torch.eye(codes)
+        last.o_proj.weight[:, rows] = 0.0
+        last.o_proj.weight[LETTER_CODE, rows.start : rows.start + codes] = loudness * torch.eye(codes)
     freeze_option_reader(model)
 
 
