@@ -74,7 +74,12 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
     if has_option_reader(model_dir):
+        # The tiny model's reader and language model stay as the warm-up left them: GRPO
+        # learns what the medical words mean (their embeddings), the way the option reader
+        # compares them with pictures.
         freeze_option_reader(model)
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_("embed_tokens" in name)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[make_format_reward(params.reasoning), accuracy_reward],
