@@ -13,7 +13,7 @@ from rich.table import Table
 from medr1.errors import EXPECTED
 
 app = typer.Typer(help="Med-R1 pipeline: model registry and lineage audit.", no_args_is_help=True)
-registry_app = typer.Typer(help="Registered model versions: list, show, pull.", no_args_is_help=True)
+registry_app = typer.Typer(help="Registered model versions: list them, pull one with its checksums verified.", no_args_is_help=True)
 audit_app = typer.Typer(help="Lineage: what produced a model, which models a piece of data produced.", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
 app.add_typer(audit_app, name="audit")
