@@ -9,7 +9,6 @@ import numpy as np
 
 from medr1.config import BaseModelParams
 from medr1.lineage import folder_digest, folder_hashes
-from medr1.option_reader import mark_option_reader
 from medr1.prompts import INSTRUCTIONS, target_completion, user_prompt
 from medr1.questions import ask
 from medr1.records import Record
@@ -46,7 +45,6 @@ def build_tiny_base(records: list[Record], params: BaseModelParams, out: Path) -
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    mark_option_reader(out)
     hashes = folder_hashes(out)
     reference = {
         "kind": "tiny",

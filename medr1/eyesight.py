@@ -1,8 +1,9 @@
 """Contrastive pre-training of the tiny model's eyes against generic words (CLIP-style).
 
 The option reader's matching head scores an option by the dot product of the pooled
-picture with the option word's meaning. This phase trains exactly that score, away from
-the language model's other paths: the vision tower and the generic words' embeddings learn
+picture with the option word's meaning. This phase trains that score (as a cosine of the
+batch-centred picture, which keeps the contrastive loss well scaled), away from the
+language model's other paths: the vision tower and the generic words' embeddings learn
 so that a picture of a gray background scores "gray" above "navy" and "teal", an upright
 bar scores "bar" above "circle", and so on. Medical words take no part: which picture
 "CT" names is left for GRPO.

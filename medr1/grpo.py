@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from medr1.config import TrainParams
-from medr1.option_reader import freeze_option_reader, has_option_reader
+from medr1.option_reader import freeze_option_reader, is_wired
 from medr1.prompts import chat_prompt
 from medr1.records import Record
 from medr1.rewards import accuracy_reward, make_format_reward
@@ -73,7 +73,7 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
     torch.manual_seed(params.seed)
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
-    if has_option_reader(model_dir):
+    if is_wired(model):
         # The tiny model's reader and language model stay as the warm-up left them: GRPO
         # learns what the medical words mean (their embeddings), the way the option reader
         # compares them with pictures.

@@ -10,7 +10,7 @@ picture looks like (the vision tower) and what every word means (its embedding) 
 learned, and that is exactly what the medical mapping is.
 
 Residual dimensions (hidden_size 128):
-- [0, 32) MEANING: token embeddings live here (and the tied unembedding reads them);
+- [0, 32) MEANING: token embeddings live here;
 - [32, 64) LETTER: "the meaning of the token two back";
 - [64, 96) PICTURE: the picture's features, pooled over its image tokens;
 - [96, 102) LETTER_CODE: a one-hot code per option letter (the reader's vote);
@@ -32,9 +32,7 @@ generic words ("gray"), GRPO has to do it for the medical ones ("CT").
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -47,7 +45,6 @@ LETTER_CODE = slice(96, 102)  # one dimension per option letter A..F: the reader
 IMAGE_FEATURES = slice(96, 128)  # image tokens' features (the vision merger writes 102..126); 127 is the marker
 MARKER_DIM = 127
 MARKER_VALUE = 8.0
-MARKER_FILE = "option_reader.json"
 OPTION_LETTER_DIM = 31  # inside MEANING: 1 for the option letters' tokens, 0 for every other token
 HIDDEN_SIZE = 128
 HEAD_DIM = 32
@@ -57,8 +54,8 @@ def _rows(head: int) -> slice:
     return slice(head * HEAD_DIM, (head + 1) * HEAD_DIM)
 
 
-def _frozen_parts(model) -> list[tuple[object, tuple]]:
-    """(parameter, index) pairs that belong to the circuit and must not learn."""
+def _reserved_parts(model) -> list[tuple[object, tuple]]:
+    """(parameter, index) pairs that belong to the circuit: zeroed before wiring, never trained."""
     text = model.model.language_model
     first, last = text.layers[0].self_attn, text.layers[-1].self_attn
     reserved = slice(LETTER.start, PICTURE.stop)
@@ -66,13 +63,9 @@ def _frozen_parts(model) -> list[tuple[object, tuple]]:
     merger_out = model.model.visual.merger.mlp[-1]
     for index in (slice(0, LETTER_CODE.stop), MARKER_DIM):
         parts += [(merger_out.weight, (index,)), (merger_out.bias, (index,))]
-    parts.append((text.norm.weight, (LETTER_CODE,)))
     for layer in text.layers:
         for index in (OPTION_LETTER_DIM, reserved, LETTER_CODE, MARKER_DIM):
             parts += [(layer.self_attn.o_proj.weight, (index,)), (layer.mlp.down_proj.weight, (index,))]
-    for layer in (text.layers[0], text.layers[-1]):
-        # the circuit's heads read normalized inputs: their per-dimension gains stay at 1
-        parts.append((layer.input_layernorm.weight, (slice(None),)))
     for attention, heads in ((first, (0, 1)), (last, (0,))):
         for head in heads:
             for projection in (attention.q_proj, attention.k_proj, attention.v_proj):
@@ -81,8 +74,16 @@ def _frozen_parts(model) -> list[tuple[object, tuple]]:
     return parts
 
 
-def _set_head(attention, head: int, query=None, key=None, value_from: slice | None = None, output_to: slice | None = None):
-    """Write one head: query/key as (bias, [(input slice, scale)]), value and output as copies."""
+def _gain_parts(model) -> list[tuple[object, tuple]]:
+    """Norm gains the circuit reads through: kept at their initial 1, never trained."""
+    text = model.model.language_model
+    gains = [(layer.input_layernorm.weight, (slice(None),)) for layer in (text.layers[0], text.layers[-1])]
+    return [*gains, (text.norm.weight, (LETTER_CODE,))]
+
+
+def _set_head(attention, head: int, query, key, value_from: slice, output_to: slice, output_scale: float = 1.0):
+    """Write one head: query/key as (bias, [(input slice, scale)]); the value copies `value_from`
+    into the head's first dimensions, the output copies them (times `output_scale`) to `output_to`."""
     import torch
 
     rows = _rows(head)
@@ -92,11 +93,13 @@ def _set_head(attention, head: int, query=None, key=None, value_from: slice | No
         projection.bias[rows] = bias
         for source, scale in weights:
             projection.weight[rows, source] = scale * torch.eye(HEAD_DIM)
+    width = value_from.stop - value_from.start
+    used = slice(rows.start, rows.start + width)
     attention.v_proj.weight[rows] = 0.0
     attention.v_proj.bias[rows] = 0.0
-    attention.v_proj.weight[rows, value_from] = torch.eye(HEAD_DIM)
+    attention.v_proj.weight[used, value_from] = torch.eye(width)
     attention.o_proj.weight[:, rows] = 0.0
-    attention.o_proj.weight[output_to, rows] = torch.eye(HEAD_DIM)
+    attention.o_proj.weight[output_to, used] = output_scale * torch.eye(width)
 
 
 def _offset_query_key(inv_freq, offset: int, pairs: int = 5, amplitude: float = 6.5):
@@ -124,10 +127,8 @@ def wire_option_reader(model, letter_token_ids: list[int], offset: int = 2, shar
     if text.config.num_key_value_heads != text.config.num_attention_heads:
         raise ValueError("the option reader needs num_key_value_heads == num_attention_heads")
     with torch.no_grad():
-        gains = (text.layers[0].input_layernorm.weight, text.layers[-1].input_layernorm.weight, text.norm.weight)
-        for parameter, index in _frozen_parts(model):
-            if parameter.dim() > 1 or all(parameter is not norm for norm in gains):
-                parameter[index] = 0.0
+        for parameter, index in _reserved_parts(model):
+            parameter[index] = 0.0
         model.model.visual.merger.mlp[-1].bias[MARKER_DIM] = MARKER_VALUE
         first, last = text.layers[0].self_attn, text.layers[-1].self_attn
         query, key = _offset_query_key(text.rotary_emb.inv_freq.float(), offset)
@@ -136,24 +137,20 @@ def wire_option_reader(model, letter_token_ids: list[int], offset: int = 2, shar
         marker_query[-1] = 5.0
         _set_head(first, 1, query=(marker_query, []), key=(torch.zeros(HEAD_DIM), [(IMAGE_FEATURES, 5.0)]),
                   value_from=IMAGE_FEATURES, output_to=PICTURE)
+        # The vote: the head copies the chosen letter's one-hot code, loudly, into the code
+        # dimensions, which the tied unembedding reads back as that letter's logit.
         _set_head(last, 0, query=(torch.zeros(HEAD_DIM), [(PICTURE, sharpness)]),
-                  key=(torch.zeros(HEAD_DIM), [(LETTER, sharpness)]), value_from=MEANING, output_to=MEANING)
+                  key=(torch.zeros(HEAD_DIM), [(LETTER, sharpness)]), value_from=LETTER_CODE,
+                  output_to=LETTER_CODE, output_scale=loudness)
         # Only option letters are candidates: their tokens carry a fixed mark that the key adds
         # on top of the match, so the head cannot dodge the choice by looking elsewhere.
         model.get_input_embeddings().weight[letter_token_ids, OPTION_LETTER_DIM] = 1.0
         last.q_proj.bias[HEAD_DIM - 1] += 10.0
         last.k_proj.weight[HEAD_DIM - 1] = 0.0  # not the copied mark of the token two back
         last.k_proj.weight[HEAD_DIM - 1, OPTION_LETTER_DIM] = 12.0
-        # The vote: each letter token carries a one-hot code that the tied unembedding reads back
-        # as that letter's logit; the head copies the chosen letter's code, loudly.
         codes = LETTER_CODE.stop - LETTER_CODE.start
         for index, token in enumerate(letter_token_ids[:codes]):
             model.get_input_embeddings().weight[token, LETTER_CODE.start + index] = 1.0
-        rows = _rows(0)
-        last.v_proj.weight[rows] = 0.0
-        last.v_proj.weight[rows.start : rows.start + codes, LETTER_CODE] = torch.eye(codes)
-        last.o_proj.weight[:, rows] = 0.0
-        last.o_proj.weight[LETTER_CODE, rows.start : rows.start + codes] = loudness * torch.eye(codes)
     freeze_option_reader(model)
 
 
@@ -163,20 +160,16 @@ def freeze_option_reader(model) -> None:
     import torch
 
     masks: dict[int, tuple[torch.nn.Parameter, torch.Tensor]] = {}
-    for parameter, index in _frozen_parts(model):
+    for parameter, index in _reserved_parts(model) + _gain_parts(model):
         _, mask = masks.setdefault(id(parameter), (parameter, torch.ones_like(parameter)))
         mask[index] = 0.0
     for parameter, mask in masks.values():
-        parameter.register_hook(lambda gradient, mask=mask: gradient * mask.to(gradient.device, gradient.dtype))
+        mask_gradient(parameter, mask)
 
 
-def has_option_reader(folder) -> bool:
-    return (Path(folder) / MARKER_FILE).is_file()
-
-
-def mark_option_reader(folder, offset: int = 2) -> None:
-    layout = {"offset": offset, "meaning": [0, 32], "letter": [32, 64], "picture": [64, 96], "marker_dim": MARKER_DIM}
-    (Path(folder) / MARKER_FILE).write_text(json.dumps(layout))
+def mask_gradient(parameter, mask: torch.Tensor):
+    """Multiply `parameter`'s gradient by `mask` (0 = frozen); returns the hook's handle."""
+    return parameter.register_hook(lambda gradient: gradient * mask.to(gradient.device, gradient.dtype))
 
 
 def picture_vectors(model, images: list, grad: bool = False) -> torch.Tensor:
@@ -184,14 +177,12 @@ def picture_vectors(model, images: list, grad: bool = False) -> torch.Tensor:
     import torch
 
     layer_norm = model.model.language_model.layers[0].input_layernorm
-    vectors = []
+    pixels = torch.cat([image.pixel_values for image in images])
+    grids = torch.cat([image.grid_thw for image in images])
     with torch.set_grad_enabled(grad):
-        for image in images:
-            features = model.model.get_image_features(image.pixel_values, image.grid_thw)
-            features = features.pooler_output if hasattr(features, "pooler_output") else features
-            tokens = torch.cat(list(features)) if isinstance(features, (list, tuple)) else features
-            vectors.append(layer_norm(tokens)[:, IMAGE_FEATURES].mean(0))
-    return torch.stack(vectors)
+        features = model.model.get_image_features(pixels, grids)
+        per_image = features.pooler_output if hasattr(features, "pooler_output") else features
+        return torch.stack([layer_norm(tokens)[:, IMAGE_FEATURES].mean(0) for tokens in per_image])
 
 
 def is_wired(model) -> bool:

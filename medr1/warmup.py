@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from medr1.encoding import IGNORE_INDEX, ImageCache, encode, prompt_text
 from medr1.eyesight import factor_word_ids, train_eyesight
-from medr1.option_reader import is_wired
+from medr1.option_reader import is_wired, mask_gradient
 from medr1.prompts import ReasoningMode, target_completion
 from medr1.questions import ask
 from medr1.records import LETTERS
@@ -80,7 +80,7 @@ def warm_up(model, processor, settings: WarmupSettings, mode: ReasoningMode = "n
             parameter.requires_grad_(False)
         keep = torch.ones_like(model.get_input_embeddings().weight)
         keep[[i for ids in factor_word_ids(processor.tokenizer).values() for i in ids]] = 0.0
-        handles.append(model.get_input_embeddings().weight.register_hook(lambda gradient: gradient * keep))
+        handles.append(mask_gradient(model.get_input_embeddings().weight, keep))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=settings.learning_rate, total_steps=settings.steps, pct_start=0.1
