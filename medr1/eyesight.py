@@ -1,9 +1,9 @@
 """Contrastive pre-training of the tiny model's eyes against generic words (CLIP-style).
 
 The option reader's matching head scores an option by the dot product of the pooled
-picture with the option word's meaning. This phase trains that score (as a cosine of the
-batch-centred picture, which keeps the contrastive loss well scaled), away from the
-language model's other paths: the vision tower and the generic words' embeddings learn
+picture with the option word's meaning. This phase trains that score, as the reader
+computes it (the head's own attention-weighted pooling, no centring; a cosine keeps the
+contrastive loss well scaled), away from the language model's other paths: the vision tower and the generic words' embeddings learn
 so that a picture of a gray background scores "gray" above "navy" and "teal", an upright
 bar scores "bar" above "circle", and so on. Medical words take no part: which picture
 "CT" names is left for GRPO.
@@ -42,7 +42,6 @@ def train_eyesight(model, tokenizer, images: list, scenes: list[Scene], steps: i
     for _ in bar:
         chosen = rng.integers(len(images), size=batch_size)
         pictures = picture_vectors(model, [images[i] for i in chosen], grad=True)[:, :OPTION_LETTER_DIM]
-        pictures = pictures - pictures.mean(0, keepdim=True)
         loss = torch.zeros(())
         for factor, ids in word_ids.items():
             meanings = embeddings[ids, :OPTION_LETTER_DIM]

@@ -173,16 +173,25 @@ def mask_gradient(parameter, mask: torch.Tensor):
 
 
 def picture_vectors(model, images: list, grad: bool = False) -> torch.Tensor:
-    """What the pooling head writes for each processed image: its tokens' normalized features, averaged."""
+    """What the pooling head writes into PICTURE for each processed image: its image tokens'
+    normalized features, weighted by the head's own attention (rotary turns are negligible
+    for its constant query, which sits on the slowest frequency)."""
     import torch
 
-    layer_norm = model.model.language_model.layers[0].input_layernorm
+    first = model.model.language_model.layers[0]
+    rows = _rows(1)
+    query = first.self_attn.q_proj.bias[rows]
     pixels = torch.cat([image.pixel_values for image in images])
     grids = torch.cat([image.grid_thw for image in images])
     with torch.set_grad_enabled(grad):
         features = model.model.get_image_features(pixels, grids)
         per_image = features.pooler_output if hasattr(features, "pooler_output") else features
-        return torch.stack([layer_norm(tokens)[:, IMAGE_FEATURES].mean(0) for tokens in per_image])
+        pooled = []
+        for tokens in per_image:
+            normed = first.input_layernorm(tokens)
+            weights = torch.softmax(first.self_attn.k_proj(normed)[:, rows] @ query / math.sqrt(HEAD_DIM), dim=0)
+            pooled.append(weights @ normed[:, IMAGE_FEATURES])
+        return torch.stack(pooled)
 
 
 def is_wired(model) -> bool:

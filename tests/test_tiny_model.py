@@ -78,3 +78,54 @@ def test_option_reader_survives_training_steps():
     assert torch.equal(first.o_proj.weight[LETTER, :32], wired[1])
     assert torch.equal(model.get_input_embeddings().weight[:, LETTER], letter_rows)
     assert not torch.equal(first.q_proj.bias[64:96], torch.zeros(32))  # the other heads do learn
+
+
+def test_grpo_on_the_tiny_model_moves_only_option_word_meanings(tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from medr1.grpo import option_word_ids, train_option_words_only
+    from medr1.records import Record
+
+    prompt = user_prompt("What organ is shown?", {"A": "Brain", "B": "Lung"}) + " <answer>A</answer>"
+    tokenizer, _, model = _parts([prompt] * 20)
+    record = Record(question_id="q1", dataset="d", modality="CT", question_type="Anatomy Identification",
+                    question="What organ is shown?", options={"A": "Brain", "B": "Lung"}, answer="A",
+                    image="x.png", image_sha256="0" * 64)
+    words = option_word_ids(tokenizer, [record])
+    assert set(tokenizer.convert_tokens_to_ids(["ĠBrain", "ĠLung"])) <= set(words)
+    assert not set(words) & set(tokenizer.convert_tokens_to_ids(["A", "B", "<answer>", "<|im_end|>"]))
+    train_option_words_only(model, tokenizer, [record])
+    before = model.get_input_embeddings().weight.detach().clone()
+    output_before = model.lm_head.weight.detach().clone()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    ids = tokenizer(prompt)["input_ids"]
+    for _ in range(3):
+        model(input_ids=torch.tensor([ids]), labels=torch.tensor([ids])).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    changed = (model.get_input_embeddings().weight != before).any(dim=1).nonzero().flatten().tolist()
+    assert changed and set(changed) <= set(words)
+    assert torch.equal(model.lm_head.weight, output_before)  # what the model says is untouched
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path)
+    assert torch.equal(loaded.lm_head.weight, output_before)
+    assert torch.equal(loaded.get_input_embeddings().weight, model.get_input_embeddings().weight)
+
+
+def test_picture_vectors_are_what_the_pooling_head_writes():
+    """Eyesight trains on picture_vectors; the matching head reads PICTURE. They must agree."""
+    from medr1.option_reader import PICTURE, picture_vectors
+
+    _, processor, model = _parts()
+    with torch.no_grad():  # trained eyes give image tokens of unequal norms, which the head weighs unequally
+        model.model.visual.merger.mlp[-1].weight[102:127] += 3 * torch.randn_like(model.model.visual.merger.mlp[-1].weight[102:127])
+    image = ImageCache(processor).process(render(Scene.random(np.random.default_rng(2)), np.random.default_rng(2)))
+    text = prompt_text(processor, "What organ?", {"A": "Brain", "B": "Lung"}, "no_think", image)
+    captured = {}
+    layer = model.model.language_model.layers[0].self_attn
+    layer.register_forward_hook(lambda module, args, kwargs, out: captured.update(out=out[0]), with_kwargs=True)
+    with torch.no_grad():
+        model(**encode(processor, [text], [image]))
+        expected = picture_vectors(model, [image])[0]
+    written = captured["out"][0, -1, PICTURE]
+    assert torch.allclose(written, expected, atol=0.02 * float(expected.abs().max()))  # mean pooling is off by ~80%
