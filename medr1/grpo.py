@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 from medr1.config import TrainParams
-from medr1.option_reader import freeze_option_reader, is_wired
+from medr1.option_reader import freeze_option_reader, is_wired, mask_gradient
 from medr1.prompts import chat_prompt
-from medr1.records import Record
+from medr1.records import LETTERS, Record
 from medr1.rewards import accuracy_reward, make_format_reward
+from medr1.tiny_model import TAG_TOKENS
 
 
 def resolve_device(device: str) -> str:
@@ -64,6 +65,38 @@ def grpo_config(params: TrainParams, output_dir: Path):
     )
 
 
+def option_word_ids(tokenizer, records: list[Record]) -> list[int]:
+    """Token ids of the options' texts ("CT", "Grade", ...), without letters and special tokens."""
+    excluded = set(tokenizer.all_special_ids) | set(tokenizer.convert_tokens_to_ids(list(LETTERS)))
+    excluded |= set(tokenizer.convert_tokens_to_ids(list(TAG_TOKENS)))
+    texts = sorted({text for record in records for text in record.options.values()})
+    ids = {i for text in texts for i in tokenizer(" " + text, add_special_tokens=False)["input_ids"]}
+    return sorted(ids - excluded)
+
+
+def train_option_words_only(model, tokenizer, records: list[Record]) -> None:
+    """On the tiny wired model GRPO learns what the option words mean, nothing else.
+
+    The option reader, the answer format and the eyes stay as the base stage left them; only
+    the input embeddings of the words that options are made of train. The output embeddings
+    are untied into a frozen copy first, so that moving a word's meaning never changes how
+    likely the model is to *say* it (a tied, growing "Liver" row would outbid `<|im_end|>`).
+    """
+    import torch
+
+    freeze_option_reader(model)
+    model.lm_head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
+    model.config.tie_word_embeddings = False
+    model.config.get_text_config().tie_word_embeddings = False
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    embeddings = model.get_input_embeddings().weight
+    embeddings.requires_grad_(True)
+    rows = torch.zeros_like(embeddings)
+    rows[option_word_ids(tokenizer, records)] = 1.0
+    mask_gradient(embeddings, rows)
+
+
 def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params: TrainParams, output_dir: Path) -> list[dict]:
     """Train from `model_dir`, save the model and processor to `output_dir`, return the log history."""
     import torch
@@ -74,12 +107,7 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
     if is_wired(model):
-        # The tiny model's reader and language model stay as the warm-up left them: GRPO
-        # learns what the medical words mean (their embeddings), the way the option reader
-        # compares them with pictures.
-        freeze_option_reader(model)
-        for name, parameter in model.named_parameters():
-            parameter.requires_grad_("embed_tokens" in name)
+        train_option_words_only(model, processor.tokenizer, records)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[make_format_reward(params.reasoning), accuracy_reward],

@@ -12,7 +12,7 @@ SMALL = {
     "validate": {"min_rows_per_modality": 5},
     "base_model": {"architecture": {"intermediate_size": 128, "num_hidden_layers": 2,
                                     "vision_embed_dim": 32, "vision_depth": 1},
-                   "warmup": {"images": 16, "steps": 3, "batch_size": 4}},
+                   "warmup": {"images": 16, "steps": 3, "eyesight_steps": 3, "batch_size": 4}},
     "train": {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4, "logging_steps": 1},
 }
 
