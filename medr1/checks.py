@@ -7,6 +7,7 @@ question_id of each offending row.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -47,6 +48,16 @@ def records_frame(records: list[Record] | list[dict], image_root: Path, split: s
     return pd.DataFrame(rows)
 
 
+def splits_frame(data: Path) -> pd.DataFrame:
+    """The train and test records of an ingested folder, with their computed facts, in one frame."""
+    frames = []
+    for split in ("train", "test"):
+        path = data / f"{split}.jsonl"
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path.is_file() else []
+        frames.append(records_frame(rows, data, split))
+    return pd.concat(frames, ignore_index=True)
+
+
 def _suite(gx, min_rows_per_modality: int):
     E = gx.expectations
     suite = gx.ExpectationSuite(name=SUITE_NAME)
@@ -70,8 +81,10 @@ def run_checks(frame: pd.DataFrame, min_rows_per_modality: int = 1) -> dict:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # the stage prints its own summary
     asset = context.data_sources.add_pandas("medr1").add_dataframe_asset("records")
     batch = asset.add_batch_definition_whole_dataframe("all records")
     suite = context.suites.add(_suite(gx, min_rows_per_modality))

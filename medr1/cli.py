@@ -12,7 +12,7 @@ from rich.table import Table
 
 from medr1.errors import EXPECTED
 
-app = typer.Typer(help="Med-R1 pipeline: model registry and lineage audit.", no_args_is_help=True)
+app = typer.Typer(help="Med-R1 pipeline: data checks, model registry and lineage audit.", no_args_is_help=True)
 registry_app = typer.Typer(help="Registered model versions: list them, pull one with its checksums verified.", no_args_is_help=True)
 audit_app = typer.Typer(help="Lineage: what produced a model, which models a piece of data produced.", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
@@ -150,6 +150,66 @@ def audit_data(
     for item in found:
         table.add_row(item["name"], item["version"], item["matched"]["path"], str(item["matched"]["md5"]))
     console.print(table)
+
+
+@app.command("check")
+def check(
+    kind: Annotated[str, typer.Argument(help="Source kind: synthetic, omnimedvqa or medr1-splits.")],
+    root: Annotated[Path, typer.Argument(help="The source folder (OmniMedVQA layout, or Med-R1's Splits/).")],
+    family: str = typer.Option("modality", help="medr1-splits only: read the modality or the question_type files."),
+    images: Annotated[Path | None, typer.Option("--images", help="medr1-splits only: the OmniMedVQA folder holding Images/ (default: ROOT).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Keep the processed records, images and dropped.jsonl here (default: a temporary folder).")] = None,
+    min_rows_per_modality: int = typer.Option(1, help="Fail when a modality present has fewer rows."),
+    strict: bool = typer.Option(False, "--strict", help="Also fail when any record was dropped."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Ingest and validate a source folder without training. Exit status 0 only when every check passes.
+
+    Every record the readers drop is counted with its reason (all of them in dropped.jsonl).
+    """
+    import tempfile
+
+    from medr1.checks import describe_failures
+    from medr1.source_check import check_source
+
+    with tempfile.TemporaryDirectory(prefix="medr1-check-") as scratch:
+        try:
+            report = check_source(kind, root, out or Path(scratch), family=family, images_root=images,
+                                  min_rows_per_modality=min_rows_per_modality, progress=not as_json)
+        except EXPECTED as error:
+            _fail(error)
+        if out is None:
+            report["dropped_list"] = None  # the scratch folder is gone after this command
+    passed = report["success"] and not (strict and report["ingest"]["dropped_total"])
+    report["success"] = passed
+    if as_json:
+        print(json.dumps(report, indent=1))
+        raise typer.Exit(0 if passed else 1)
+    summary = report["ingest"]
+    files = Table(title=f"{kind} source {root}: records read per file")
+    for column in ("file", "records"):
+        files.add_column(column)
+    for name, count in summary["records_per_file"].items():
+        files.add_row(name, str(count))
+    console.print(files)
+    console.print(f"kept {summary['records']} records on {summary['images']} images; dropped {summary['dropped_total']}")
+    if summary["dropped"]:
+        drops = Table(title="dropped records, by reason" + (f" (every one in {report['dropped_list']})" if report["dropped_list"] else " (--out keeps the full list)"))
+        for column in ("reason", "count", "examples"):
+            drops.add_column(column)
+        for reason, entry in sorted(summary["dropped"].items(), key=lambda item: -item[1]["count"]):
+            drops.add_row(reason, str(entry["count"]), "\n".join(entry["examples"][:3]))
+        console.print(drops)
+    validation = report["validation"]
+    if validation is None:
+        console.print("[red]no usable records: nothing to validate[/red]")
+    elif validation["success"]:
+        console.print(f"[green]{validation['evaluated_expectations']} expectations passed over {validation['rows']} rows[/green]")
+    else:
+        console.print(f"[red]{describe_failures(validation)}[/red]")
+    if strict and summary["dropped_total"]:
+        console.print("[red]--strict: records were dropped[/red]")
+    raise typer.Exit(0 if passed else 1)
 
 
 if __name__ == "__main__":

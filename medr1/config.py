@@ -21,10 +21,17 @@ class SyntheticSource(Section):
     seed: int = 7
 
 
+class Medr1SplitsSource(Section):
+    family: Literal["modality", "question_type"] = Field("modality", description="which of Med-R1's split families to read")
+    keep_source_split: bool = Field(True, description="use Med-R1's own train/test files instead of splitting anew")
+    images_root: str | None = Field(None, description="the OmniMedVQA folder holding Images/; default: ingest.root")
+
+
 class IngestParams(Section):
-    source: Literal["synthetic", "omnimedvqa"] = "synthetic"
-    root: str = Field("data/raw/synthetic", description="the source folder (OmniMedVQA layout)")
+    source: Literal["synthetic", "omnimedvqa", "medr1-splits"] = "synthetic"
+    root: str = Field("data/raw/synthetic", description="the source folder (OmniMedVQA layout, or Med-R1's Splits/)")
     synthetic: SyntheticSource = SyntheticSource()
+    medr1_splits: Medr1SplitsSource = Medr1SplitsSource()
     image_size: int = Field(384, ge=28)
     test_fraction: float = Field(0.3, gt=0, lt=1)
     seed: int = 13

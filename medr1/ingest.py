@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -11,7 +12,20 @@ from tqdm import tqdm
 
 from medr1.images import ImageError, process_image
 from medr1.records import Record
+from medr1.sources.medr1_splits import read_medr1_splits
 from medr1.sources.omnimedvqa import Dropped, SourceItem, read_omnimedvqa
+
+SOURCE_KINDS = ("synthetic", "omnimedvqa", "medr1-splits")
+
+
+def read_source(kind: str, root: Path, dropped: Dropped, per_file: Counter, family: str = "modality",
+                images_root: Path | None = None) -> list[SourceItem]:
+    """Every record of the source folder that its reader accepts; the rest land in `dropped`."""
+    if kind in ("synthetic", "omnimedvqa"):  # the synthetic set is written in OmniMedVQA's layout
+        return list(read_omnimedvqa(root, dropped, per_file))
+    if kind == "medr1-splits":
+        return list(read_medr1_splits(root, family, dropped, per_file, images_root))
+    raise ValueError(f"unknown source kind {kind!r}: use one of {', '.join(SOURCE_KINDS)}")
 from medr1.splits import split_by_image, write_splits
 
 
@@ -23,10 +37,13 @@ def _process(args: tuple[Path, Path, int]) -> tuple[str, str] | str:
         return str(error)
 
 
-def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, seed: int, progress: bool = True) -> dict:
-    """Write `out/{train,test}.jsonl`, `out/splits/...`, `out/images/` and return the ingest summary."""
-    dropped = Dropped()
-    items: list[SourceItem] = list(read_omnimedvqa(source_root, dropped))
+def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, seed: int, progress: bool = True,
+           kind: str = "omnimedvqa", family: str = "modality", keep_source_split: bool = True,
+           images_root: Path | None = None) -> dict:
+    """Write `out/{train,test}.jsonl`, `out/splits/...`, `out/images/`, `out/dropped.jsonl` (every
+    record refused, with its reason) and return the ingest summary; no splits when nothing is usable."""
+    dropped, per_file = Dropped(), Counter()
+    items = read_source(kind, source_root, dropped, per_file, family, images_root)
     image_folder = out / "images"
     image_folder.mkdir(parents=True, exist_ok=True)
     sources = sorted({item.image_path for item in items})
@@ -35,13 +52,14 @@ def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, 
         jobs = [(path, image_folder, image_size) for path in sources]
         results = list(tqdm(pool.map(_process, jobs, chunksize=16), total=len(jobs), desc="images", disable=not progress))
     processed = dict(zip(sources, results))
-    records = []
+    records, sides = [], {}
     for item in items:
         result = processed[item.image_path]
         if isinstance(result, str):
-            dropped.add(result.split(":")[0], f"{item.question_id} ({item.image_path.relative_to(source_root.resolve())})")
+            dropped.add(result.split(":")[0], f"{item.question_id} ({item.image_path})")
             continue
         digest, name = result
+        sides[item.question_id] = item.split
         records.append(
             Record(
                 question_id=item.question_id,
@@ -55,12 +73,18 @@ def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, 
                 image_sha256=digest,
             )
         )
-    if not records:
-        raise ValueError(f"no usable records in {source_root}; dropped: {json.dumps(dropped.as_dict(), indent=1)}")
-    train, test = split_by_image(records, test_fraction, seed)
-    counts = write_splits(train, test, out)
-    summary = {"source": str(source_root), "records": len(records), "images": len({r.image_sha256 for r in records})}
-    summary.update(counts)
+    summary = {"source": str(source_root), "kind": kind, "records_per_file": dict(sorted(per_file.items())),
+               "records": len(records), "images": len({r.image_sha256 for r in records})}
+    if records:
+        if keep_source_split and all(sides.values()):  # Med-R1's own train/test files
+            train = [r for r in records if sides[r.question_id] == "train"]
+            test = [r for r in records if sides[r.question_id] == "test"]
+        else:
+            train, test = split_by_image(records, test_fraction, seed)
+        summary.update(write_splits(train, test, out))
     summary["dropped"] = dropped.as_dict()
     summary["dropped_total"] = sum(dropped.counts.values())
+    with (out / "dropped.jsonl").open("w", encoding="utf-8") as handle:  # every dropped record, named
+        for reason, where in dropped.every:
+            handle.write(json.dumps({"record": where, "reason": reason}) + "\n")
     return summary

@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 from medr1.config import load_params
-from medr1.errors import run_main
+from medr1.errors import PipelineError, run_main
 from medr1.ingest import ingest
 
 OUT = Path("data/processed")
@@ -19,7 +19,13 @@ def main() -> None:
         raise FileNotFoundError(f"ingest.root {root} is not a folder; set ingest.root in params.yaml")
     staging = OUT.with_name(OUT.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    summary = ingest(root, staging, params.image_size, params.test_fraction, params.seed)
+    summary = ingest(root, staging, params.image_size, params.test_fraction, params.seed, kind=params.source,
+                     family=params.medr1_splits.family, keep_source_split=params.medr1_splits.keep_source_split,
+                     images_root=Path(params.medr1_splits.images_root) if params.medr1_splits.images_root else None)
+    if not summary["records"]:
+        reasons = "; ".join(f"{reason} ({entry['count']})" for reason, entry in summary["dropped"].items())
+        raise PipelineError(f"no usable records in {root}: every record was dropped: {reasons}. "
+                            f"Each one is listed with its reason in {staging / 'dropped.jsonl'}")
     shutil.rmtree(OUT, ignore_errors=True)
     staging.rename(OUT)  # the processed folder appears whole or not at all
     SUMMARY.parent.mkdir(parents=True, exist_ok=True)

@@ -3,9 +3,7 @@
 import json
 from pathlib import Path
 
-import pandas as pd
-
-from medr1.checks import describe_failures, records_frame, run_checks
+from medr1.checks import describe_failures, run_checks, splits_frame
 from medr1.config import load_params
 from medr1.errors import PipelineError, run_main
 
@@ -15,11 +13,7 @@ REPORT = Path("reports/validation/summary.json")
 
 def main() -> None:
     params = load_params().validate_
-    frames = []
-    for split in ("train", "test"):
-        rows = [json.loads(line) for line in (DATA / f"{split}.jsonl").read_text().splitlines() if line.strip()]
-        frames.append(records_frame(rows, DATA, split))
-    summary = run_checks(pd.concat(frames, ignore_index=True), params.min_rows_per_modality)
+    summary = run_checks(splits_frame(DATA), params.min_rows_per_modality)
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(json.dumps(summary, indent=1))
     if not summary["success"]:

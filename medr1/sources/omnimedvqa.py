@@ -57,6 +57,7 @@ class SourceItem:
     options: dict[str, str]
     answer: str
     image_path: Path  # absolute, inside the source root
+    split: str | None = None  # "train"/"test" when the source fixes it (Med-R1's split files)
 
 
 @dataclass
@@ -65,9 +66,11 @@ class Dropped:
 
     counts: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    every: list[tuple[str, str]] = field(default_factory=list)  # (reason, record), all of them
 
     def add(self, reason: str, where: str) -> None:
         self.counts[reason] += 1
+        self.every.append((reason, where))
         self.examples.setdefault(reason, [])
         if len(self.examples[reason]) < 5:
             self.examples[reason].append(where)
@@ -84,7 +87,7 @@ def safe_image_path(root: Path, relative: str) -> Path | None:
     return resolved if resolved.is_relative_to(root.resolve()) else None
 
 
-def read_omnimedvqa(root: Path, dropped: Dropped) -> Iterator[SourceItem]:
+def read_omnimedvqa(root: Path, dropped: Dropped, per_file: Counter | None = None) -> Iterator[SourceItem]:
     root = Path(root)
     qa_folder = root / QA_FOLDER
     files = sorted(qa_folder.glob("*.json"))
@@ -96,6 +99,11 @@ def read_omnimedvqa(root: Path, dropped: Dropped) -> Iterator[SourceItem]:
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             dropped.add("file is not valid JSON", f"{qa_file.name}: {error}")
             continue
+        if not isinstance(entries, list):
+            dropped.add("file is not a JSON list", qa_file.name)
+            continue
+        if per_file is not None:
+            per_file[qa_file.name] += len(entries)
         for position, entry in enumerate(entries):
             where = f"{qa_file.name}[{position}] question_id={entry.get('question_id', '?') if isinstance(entry, dict) else '?'}"
             item = _item(root, entry, where, dropped)
