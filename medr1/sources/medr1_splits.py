@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medr1.records import LETTERS, QUESTION_TYPES
-from medr1.sources.omnimedvqa import Dropped, SourceItem, canonical_modality, safe_image_path
+from medr1.sources.omnimedvqa import Dropped, SourceItem, canonical_modality, existing_image
 
 FAMILIES = ("modality", "question_type")
 SIDES = ("train", "test")
@@ -139,12 +139,8 @@ def _item(root, entry, where, family, label, other_labels, side, dropped) -> Sou
         dropped.add(f"{missing} unknown: the question is in no {missing} file", where)
         return None
     modality, question_type = (label, other_label) if family == "modality" else (other_label, label)
-    image_path = safe_image_path(root, entry["image"])
+    image_path = existing_image(root, entry["image"], where, dropped)
     if image_path is None:
-        dropped.add("image path escapes the data root", where)
-        return None
-    if not image_path.is_file():
-        dropped.add("image file not found", where)
         return None
     digest = hashlib.sha256(f"{entry['image']}\n{entry['problem']}".encode()).hexdigest()[:16]
     parts = Path(entry["image"]).parts

@@ -87,6 +87,17 @@ def safe_image_path(root: Path, relative: str) -> Path | None:
     return resolved if resolved.is_relative_to(root.resolve()) else None
 
 
+def existing_image(root: Path, relative: str, where: str, dropped: Dropped) -> Path | None:
+    """The image's absolute path when it is a file inside the root; otherwise drop the record saying why."""
+    image_path = safe_image_path(root, relative)
+    if image_path is None:
+        dropped.add("image path escapes the data root", where)
+    elif not image_path.is_file():
+        dropped.add("image file not found", where)
+        image_path = None
+    return image_path
+
+
 def read_omnimedvqa(root: Path, dropped: Dropped, per_file: Counter | None = None) -> Iterator[SourceItem]:
     root = Path(root)
     qa_folder = root / QA_FOLDER
@@ -138,12 +149,8 @@ def _item(root: Path, entry: object, where: str, dropped: Dropped) -> SourceItem
     if len(matches) != 1:
         dropped.add("gt_answer matches no option" if not matches else "gt_answer matches several options", where)
         return None
-    image_path = safe_image_path(root, str(entry["image_path"]))
+    image_path = existing_image(root, str(entry["image_path"]), where, dropped)
     if image_path is None:
-        dropped.add("image path escapes the data root", where)
-        return None
-    if not image_path.is_file():
-        dropped.add("image file not found", where)
         return None
     return SourceItem(
         question_id=str(entry["question_id"]),
