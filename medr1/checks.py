@@ -21,44 +21,62 @@ SUITE_NAME = "medr1_records"
 REQUIRED_COLUMNS = ("question_id", "dataset", "modality", "question_type", "question", "options", "answer", "image", "image_sha256")
 
 
-def _image_decodes(path: Path) -> bool:
+def _image_facts(path: Path, size: int) -> tuple[bool, bool]:
+    """(decodes, is a size x size RGB image)."""
     try:
         with Image.open(path) as image:
             image.load()
-        return True
+            return True, image.size == (size, size) and image.mode == "RGB"
     except (OSError, SyntaxError, ValueError):
-        return False
+        return False, False
 
 
-def records_frame(records: list[Record] | list[dict], image_root: Path, split: str) -> pd.DataFrame:
+def records_frame(records: list[Record] | list[dict], image_root: Path, split: str, image_size: int = 384) -> pd.DataFrame:
     rows = []
     for record in records:
         row = record.model_dump() if isinstance(record, Record) else dict(record)
         options = row.get("options") or {}
+        texts = [str(text).strip() for text in options.values()]
         image_path = image_root / str(row.get("image", ""))
+        decodes, sized = _image_facts(image_path, image_size) if image_path.is_file() else (False, False)
         row.update(
             split=split,
             option_count=len(options),
             answer_in_options=row.get("answer") in options,
             options_lettered=list(options) == list(LETTERS[: len(options)]),
+            options_distinct=all(texts) and len(set(texts)) == len(texts),
             image_exists=image_path.is_file(),
-            image_decodes=image_path.is_file() and _image_decodes(image_path),
+            image_decodes=decodes,
+            image_is_square_rgb=sized,
         )
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def splits_frame(data: Path) -> pd.DataFrame:
+def add_split_facts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Facts about a row among its split: is its image also on the other side (leakage), and how
+    large a share of its split has its answer letter and its modality (class balance)."""
+    frame = frame.copy()
+    if frame.empty or not {"image_sha256", "answer", "modality"} <= set(frame.columns):
+        return frame
+    sides = frame.groupby("image_sha256")["split"].transform("nunique")
+    frame["image_in_both_splits"] = sides > 1
+    for column in ("answer", "modality"):
+        frame[f"{column}_share"] = frame.groupby(["split", column])[column].transform("size") / frame.groupby("split")[column].transform("size")
+    return frame
+
+
+def splits_frame(data: Path, image_size: int = 384) -> pd.DataFrame:
     """The train and test records of an ingested folder, with their computed facts, in one frame."""
     frames = []
     for split in ("train", "test"):
         path = data / f"{split}.jsonl"
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path.is_file() else []
-        frames.append(records_frame(rows, data, split))
-    return pd.concat(frames, ignore_index=True)
+        frames.append(records_frame(rows, data, split, image_size))
+    return add_split_facts(pd.concat(frames, ignore_index=True))
 
 
-def _suite(gx, min_rows_per_modality: int):
+def _suite(gx, min_rows_per_modality: int, max_answer_share: float, max_modality_share: float):
     E = gx.expectations
     suite = gx.ExpectationSuite(name=SUITE_NAME)
     for column in REQUIRED_COLUMNS:
@@ -69,15 +87,22 @@ def _suite(gx, min_rows_per_modality: int):
     suite.add_expectation(E.ExpectColumnValuesToBeInSet(column="question_type", value_set=list(QUESTION_TYPES)))
     suite.add_expectation(E.ExpectColumnValuesToBeInSet(column="answer", value_set=list(LETTERS)))
     suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="option_count", min_value=2, max_value=len(LETTERS)))
-    for flag in ("answer_in_options", "options_lettered", "image_exists", "image_decodes"):
+    for flag in ("answer_in_options", "options_lettered", "options_distinct", "image_exists", "image_decodes", "image_is_square_rgb"):
         suite.add_expectation(E.ExpectColumnValuesToBeInSet(column=flag, value_set=[True]))
+    suite.add_expectation(E.ExpectColumnValuesToBeInSet(column="image_in_both_splits", value_set=[False]))
+    suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="answer_share", max_value=max_answer_share))
+    suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="modality_share", max_value=max_modality_share))
     suite.add_expectation(E.ExpectColumnValueLengthsToEqual(column="image_sha256", value=64))
     suite.add_expectation(E.ExpectTableRowCountToBeBetween(min_value=max(1, min_rows_per_modality)))
     return suite
 
 
-def run_checks(frame: pd.DataFrame, min_rows_per_modality: int = 1) -> dict:
-    """Run the suite as a checkpoint over `frame`; returns a JSON-able summary."""
+def run_checks(frame: pd.DataFrame, min_rows_per_modality: int = 1, max_answer_share: float = 1.0,
+               max_modality_share: float = 1.0, data_docs: Path | None = None) -> dict:
+    """Run the suite as a checkpoint over `frame`; returns a JSON-able summary. With `data_docs`,
+    GX's Data Docs HTML site of the run is written into that folder."""
+    if "image_in_both_splits" not in frame.columns and "split" in frame.columns:
+        frame = add_split_facts(frame)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     import great_expectations as gx
@@ -87,12 +112,21 @@ def run_checks(frame: pd.DataFrame, min_rows_per_modality: int = 1) -> dict:
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # the stage prints its own summary
     asset = context.data_sources.add_pandas("medr1").add_dataframe_asset("records")
     batch = asset.add_batch_definition_whole_dataframe("all records")
-    suite = context.suites.add(_suite(gx, min_rows_per_modality))
+    suite = context.suites.add(_suite(gx, min_rows_per_modality, max_answer_share, max_modality_share))
+    actions = []
+    if data_docs is not None:
+        context.add_data_docs_site(site_name="medr1", site_config={
+            "class_name": "SiteBuilder",
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(Path(data_docs).resolve())},
+        })
+        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["medr1"]))
     definition = context.validation_definitions.add(gx.ValidationDefinition(name="records", data=batch, suite=suite))
     checkpoint = context.checkpoints.add(
         gx.Checkpoint(
             name="medr1_checkpoint",
             validation_definitions=[definition],
+            actions=actions,
             result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["question_id"]},
         )
     )

@@ -159,7 +159,9 @@ def check(
     family: str = typer.Option("modality", help="medr1-splits only: read the modality or the question_type files."),
     images: Annotated[Path | None, typer.Option("--images", help="medr1-splits only: the OmniMedVQA folder holding Images/ (default: ROOT).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Keep the processed records, images and dropped.jsonl here (default: a temporary folder).")] = None,
-    min_rows_per_modality: int = typer.Option(1, help="Fail when a modality present has fewer rows."),
+    min_rows_per_modality: int | None = typer.Option(None, help="Fail when a modality present has fewer rows (default: params.yaml validate, else 1)."),
+    max_answer_share: float | None = typer.Option(None, help="Fail when an answer letter exceeds this share of a split (default: params.yaml validate, else 1)."),
+    max_modality_share: float | None = typer.Option(None, help="Fail when a modality exceeds this share of a split (default: params.yaml validate, else 1)."),
     strict: bool = typer.Option(False, "--strict", help="Also fail when any record was dropped."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -170,12 +172,17 @@ def check(
     import tempfile
 
     from medr1.checks import describe_failures
+    from medr1.config import ValidateParams, load_params
     from medr1.source_check import check_source
 
     with tempfile.TemporaryDirectory(prefix="medr1-check-") as scratch:
         try:
-            report = check_source(kind, root, out or Path(scratch), family=family, images_root=images,
-                                  min_rows_per_modality=min_rows_per_modality, progress=not as_json)
+            thresholds = load_params(Path("params.yaml")).validate_ if Path("params.yaml").is_file() else ValidateParams()
+            overrides = {"min_rows_per_modality": min_rows_per_modality, "max_answer_share": max_answer_share,
+                         "max_modality_share": max_modality_share}
+            thresholds = thresholds.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+            report = check_source(kind, root, out or Path(scratch), thresholds, family=family, images_root=images,
+                                  progress=not as_json)
         except EXPECTED as error:
             _fail(error)
         if out is None:

@@ -39,6 +39,8 @@ class IngestParams(Section):
 
 class ValidateParams(Section):
     min_rows_per_modality: int = Field(1, ge=0)
+    max_answer_share: float = Field(1.0, gt=0, le=1, description="no answer letter above this share of a split")
+    max_modality_share: float = Field(1.0, gt=0, le=1, description="no modality above this share of a split")
 
 
 class BaseModelParams(Section):

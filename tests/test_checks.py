@@ -47,3 +47,26 @@ def test_missing_column_fails(processed):
     summary = run_checks(frame.drop(columns=["answer"]))
     assert not summary["success"]
     assert isinstance(frame, pd.DataFrame)
+
+
+def test_leakage_balance_options_and_image_size_are_checked(processed, tmp_path):
+    from PIL import Image
+
+    rows, _ = _frame(processed)
+    one_per_image = list({row["image_sha256"]: row for row in rows}.values())
+    train = [dict(row) for row in one_per_image[:12]]
+    test = [dict(row) for row in one_per_image[12:24]]
+    test[0]["image"], test[0]["image_sha256"] = train[0]["image"], train[0]["image_sha256"]  # same image on both sides
+    train[1]["options"] = {"A": "CT", "B": "CT"}
+    train[1]["answer"] = "A"
+    Image.new("L", (100, 80)).save(processed / "images" / "small.png")
+    train[2]["image"] = "images/small.png"
+    frame = pd.concat([records_frame(train, processed, "train"), records_frame(test, processed, "test")], ignore_index=True)
+    summary = run_checks(frame, max_answer_share=0.2, data_docs=tmp_path / "docs")
+    failed = {f["column"]: f for f in summary["failed"]}
+    assert failed["image_in_both_splits"]["unexpected_count"] == 2
+    assert set(failed["image_in_both_splits"]["examples"]) == {train[0]["question_id"], test[0]["question_id"]}
+    assert failed["options_distinct"]["examples"] == [train[1]["question_id"]]
+    assert failed["image_is_square_rgb"]["examples"] == [train[2]["question_id"]]
+    assert "answer_share" in failed  # 12 rows per split cannot keep every letter under 20%
+    assert (tmp_path / "docs" / "index.html").is_file()

@@ -76,13 +76,13 @@ def test_medr1_check_reports_per_file_counts_and_fails_only_on_checks(tmp_path):
     medr1 = [sys.executable, "-m", "medr1.cli"]
     out = tmp_path / "out"
     result = subprocess.run([*medr1, "check", "medr1-splits", str(tmp_path / "splits"), "--out", str(out), "--json"],
-                            capture_output=True, text=True, check=False)
+                            capture_output=True, text=True, check=False, cwd=tmp_path)  # no params.yaml: default thresholds
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["ingest"]["records_per_file"]["modality/train/MR (Mag-netic Resonance Imaging)_train.json"] == 9
     assert report["ingest"]["train"] == 4 and report["ingest"]["test"] == 2
     assert report["ingest"]["dropped_total"] == 6
     assert len((out / "dropped.jsonl").read_text().splitlines()) == 6
-    strict = subprocess.run([*medr1, "check", "medr1-splits", str(tmp_path / "splits"), "--strict"], capture_output=True, text=True, check=False)
+    strict = subprocess.run([*medr1, "check", "medr1-splits", str(tmp_path / "splits"), "--strict"], capture_output=True, text=True, check=False, cwd=tmp_path)  # no params.yaml: default thresholds
     assert strict.returncode == 1 and "Traceback" not in strict.stdout + strict.stderr
     assert "image path escapes the data root" in strict.stdout
