@@ -39,7 +39,7 @@ def _process(args: tuple[Path, Path, int]) -> tuple[str, str] | str:
 
 def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, seed: int, progress: bool = True,
            kind: str = "omnimedvqa", family: str = "modality", keep_source_split: bool = True,
-           images_root: Path | None = None) -> dict:
+           images_root: Path | None = None, workers: int | None = None) -> dict:
     """Write `out/{train,test}.jsonl`, `out/splits/...`, `out/images/`, `out/dropped.jsonl` (every
     record refused, with its reason) and return the ingest summary; no splits when nothing is usable."""
     dropped, per_file = Dropped(), Counter()
@@ -47,7 +47,7 @@ def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, 
     image_folder = out / "images"
     image_folder.mkdir(parents=True, exist_ok=True)
     sources = sorted({item.image_path for item in items})
-    workers = max(1, min(os.cpu_count() or 1, 8))
+    workers = workers or max(1, min(os.cpu_count() or 1, 8))
     with ProcessPoolExecutor(max_workers=workers) as pool:
         jobs = [(path, image_folder, image_size) for path in sources]
         results = list(tqdm(pool.map(_process, jobs, chunksize=16), total=len(jobs), desc="images", disable=not progress))
