@@ -33,6 +33,7 @@ class IngestParams(Section):
     synthetic: SyntheticSource = SyntheticSource()
     medr1_splits: Medr1SplitsSource = Medr1SplitsSource()
     image_size: int = Field(384, ge=28)
+    image_cache: str | None = Field("data/cache/images", description="resized images by source content hash; null: no cache")
     test_fraction: float = Field(0.3, gt=0, lt=1)
     seed: int = 13
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -43,14 +44,25 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def process_image(source: Path, out_folder: Path, size: int) -> tuple[str, str]:
-    """Resize `source` into `out_folder/<sha256>.png`; returns (sha256, file name)."""
-    data = resize_to_png(source, size)
+def _write_once(target: Path, data: bytes) -> None:
+    if not target.exists():
+        temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        temporary.write_bytes(data)
+        temporary.replace(target)  # readers see the whole file or none
+
+
+def process_image(source: Path, out_folder: Path, size: int, cache: Path | None = None) -> tuple[str, str, bool]:
+    """Resize `source` into `out_folder/<sha256>.png`; returns (sha256, file name, taken from the cache).
+
+    With a cache folder, the resized bytes are kept under the *source* file's content hash, so
+    that ingesting a grown source re-processes only the images it has not seen.
+    """
+    cached = cache / f"{sha256_bytes(source.read_bytes())}-{size}.png" if cache is not None else None
+    hit = cached is not None and cached.is_file()
+    data = cached.read_bytes() if hit else resize_to_png(source, size)
+    if cached is not None and not hit:
+        _write_once(cached, data)
     digest = sha256_bytes(data)
     name = f"{digest}.png"
-    target = out_folder / name
-    if not target.exists():
-        temporary = target.with_suffix(".tmp")
-        temporary.write_bytes(data)
-        temporary.replace(target)
-    return digest, name
+    _write_once(out_folder / name, data)
+    return digest, name, hit

@@ -29,17 +29,17 @@ def read_source(kind: str, root: Path, dropped: Dropped, per_file: Counter, fami
 from medr1.splits import split_by_image, write_splits
 
 
-def _process(args: tuple[Path, Path, int]) -> tuple[str, str] | str:
-    source, out_folder, size = args
+def _process(args: tuple[Path, Path, int, Path | None]) -> tuple[str, str, bool] | str:
+    source, out_folder, size, cache = args
     try:
-        return process_image(source, out_folder, size)
+        return process_image(source, out_folder, size, cache)
     except ImageError as error:
         return str(error)
 
 
 def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, seed: int, progress: bool = True,
            kind: str = "omnimedvqa", family: str = "modality", keep_source_split: bool = True,
-           images_root: Path | None = None, workers: int | None = None) -> dict:
+           images_root: Path | None = None, workers: int | None = None, cache: Path | None = None) -> dict:
     """Write `out/{train,test}.jsonl`, `out/splits/...`, `out/images/`, `out/dropped.jsonl` (every
     record refused, with its reason) and return the ingest summary; no splits when nothing is usable."""
     dropped, per_file = Dropped(), Counter()
@@ -49,7 +49,9 @@ def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, 
     sources = sorted({item.image_path for item in items})
     workers = workers or max(1, min(os.cpu_count() or 1, 8))
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        jobs = [(path, image_folder, image_size) for path in sources]
+        if cache is not None:
+            Path(cache).mkdir(parents=True, exist_ok=True)
+        jobs = [(path, image_folder, image_size, cache) for path in sources]
         results = list(tqdm(pool.map(_process, jobs, chunksize=16), total=len(jobs), desc="images", disable=not progress))
     processed = dict(zip(sources, results))
     records, sides = [], {}
@@ -58,7 +60,7 @@ def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, 
         if isinstance(result, str):
             dropped.add(result.split(":")[0], f"{item.question_id} ({item.image_path})")
             continue
-        digest, name = result
+        digest, name, _ = result
         sides[item.question_id] = item.split
         records.append(
             Record(
@@ -74,7 +76,9 @@ def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, 
             )
         )
     summary = {"source": str(source_root), "kind": kind, "records_per_file": dict(sorted(per_file.items())),
-               "records": len(records), "images": len({r.image_sha256 for r in records})}
+               "records": len(records), "images": len({r.image_sha256 for r in records}),
+               "images_resized": sum(1 for r in results if not isinstance(r, str) and not r[2]),
+               "images_from_cache": sum(1 for r in results if not isinstance(r, str) and r[2])}
     if records:
         if keep_source_split and all(sides.values()):  # Med-R1's own train/test files
             train = [r for r in records if sides[r.question_id] == "train"]

@@ -21,7 +21,8 @@ def main() -> None:
     shutil.rmtree(staging, ignore_errors=True)
     summary = ingest(root, staging, params.image_size, params.test_fraction, params.seed, kind=params.source,
                      family=params.medr1_splits.family, keep_source_split=params.medr1_splits.keep_source_split,
-                     images_root=Path(params.medr1_splits.images_root) if params.medr1_splits.images_root else None)
+                     images_root=Path(params.medr1_splits.images_root) if params.medr1_splits.images_root else None,
+                     cache=Path(params.image_cache) if params.image_cache else None)
     if not summary["records"]:
         reasons = "; ".join(f"{reason} ({entry['count']})" for reason, entry in summary["dropped"].items())
         raise PipelineError(f"no usable records in {root}: every record was dropped: {reasons}. "

@@ -41,3 +41,24 @@ def test_corrupt_image_is_dropped_with_its_reason(tmp_path, synthetic_root):
     assert summary["dropped_total"] == 5  # the five questions about that image
     assert "image does not decode" in summary["dropped"]
     assert json.dumps(summary)  # JSON-able for metrics/ingest.json
+
+
+def test_a_grown_source_resizes_only_its_new_images(tmp_path, synthetic_root):
+    import shutil
+
+    from medr1.ingest import ingest
+    from medr1.sources.omnimedvqa import QA_FOLDER
+
+    root, cache = tmp_path / "src", tmp_path / "cache"
+    shutil.copytree(synthetic_root, root)
+    extra = max((root / QA_FOLDER).glob("*.json"))
+    held_back = extra.read_text()
+    extra.unlink()  # the first ingest sees all datasets but one
+    first = ingest(root, tmp_path / "a", 384, 0.34, 0, progress=False, cache=cache)
+    assert first["images_from_cache"] == 0 and first["images_resized"] == first["images"]
+    extra.write_text(held_back)  # the dataset arrives
+    second = ingest(root, tmp_path / "b", 384, 0.34, 0, progress=False, cache=cache)
+    new_images = second["images"] - first["images"]
+    assert new_images > 0
+    assert second["images_resized"] == new_images and second["images_from_cache"] == first["images"]
+    assert {p.name for p in (tmp_path / "b" / "images").iterdir()} > {p.name for p in (tmp_path / "a" / "images").iterdir()}
