@@ -33,19 +33,23 @@ def _image_facts(path: Path, size: int) -> tuple[bool, bool]:
 
 def records_frame(records: list[Record] | list[dict], image_root: Path, split: str, image_size: int = 384) -> pd.DataFrame:
     rows = []
+    image_facts: dict[Path, tuple[bool, bool, bool]] = {}  # an image is decoded once, however many questions ask about it
     for record in records:
         row = record.model_dump() if isinstance(record, Record) else dict(record)
         options = row.get("options") or {}
         texts = [str(text).strip() for text in options.values()]
         image_path = image_root / str(row.get("image", ""))
-        decodes, sized = _image_facts(image_path, image_size) if image_path.is_file() else (False, False)
+        if image_path not in image_facts:
+            exists = image_path.is_file()
+            image_facts[image_path] = (exists, *(_image_facts(image_path, image_size) if exists else (False, False)))
+        exists, decodes, sized = image_facts[image_path]
         row.update(
             split=split,
             option_count=len(options),
             answer_in_options=row.get("answer") in options,
             options_lettered=list(options) == list(LETTERS[: len(options)]),
             options_distinct=all(texts) and len(set(texts)) == len(texts),
-            image_exists=image_path.is_file(),
+            image_exists=exists,
             image_decodes=decodes,
             image_is_square_rgb=sized,
         )

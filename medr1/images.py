@@ -34,9 +34,11 @@ def load_rgb(path: Path) -> Image.Image:
 
 
 def resize_to_png(path: Path, size: int) -> bytes:
-    image = load_rgb(path).resize((size, size), Image.Resampling.BICUBIC)
+    image = load_rgb(path)
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=1)  # lossless either way; level 1 encodes several times faster
     return buffer.getvalue()
 
 

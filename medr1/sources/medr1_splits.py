@@ -72,14 +72,18 @@ def _entries(file: Path, dropped: Dropped) -> list:
     return entries
 
 
-def _index(root: Path, family: str) -> dict[tuple[str, str], str]:
-    """(image, problem) -> this family's label, over all of the family's readable files."""
+def _index(root: Path, family: str, per_file: Counter | None) -> dict[tuple[str, str], str]:
+    """(image, problem) -> this family's label, over all of the family's readable files (whose
+    record counts go into `per_file` too: a check reports every file of the folder)."""
     index = {}
     for file in split_files(root, family):
         label = label_of(family, file)
+        entries = _entries(file, Dropped())
+        if per_file is not None:
+            per_file[f"{family}/{file.parent.name}/{file.name}"] += len(entries)
         if label is None:
             continue
-        for entry in _entries(file, Dropped()):
+        for entry in entries:
             if isinstance(entry, dict):
                 index[(str(entry.get("image")), str(entry.get("problem")))] = label
     return index
@@ -100,7 +104,7 @@ def read_medr1_splits(root: Path, family: str, dropped: Dropped, per_file: Count
     if not files:
         raise FileNotFoundError(f"no Med-R1 split files in {root}/{family}/{{train,test}}/: expected <name>_<side>.json")
     other = FAMILIES[1 - FAMILIES.index(family)]
-    other_labels = _index(root, other)
+    other_labels = _index(root, other, per_file)
     for file in files:
         side = file.parent.name
         label = label_of(family, file)
