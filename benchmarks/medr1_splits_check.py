@@ -48,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("splits", type=Path)
     parser.add_argument("--family", default="modality", choices=FAMILIES)
+    parser.add_argument("--keep-source-split", action="store_true", help="keep Med-R1's own train/test sides (they share images)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="medr1-splits-") as scratch:
         start = time.perf_counter()
@@ -55,7 +56,8 @@ def main() -> None:
         print(f"{count} placeholder images in {time.perf_counter() - start:.0f} s")
         start = time.perf_counter()
         result = subprocess.run([sys.executable, "-m", "medr1.cli", "check", "medr1-splits", str(args.splits), "--family", args.family,
-                                 "--images", str(Path(scratch) / "omnimedvqa"), "--out", str(Path(scratch) / "out"), "--json"],
+                                 "--images", str(Path(scratch) / "omnimedvqa"), "--out", str(Path(scratch) / "out"), "--json",
+                                 *(["--keep-source-split"] if args.keep_source_split else [])],
                                 capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - start
         if not result.stdout.strip().startswith("{"):

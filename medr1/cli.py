@@ -162,6 +162,7 @@ def check(
     min_rows_per_modality: int | None = typer.Option(None, help="Fail when a modality present has fewer rows (default: params.yaml validate, else 1)."),
     max_answer_share: float | None = typer.Option(None, help="Fail when an answer letter exceeds this share of a split (default: params.yaml validate, else 1)."),
     max_modality_share: float | None = typer.Option(None, help="Fail when a modality exceeds this share of a split (default: params.yaml validate, else 1)."),
+    keep_source_split: bool = typer.Option(False, "--keep-source-split", help="medr1-splits only: keep Med-R1's own train/test sides instead of splitting by image hash."),
     strict: bool = typer.Option(False, "--strict", help="Also fail when any record was dropped."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -182,7 +183,7 @@ def check(
                          "max_modality_share": max_modality_share}
             thresholds = thresholds.model_copy(update={k: v for k, v in overrides.items() if v is not None})
             report = check_source(kind, root, out or Path(scratch), thresholds, family=family, images_root=images,
-                                  progress=not as_json)
+                                  keep_source_split=keep_source_split, progress=not as_json)
         except EXPECTED as error:
             _fail(error)
         if out is None:

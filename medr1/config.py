@@ -23,7 +23,7 @@ class SyntheticSource(Section):
 
 class Medr1SplitsSource(Section):
     family: Literal["modality", "question_type"] = Field("modality", description="which of Med-R1's split families to read")
-    keep_source_split: bool = Field(True, description="use Med-R1's own train/test files instead of splitting anew")
+    keep_source_split: bool = Field(False, description="use Med-R1's own train/test files (they share images) instead of splitting by image hash")
     images_root: str | None = Field(None, description="the OmniMedVQA folder holding Images/; default: ingest.root")
 
 

@@ -38,7 +38,7 @@ def _process(args: tuple[Path, Path, int, Path | None]) -> tuple[str, str, bool]
 
 
 def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, seed: int, progress: bool = True,
-           kind: str = "omnimedvqa", family: str = "modality", keep_source_split: bool = True,
+           kind: str = "omnimedvqa", family: str = "modality", keep_source_split: bool = False,
            images_root: Path | None = None, workers: int | None = None, cache: Path | None = None) -> dict:
     """Write `out/{train,test}.jsonl`, `out/splits/...`, `out/images/`, `out/dropped.jsonl` (every
     record refused, with its reason) and return the ingest summary; no splits when nothing is usable."""

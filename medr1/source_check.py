@@ -11,7 +11,7 @@ from medr1.ingest import ingest
 
 def check_source(kind: str, root: Path, out: Path, thresholds: ValidateParams, family: str = "modality",
                  images_root: Path | None = None, image_size: int = 384, test_fraction: float = 0.3, seed: int = 13,
-                 keep_source_split: bool = True, progress: bool = True) -> dict:
+                 keep_source_split: bool = False, progress: bool = True) -> dict:
     """Ingest `root` into `out` and run the data checks (Data Docs in `out/data_docs`); `success`
     only when records survive and every check passes."""
     summary = ingest(Path(root), Path(out), image_size, test_fraction, seed, progress=progress, kind=kind, family=family,

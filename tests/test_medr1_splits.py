@@ -75,7 +75,8 @@ def test_medr1_check_reports_per_file_counts_and_fails_only_on_checks(tmp_path):
     write_splits_folder(tmp_path / "splits")
     medr1 = [sys.executable, "-m", "medr1.cli"]
     out = tmp_path / "out"
-    result = subprocess.run([*medr1, "check", "medr1-splits", str(tmp_path / "splits"), "--out", str(out), "--json"],
+    result = subprocess.run([*medr1, "check", "medr1-splits", str(tmp_path / "splits"), "--out", str(out), "--json",
+                             "--keep-source-split"],
                             capture_output=True, text=True, check=False, cwd=tmp_path)  # no params.yaml: default thresholds
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
