@@ -17,7 +17,7 @@ class ImageError(ValueError):
     """The image cannot be used; the message says why."""
 
 
-def load_rgb(path: Path) -> Image.Image:
+def load_rgb(path: Path | io.BytesIO) -> Image.Image:
     """Decode fully (truncated files fail here, not later) and convert on purpose to RGB."""
     try:
         with Image.open(path) as opened:
@@ -33,7 +33,7 @@ def load_rgb(path: Path) -> Image.Image:
         raise ImageError(f"image does not decode: {error}") from None
 
 
-def resize_to_png(path: Path, size: int) -> bytes:
+def resize_to_png(path: Path | io.BytesIO, size: int) -> bytes:
     image = load_rgb(path)
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BICUBIC)
@@ -59,9 +59,13 @@ def process_image(source: Path, out_folder: Path, size: int, cache: Path | None 
     With a cache folder, the resized bytes are kept under the *source* file's content hash, so
     that ingesting a grown source re-processes only the images it has not seen.
     """
-    cached = cache / f"{sha256_bytes(source.read_bytes())}-{size}.png" if cache is not None else None
+    try:
+        raw = source.read_bytes() if cache is not None else None  # read once: hashed for the key, decoded on a miss
+    except OSError as error:
+        raise ImageError(f"image cannot be read: {error}") from None
+    cached = cache / f"{sha256_bytes(raw)}-{size}.png" if raw is not None else None
     hit = cached is not None and cached.is_file()
-    data = cached.read_bytes() if hit else resize_to_png(source, size)
+    data = cached.read_bytes() if hit else resize_to_png(io.BytesIO(raw) if raw is not None else source, size)
     if cached is not None and not hit:
         _write_once(cached, data)
     digest = sha256_bytes(data)

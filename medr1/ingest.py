@@ -14,6 +14,7 @@ from medr1.images import ImageError, process_image
 from medr1.records import Record
 from medr1.sources.medr1_splits import read_medr1_splits
 from medr1.sources.omnimedvqa import Dropped, SourceItem, read_omnimedvqa
+from medr1.splits import split_by_image, write_splits
 
 SOURCE_KINDS = ("synthetic", "omnimedvqa", "medr1-splits")
 
@@ -26,7 +27,6 @@ def read_source(kind: str, root: Path, dropped: Dropped, per_file: Counter, fami
     if kind == "medr1-splits":
         return list(read_medr1_splits(root, family, dropped, per_file, images_root))
     raise ValueError(f"unknown source kind {kind!r}: use one of {', '.join(SOURCE_KINDS)}")
-from medr1.splits import split_by_image, write_splits
 
 
 def _process(args: tuple[Path, Path, int, Path | None]) -> tuple[str, str, bool] | str:
@@ -48,9 +48,9 @@ def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, 
     image_folder.mkdir(parents=True, exist_ok=True)
     sources = sorted({item.image_path for item in items})
     workers = workers or max(1, min(os.cpu_count() or 1, 8))
+    if cache is not None:
+        Path(cache).mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        if cache is not None:
-            Path(cache).mkdir(parents=True, exist_ok=True)
         jobs = [(path, image_folder, image_size, cache) for path in sources]
         results = list(tqdm(pool.map(_process, jobs, chunksize=16), total=len(jobs), desc="images", disable=not progress))
     processed = dict(zip(sources, results))
@@ -87,7 +87,7 @@ def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, 
             train, test = split_by_image(records, test_fraction, seed)
         summary.update(write_splits(train, test, out))
     summary["dropped"] = dropped.as_dict()
-    summary["dropped_total"] = sum(dropped.counts.values())
+    summary["dropped_total"] = len(dropped.every)
     with (out / "dropped.jsonl").open("w", encoding="utf-8") as handle:  # every dropped record, named
         for reason, where in dropped.every:
             handle.write(json.dumps({"record": where, "reason": reason}) + "\n")

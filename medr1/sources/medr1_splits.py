@@ -11,14 +11,13 @@ that reason, like every other record the reader refuses.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 from medr1.records import LETTERS, QUESTION_TYPES
-from medr1.sources.omnimedvqa import Dropped, SourceItem, canonical_modality, existing_image
+from medr1.sources.omnimedvqa import Dropped, SourceItem, canonical_modality, existing_image, json_list
 
 FAMILIES = ("modality", "question_type")
 SIDES = ("train", "test")
@@ -60,25 +59,13 @@ def split_files(root: Path, family: str) -> list[Path]:
     return sorted(file for side in SIDES for file in (root / family / side).glob("*.json"))
 
 
-def _entries(file: Path, dropped: Dropped) -> list:
-    try:
-        entries = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        dropped.add("file is not valid JSON", f"{file.name}: {error}")
-        return []
-    if not isinstance(entries, list):
-        dropped.add("file is not a JSON list", file.name)
-        return []
-    return entries
-
-
 def _index(root: Path, family: str, per_file: Counter | None) -> dict[tuple[str, str], str]:
     """(image, problem) -> this family's label, over all of the family's readable files (whose
     record counts go into `per_file` too: a check reports every file of the folder)."""
     index = {}
     for file in split_files(root, family):
         label = label_of(family, file)
-        entries = _entries(file, Dropped())
+        entries = json_list(file, Dropped())
         if per_file is not None:
             per_file[f"{family}/{file.parent.name}/{file.name}"] += len(entries)
         if label is None:
@@ -108,7 +95,7 @@ def read_medr1_splits(root: Path, family: str, dropped: Dropped, per_file: Count
     for file in files:
         side = file.parent.name
         label = label_of(family, file)
-        entries = _entries(file, dropped)
+        entries = json_list(file, dropped)
         if per_file is not None:
             per_file[f"{family}/{side}/{file.name}"] += len(entries)
         for position, entry in enumerate(entries):

@@ -62,21 +62,39 @@ class SourceItem:
 
 @dataclass
 class Dropped:
-    """Records the reader refused, counted by reason with a few examples each."""
+    """Every record the readers refused, with its reason."""
 
-    counts: Counter = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-    every: list[tuple[str, str]] = field(default_factory=list)  # (reason, record), all of them
+    every: list[tuple[str, str]] = field(default_factory=list)  # (reason, record)
 
     def add(self, reason: str, where: str) -> None:
-        self.counts[reason] += 1
         self.every.append((reason, where))
-        self.examples.setdefault(reason, [])
-        if len(self.examples[reason]) < 5:
-            self.examples[reason].append(where)
 
-    def as_dict(self) -> dict:
-        return {reason: {"count": count, "examples": self.examples[reason]} for reason, count in self.counts.items()}
+    @property
+    def counts(self) -> Counter:
+        return Counter(reason for reason, _ in self.every)
+
+    def as_dict(self, examples: int = 5) -> dict:
+        """Count and the first few records per reason."""
+        summary: dict[str, dict] = {}
+        for reason, where in self.every:
+            entry = summary.setdefault(reason, {"count": 0, "examples": []})
+            entry["count"] += 1
+            if len(entry["examples"]) < examples:
+                entry["examples"].append(where)
+        return summary
+
+
+def json_list(file: Path, dropped: Dropped) -> list:
+    """The JSON list a question file holds, or [] with the file dropped saying why."""
+    try:
+        entries = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        dropped.add("file is not valid JSON", f"{file.name}: {error}")
+        return []
+    if not isinstance(entries, list):
+        dropped.add("file is not a JSON list", file.name)
+        return []
+    return entries
 
 
 def safe_image_path(root: Path, relative: str) -> Path | None:
@@ -105,14 +123,7 @@ def read_omnimedvqa(root: Path, dropped: Dropped, per_file: Counter | None = Non
     if not files:
         raise FileNotFoundError(f"no OmniMedVQA question files in {qa_folder}: expected {QA_FOLDER}/<dataset>.json")
     for qa_file in files:
-        try:
-            entries = json.loads(qa_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            dropped.add("file is not valid JSON", f"{qa_file.name}: {error}")
-            continue
-        if not isinstance(entries, list):
-            dropped.add("file is not a JSON list", qa_file.name)
-            continue
+        entries = json_list(qa_file, dropped)
         if per_file is not None:
             per_file[qa_file.name] += len(entries)
         for position, entry in enumerate(entries):
