@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 from PIL import Image
 
+from medr1.images import default_workers
 from medr1.records import LETTERS, MODALITIES, QUESTION_TYPES, Record
 
 SUITE_NAME = "medr1_records"
@@ -31,18 +33,25 @@ def _image_facts(path: Path, size: int) -> tuple[bool, bool]:
         return False, False
 
 
-def records_frame(records: list[Record] | list[dict], image_root: Path, split: str, image_size: int = 384) -> pd.DataFrame:
-    rows = []
-    image_facts: dict[Path, tuple[bool, bool, bool]] = {}  # an image is decoded once, however many questions ask about it
-    for record in records:
-        row = record.model_dump() if isinstance(record, Record) else dict(record)
+def _all_image_facts(paths: set[Path], size: int, workers: int | None = None) -> dict[Path, tuple[bool, bool, bool]]:
+    """(exists, decodes, is size x size RGB) per image, each decoded once, on every core: PIL
+    releases the GIL while it decodes, so threads suffice."""
+    def facts(path: Path) -> tuple[bool, bool, bool]:
+        return (True, *_image_facts(path, size)) if path.is_file() else (False, False, False)
+
+    ordered = sorted(paths)
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+        return dict(zip(ordered, pool.map(facts, ordered)))
+
+
+def records_frame(records: list[Record] | list[dict], image_root: Path, split: str, image_size: int = 384,
+                  workers: int | None = None) -> pd.DataFrame:
+    rows = [record.model_dump() if isinstance(record, Record) else dict(record) for record in records]
+    image_facts = _all_image_facts({image_root / str(row.get("image", "")) for row in rows}, image_size, workers)
+    for row in rows:
         options = row.get("options") or {}
         texts = [str(text).strip() for text in options.values()]
-        image_path = image_root / str(row.get("image", ""))
-        if image_path not in image_facts:
-            exists = image_path.is_file()
-            image_facts[image_path] = (exists, *(_image_facts(image_path, image_size) if exists else (False, False)))
-        exists, decodes, sized = image_facts[image_path]
+        exists, decodes, sized = image_facts[image_root / str(row.get("image", ""))]
         row.update(
             split=split,
             option_count=len(options),
@@ -53,7 +62,6 @@ def records_frame(records: list[Record] | list[dict], image_root: Path, split: s
             image_decodes=decodes,
             image_is_square_rgb=sized,
         )
-        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -70,13 +78,13 @@ def add_split_facts(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def splits_frame(data: Path, image_size: int = 384) -> pd.DataFrame:
+def splits_frame(data: Path, image_size: int = 384, workers: int | None = None) -> pd.DataFrame:
     """The train and test records of an ingested folder, with their per-record facts, in one frame."""
     frames = []
     for split in ("train", "test"):
         path = data / f"{split}.jsonl"
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path.is_file() else []
-        frames.append(records_frame(rows, data, split, image_size))
+        frames.append(records_frame(rows, data, split, image_size, workers))
     return pd.concat(frames, ignore_index=True)
 
 

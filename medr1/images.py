@@ -7,39 +7,64 @@ import io
 import os
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps
+
+from medr1.png import encode_rgb_png
 
 # PIL raises DecompressionBombError above twice this many pixels; keep its guard on.
 Image.MAX_IMAGE_PIXELS = 89_478_485
+
+
+def default_workers() -> int:
+    """Parallel image work uses every core, up to 8."""
+    return max(1, min(os.cpu_count() or 1, 8))
 
 
 class ImageError(ValueError):
     """The image cannot be used; the message says why."""
 
 
-def load_rgb(path: Path | io.BytesIO) -> Image.Image:
+# PNG metadata that says nothing about the patient; any other chunk (text, EXIF, ICC) forces a re-encode.
+_HARMLESS_PNG_INFO = {"dpi", "gamma", "srgb", "aspect"}
+
+
+def _already_target(opened: Image.Image, raw: bytes, size: int) -> bool:
+    """A plain 8-bit RGB, non-interlaced PNG of the target size with no metadata is kept byte for byte."""
+    return (
+        opened.format == "PNG"
+        and opened.size == (size, size)
+        and raw[24:26] == b"\x08\x02"  # IHDR: bit depth 8, colour type 2 (RGB)
+        and raw[28:29] == b"\x00"  # IHDR: not interlaced
+        and set(opened.info) <= _HARMLESS_PNG_INFO
+    )
+
+
+def _decode(opened: Image.Image) -> Image.Image:
     """Decode fully (truncated files fail here, not later) and convert on purpose to RGB."""
+    opened.load()
+    image = ImageOps.exif_transpose(opened)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale (common in medical exports): scale to 8 bits instead of clipping.
+        image = image.point(lambda value: value * (1 / 256)).convert("L")
+    return image.convert("RGB")
+
+
+def resize_to_png(raw: bytes, size: int) -> bytes:
+    """`raw` as a size x size RGB PNG: decoded in full (so corrupt files fail here), then either kept
+    as it is, when it already is such a PNG, or converted, resized and re-encoded."""
     try:
-        with Image.open(path) as opened:
-            opened.load()
-            image = ImageOps.exif_transpose(opened)
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                # 16-bit grayscale (common in medical exports): scale to 8 bits instead of clipping.
-                image = image.point(lambda value: value * (1 / 256)).convert("L")
-            return image.convert("RGB")
+        with Image.open(io.BytesIO(raw)) as opened:
+            image = _decode(opened)
+            if _already_target(opened, raw, size):
+                return raw
     except Image.DecompressionBombError as error:
         raise ImageError(f"image too large to decode safely: {error}") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"image does not decode: {error}") from None
-
-
-def resize_to_png(path: Path | io.BytesIO, size: int) -> bytes:
-    image = load_rgb(path)
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BICUBIC)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)  # lossless either way; level 1 encodes several times faster
-    return buffer.getvalue()
+    return encode_rgb_png(np.asarray(image))
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -60,12 +85,12 @@ def process_image(source: Path, out_folder: Path, size: int, cache: Path | None 
     that ingesting a grown source re-processes only the images it has not seen.
     """
     try:
-        raw = source.read_bytes() if cache is not None else None  # read once: hashed for the key, decoded on a miss
+        raw = source.read_bytes()  # read once: hashed for the cache key, decoded on a miss
     except OSError as error:
         raise ImageError(f"image cannot be read: {error}") from None
-    cached = cache / f"{sha256_bytes(raw)}-{size}.png" if raw is not None else None
+    cached = cache / f"{sha256_bytes(raw)}-{size}.png" if cache is not None else None
     hit = cached is not None and cached.is_file()
-    data = cached.read_bytes() if hit else resize_to_png(io.BytesIO(raw) if raw is not None else source, size)
+    data = cached.read_bytes() if hit else resize_to_png(raw, size)
     if cached is not None and not hit:
         _write_once(cached, data)
     digest = sha256_bytes(data)

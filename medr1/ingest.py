@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
 
-from medr1.images import ImageError, process_image
+from medr1.images import ImageError, default_workers, process_image
 from medr1.records import Record
 from medr1.sources.medr1_splits import read_medr1_splits
 from medr1.sources.omnimedvqa import Dropped, SourceItem, read_omnimedvqa
@@ -47,7 +46,7 @@ def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, 
     image_folder = out / "images"
     image_folder.mkdir(parents=True, exist_ok=True)
     sources = sorted({item.image_path for item in items})
-    workers = workers or max(1, min(os.cpu_count() or 1, 8))
+    workers = workers or default_workers()
     if cache is not None:
         Path(cache).mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -77,7 +76,7 @@ def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, 
         )
     summary = {"source": str(source_root), "kind": kind, "records_per_file": dict(sorted(per_file.items())),
                "records": len(records), "images": len({r.image_sha256 for r in records}),
-               "images_resized": sum(1 for r in results if not isinstance(r, str) and not r[2]),
+               "images_processed": sum(1 for r in results if not isinstance(r, str) and not r[2]),
                "images_from_cache": sum(1 for r in results if not isinstance(r, str) and r[2])}
     if records:
         if keep_source_split and all(sides.values()):  # Med-R1's own train/test files

@@ -55,10 +55,10 @@ def test_a_grown_source_resizes_only_its_new_images(tmp_path, synthetic_root):
     held_back = extra.read_text()
     extra.unlink()  # the first ingest sees all datasets but one
     first = ingest(root, tmp_path / "a", 384, 0.34, 0, progress=False, cache=cache)
-    assert first["images_from_cache"] == 0 and first["images_resized"] == first["images"]
+    assert first["images_from_cache"] == 0 and first["images_processed"] == first["images"]
     extra.write_text(held_back)  # the dataset arrives
     second = ingest(root, tmp_path / "b", 384, 0.34, 0, progress=False, cache=cache)
     new_images = second["images"] - first["images"]
     assert new_images > 0
-    assert second["images_resized"] == new_images and second["images_from_cache"] == first["images"]
+    assert second["images_processed"] == new_images and second["images_from_cache"] == first["images"]
     assert {p.name for p in (tmp_path / "b" / "images").iterdir()} > {p.name for p in (tmp_path / "a" / "images").iterdir()}
