@@ -52,10 +52,26 @@ class BaseModelParams(Section):
     warmup: WarmupSettings = WarmupSettings()
 
 
+class LoraParams(Section):
+    enabled: bool = Field(False, description="train LoRA adapters (peft) instead of the full model")
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1)
+
+
 class TrainParams(Section):
     reasoning: Literal["think_before", "no_think", "think_after"] = "no_think"
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     max_steps: int = Field(200, ge=1)
+    checkpoint_steps: int = Field(50, ge=1, description="save a resumable checkpoint every this many steps")
+    launcher: str = Field("python", description='the command that runs `-m stages.train`: python, or "accelerate launch --config_file ..."')
+    gradient_checkpointing: bool = False
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
+        "auto", description="auto: flash_attention_2 on CUDA when flash-attn is installed, else sdpa")
+    use_vllm: bool = Field(False, description="generate with TRL's vLLM integration (GPU only)")
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    lora: LoraParams = LoraParams()
     learning_rate: float = Field(1e-3, gt=0)
     per_device_train_batch_size: int = Field(16, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
@@ -66,6 +82,14 @@ class TrainParams(Section):
     format_weight: float = Field(1.0, ge=0)
     accuracy_weight: float = Field(1.0, ge=0)
     logging_steps: int = Field(5, ge=1)
+    seed: int = 42
+
+
+class SftParams(Section):
+    max_steps: int = Field(300, ge=1)
+    learning_rate: float = Field(0.02, gt=0)
+    per_device_train_batch_size: int = Field(8, ge=1, description="questions per step")
+    logging_steps: int = Field(10, ge=1)
     seed: int = 42
 
 
@@ -84,6 +108,7 @@ class Params(Section):
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
     base_model: BaseModelParams = BaseModelParams()
     train: TrainParams = TrainParams()
+    sft: SftParams = SftParams()
     evaluate: EvaluateParams = EvaluateParams()
     register_: RegisterParams = Field(RegisterParams(), alias="register")
 

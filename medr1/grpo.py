@@ -37,10 +37,21 @@ def grpo_dataset(records: list[Record], image_root: Path, mode: str):
     return dataset.cast_column("image", Image())
 
 
+def resolve_attention(choice: str, device: str) -> str:
+    """flash_attention_2 on CUDA when flash-attn is installed, else PyTorch's sdpa."""
+    if choice != "auto":
+        return choice
+    import importlib.util
+
+    return "flash_attention_2" if device == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
+
+
 def grpo_config(params: TrainParams, output_dir: Path):
     from trl import GRPOConfig
 
     device = resolve_device(params.device)
+    if params.use_vllm and device != "cuda":
+        raise RuntimeError("train.use_vllm needs a CUDA GPU; set train.use_vllm: false on the CPU")
     return GRPOConfig(
         output_dir=str(output_dir),
         max_steps=params.max_steps,
@@ -59,10 +70,23 @@ def grpo_config(params: TrainParams, output_dir: Path):
         seed=params.seed,
         use_cpu=device == "cpu",
         bf16=device == "cuda",
+        gradient_checkpointing=params.gradient_checkpointing,
+        use_vllm=params.use_vllm,
+        vllm_mode=params.vllm_mode,
         report_to="none",
-        save_strategy="no",
+        save_strategy="steps",  # checkpoints make a killed run resumable (`train_grpo` picks up the last one)
+        save_steps=params.checkpoint_steps,
+        save_total_limit=2,
         disable_tqdm=False,
     )
+
+
+def lora_config(params: TrainParams):
+    from peft import LoraConfig
+
+    lora = params.lora
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
 
 
 def option_word_ids(tokenizer, records: list[Record]) -> list[int]:
@@ -97,16 +121,37 @@ def train_option_words_only(model, tokenizer, records: list[Record]) -> None:
     mask_gradient(embeddings, rows)
 
 
+def last_checkpoint(output_dir: Path) -> str | None:
+    """The newest complete checkpoint: the Trainer writes trainer_state.json last, so a
+    checkpoint that a kill cut short has none (or a truncated one) and is passed over."""
+    folder = output_dir / "checkpoints"
+    found = [(int(path.name.split("-")[-1]), path) for path in folder.glob("checkpoint-*") if path.name.split("-")[-1].isdigit()]
+    for _, path in sorted(found, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return str(path)
+    return None
+
+
 def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params: TrainParams, output_dir: Path) -> list[dict]:
-    """Train from `model_dir`, save the model and processor to `output_dir`, return the log history."""
+    """Train from `model_dir`, save the model and processor to `output_dir`, return the log history.
+
+    A run killed mid-way left checkpoints under `output_dir/checkpoints`; the next call resumes
+    from the last one (same optimizer state, RNG and step count) instead of starting over.
+    """
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import GRPOTrainer
 
     torch.manual_seed(params.seed)
+    device = resolve_device(params.device)
     processor = AutoProcessor.from_pretrained(model_dir)
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
-    if is_wired(model):
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_dir, dtype=torch.bfloat16 if device == "cuda" else torch.float32,
+        attn_implementation=resolve_attention(params.attn_implementation, device))
+    if is_wired(model) and not params.lora.enabled:
         train_option_words_only(model, processor.tokenizer, records)
     trainer = GRPOTrainer(
         model=model,
@@ -114,11 +159,18 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
         args=grpo_config(params, output_dir / "checkpoints"),
         train_dataset=grpo_dataset(records, image_root, params.reasoning),
         processing_class=processor,
+        peft_config=lora_config(params) if params.lora.enabled else None,
     )
-    trainer.train()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    trainer.model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
+    resume = last_checkpoint(output_dir)
+    if resume:
+        print(f"[train] resuming from {resume}", flush=True)
+    trainer.train(resume_from_checkpoint=resume)
+    if params.lora.enabled:  # one plain checkpoint, loadable without peft
+        trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+    trainer.save_model(str(output_dir))  # gathers sharded (ZeRO-3) weights; writes on the main process only
     history = trainer.state.log_history
-    (output_dir / "trainer_log.json").write_text(json.dumps(history, indent=1))
+    if trainer.accelerator.is_main_process:
+        (output_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the params are in the manifest
+        processor.save_pretrained(output_dir)
+        (output_dir / "trainer_log.json").write_text(json.dumps(history, indent=1))
     return history

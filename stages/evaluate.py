@@ -1,4 +1,4 @@
-"""Stage evaluate: greedy decoding on the test split for the base and the GRPO model."""
+"""Stage evaluate: greedy decoding on the test split for the base, SFT and GRPO models."""
 
 import json
 from pathlib import Path
@@ -15,7 +15,7 @@ METRICS = Path("metrics/eval.json")
 def main() -> None:
     params = load_params()
     metrics = evaluate_models(
-        {"base": base_model_dir(Path("models/base")), "grpo": Path("models/grpo")},
+        {"base": base_model_dir(Path("models/base")), "sft": Path("models/sft"), "grpo": Path("models/grpo")},
         DATA / "test.jsonl",
         DATA,
         params.train.reasoning,
@@ -24,8 +24,9 @@ def main() -> None:
     )
     METRICS.parent.mkdir(parents=True, exist_ok=True)
     METRICS.write_text(json.dumps(metrics, indent=1))
-    print(f"[evaluate] accuracy {metrics['accuracy']:.3f} (base {metrics['base_accuracy']:.3f}, "
-          f"chance {metrics['chance_accuracy']:.3f}), format rate {metrics['format_rate']:.3f}")
+    print(f"[evaluate] GRPO accuracy {metrics['accuracy']:.3f} (base {metrics['base_accuracy']:.3f}, "
+          f"SFT {metrics['sft_accuracy']:.3f}, chance {metrics['chance_accuracy']:.3f}), "
+          f"format rate {metrics['format_rate']:.3f}")
 
 
 if __name__ == "__main__":

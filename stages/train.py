@@ -1,10 +1,16 @@
-"""Stage train: GRPO with Med-R1's format and accuracy rewards on the train split."""
+"""Stage train: GRPO with Med-R1's format and accuracy rewards on the train split.
 
+The run trains in models/grpo.partial (not a DVC output, so DVC leaves it alone). A run that
+was killed left checkpoints there; when the next run has the same params, base model and
+train split, it resumes from the last checkpoint instead of starting over.
+"""
+
+import hashlib
 import json
 import shutil
 from pathlib import Path
 
-from medr1.base_model import base_model_dir
+from medr1.base_model import base_model_dir, base_reference
 from medr1.config import load_params
 from medr1.errors import run_main
 from medr1.grpo import train_grpo
@@ -12,16 +18,40 @@ from medr1.records import read_jsonl
 from medr1.training_log import write_training_curves
 
 DATA = Path("data/processed")
+BASE = Path("models/base")
 OUT = Path("models/grpo")
+FINGERPRINT = "run.json"
+
+
+def reuse_or_clear(staging: Path, fingerprint: dict) -> None:
+    """Keep `staging` (and its checkpoints) only when it belongs to the same run."""
+    marker = staging / FINGERPRINT
+    if marker.is_file() and json.loads(marker.read_text()) == fingerprint:
+        return
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    marker.write_text(json.dumps(fingerprint, indent=1))
 
 
 def main() -> None:
+    from accelerate import PartialState  # one process here; one per GPU under `accelerate launch`
+
+    state = PartialState()
     params = load_params().train
     records = list(read_jsonl(DATA / "train.jsonl"))
     staging = OUT.with_name(OUT.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    history = train_grpo(base_model_dir(Path("models/base")), records, DATA, params, staging)
+    if state.is_main_process:
+        reuse_or_clear(staging, {
+            "params": params.model_dump(mode="json"),
+            "base_model_sha256": base_reference(BASE)["sha256"],
+            "train_sha256": hashlib.sha256((DATA / "train.jsonl").read_bytes()).hexdigest(),
+        })
+    state.wait_for_everyone()
+    history = train_grpo(base_model_dir(BASE), records, DATA, params, staging)
+    if not state.is_main_process:
+        return
     shutil.rmtree(staging / "checkpoints", ignore_errors=True)
+    (staging / FINGERPRINT).unlink()
     shutil.rmtree(OUT, ignore_errors=True)
     staging.rename(OUT)
     summary = write_training_curves(history, Path("metrics"), Path("reports"))

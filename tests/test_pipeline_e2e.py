@@ -14,6 +14,7 @@ SMALL = {
                                     "vision_embed_dim": 32, "vision_depth": 1},
                    "warmup": {"images": 16, "steps": 3, "eyesight_steps": 3, "batch_size": 4}},
     "train": {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4, "logging_steps": 1},
+    "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1},
 }
 
 
@@ -39,7 +40,7 @@ def _ran(output: str) -> set[str]:
 
 def test_repro_produces_metrics_and_a_registered_version(pipeline):
     repo, result = pipeline
-    assert _ran(result.stdout) == {"synthesize", "ingest", "validate", "base_model", "train", "evaluate", "register"}
+    assert _ran(result.stdout) == {"synthesize", "ingest", "validate", "base_model", "sft", "train", "evaluate", "register"}
     metrics = json.loads((repo / "metrics/eval.json").read_text())
     for key in ("accuracy", "base_accuracy", "format_rate", "per_modality", "per_question_type"):
         assert key in metrics
@@ -86,11 +87,46 @@ def test_train_param_reruns_only_downstream(pipeline):
 
 def test_failed_checks_stop_before_training(pipeline, tmp_path):
     repo, _ = pipeline
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    original = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(original)
     params["validate"]["min_rows_per_modality"] = 100_000
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = run(["dvc", "repro"], repo, check=False)
+    try:
+        result = run(["dvc", "repro"], repo, check=False)
+    finally:
+        (repo / "params.yaml").write_text(original)
     assert result.returncode != 0
     assert "min_rows_per_modality" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
     assert "train" not in _ran(result.stdout)
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(pipeline):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    repo, _ = pipeline
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"].update(max_steps=8, checkpoint_steps=2, learning_rate=0.0007)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    versions_before = len(json.loads(run(["medr1", "registry", "list", "--json"], repo).stdout))
+    checkpoints = repo / "models/grpo.partial/checkpoints"
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    first = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not (checkpoints / "checkpoint-4" / "trainer_state.json").is_file():
+        assert first.poll() is None, "training ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # kill -9: no cleanup runs
+    first.wait()
+    result = run(["dvc", "repro"], repo)
+    assert "resuming from" in result.stdout and "checkpoint-" in result.stdout
+    assert "Running stage 'synthesize'" not in result.stdout
+    curve = (repo / "metrics/train_curve.csv").read_text().splitlines()
+    assert int(curve[-1].split(",")[0]) == 8  # the same number of optimizer steps as a run never killed
+    assert len(json.loads(run(["medr1", "registry", "list", "--json"], repo).stdout)) == versions_before + 1
+    assert not (repo / "models/grpo.partial").exists()
