@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 ReasoningMode = Literal["think_before", "no_think", "think_after"]
+REASONING_MODES: tuple[ReasoningMode, ...] = get_args(ReasoningMode)
 
 INSTRUCTIONS: dict[str, str] = {
     # Med-R1's "think" prompt: reasoning first, then the answer.

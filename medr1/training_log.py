@@ -47,7 +47,11 @@ def write_training_curves(history: list[dict], metrics_dir: Path, reports_dir: P
     axes[0].legend()
     axes[1].plot(steps, [row["completion_length"] for row in rows])
     axes[1].set_title("completion length (tokens)")
-    axes[2].plot(steps, [row["kl"] if row["kl"] is not None else 0.0 for row in rows])
+    kl = [row["kl"] for row in rows]
+    if any(value is not None for value in kl):
+        axes[2].plot(steps, [value if value is not None else float("nan") for value in kl])
+    else:
+        axes[2].text(0.5, 0.5, "not computed: train.beta is 0", ha="center", va="center", transform=axes[2].transAxes)
     axes[2].set_title("KL to reference")
     for axis in axes:
         axis.set_xlabel("step")

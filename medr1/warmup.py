@@ -16,7 +16,7 @@ from tqdm import tqdm
 from medr1.encoding import IGNORE_INDEX, ImageCache, encode, prompt_text
 from medr1.eyesight import factor_word_ids, train_eyesight
 from medr1.option_reader import is_wired, mask_gradient
-from medr1.prompts import ReasoningMode, target_completion
+from medr1.prompts import REASONING_MODES, ReasoningMode, target_completion
 from medr1.questions import ask
 from medr1.records import LETTERS
 from medr1.scenes import FACTORS, Scene, render
@@ -57,8 +57,15 @@ def format_loss(model, batch: dict, letter_ids: torch.Tensor, option_letters: li
     return loss
 
 
-def warm_up(model, processor, settings: WarmupSettings, mode: ReasoningMode = "no_think", progress: bool = True) -> list[float]:
-    """Supervised steps on generic questions; returns the loss per step."""
+def warm_up(model, processor, settings: WarmupSettings, modes: tuple[ReasoningMode, ...] = REASONING_MODES,
+            progress: bool = True) -> list[float]:
+    """Supervised steps on generic questions; returns the loss per step.
+
+    Each example follows one of `modes`, drawn at random, with its instruction in the prompt: the
+    base then answers in whichever layout train.reasoning asks for, as an instruct model does, so
+    switching the reasoning mode retrains GRPO and not the base. The tiny model writes no
+    rationale (an empty <think></think>); real models write their own.
+    """
     rng = np.random.default_rng(settings.seed)
     cache = ImageCache(processor)
     scenes = []
@@ -92,6 +99,7 @@ def warm_up(model, processor, settings: WarmupSettings, mode: ReasoningMode = "n
         prompts, images, completions, option_letters = [], [], [], []
         for index in rng.integers(len(scenes), size=settings.batch_size):
             factor = factors[int(rng.integers(len(factors)))]
+            mode = modes[int(rng.integers(len(modes)))]
             image = cache.get(f"generic-{index}")
             question = ask(scenes[index], factor, rng, vocabulary="generic")
             prompts.append(prompt_text(processor, question.text, question.options, mode, image))

@@ -18,6 +18,8 @@ from medr1.rewards import accuracy_reward, accuracy_score, extract_answer_letter
         ("<answer>CT</answer>", None),  # option text alone is not a letter
         ("<answer></answer>", None),
         ("<think>maybe A</think><answer>D</answer>", "D"),  # reasoning naming another letter
+        ("<answer>A</answer><think>B looks likelier</think>", "A"),  # think-after: the answer tag, not the rationale
+        ("<think>unclosed <answer>C</answer>", "C"),  # extraction is lenient; the format reward is not
     ],
 )
 def test_extract_answer_letter(completion, letter):
@@ -33,8 +35,12 @@ def test_letter_outside_the_options_is_no_answer():
     "mode, good, bad",
     [
         ("no_think", "<answer>A</answer>", ["<think>x</think><answer>A</answer>", "<answer>A</answer><answer>B</answer>", "A"]),
-        ("think_before", "<think>dark disc</think><answer>B</answer>", ["<answer>B</answer><think>x</think>", "<answer>B</answer>"]),
-        ("think_after", "<answer>B</answer><think>dark disc</think>", ["<think>x</think><answer>B</answer>", "<answer>B</answer>"]),
+        ("think_before", "<think>dark disc</think><answer>B</answer>",
+         ["<answer>B</answer><think>x</think>", "<answer>B</answer>", "<think>x<answer>B</answer>",
+          "<think>x</think><answer>B</answer><answer>C</answer>"]),
+        ("think_after", "<answer>B</answer><think>dark disc</think>",
+         ["<think>x</think><answer>B</answer>", "<answer>B</answer>", "<answer>B</answer><think>x",
+          "<answer>B</answer><think>x</think><answer>C</answer>", "<answer>B<think>x</think></answer>"]),
     ],
 )
 def test_format_score_per_mode(mode, good, bad):
