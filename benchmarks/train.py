@@ -1,0 +1,107 @@
+"""Our train stage's GRPO against a bare TRL GRPOTrainer script: same model, data and settings.
+
+    .venv/bin/python benchmarks/train.py              # after `make run` (needs models/base, data/processed)
+    .venv/bin/python benchmarks/train.py --steps 40 --repeats 2
+
+"ours" is `medr1.grpo.train_grpo`, what `python -m stages.train` runs: load, dataset, trainer,
+checkpoints every train.checkpoint_steps, resume check, save. "bare" is the few lines a user
+would write with TRL alone, on the same base model with the same trainable weights, the same
+rewards and GRPOConfig values, and no checkpoints. Both are timed from loading the model to the
+saved result, alternating, in one process; samples/s counts completions trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+DATA = Path("data/processed")
+BASE = Path("models/base")
+
+
+def bare_grpo(model_dir: Path, records, params, output_dir: Path) -> None:
+    import torch
+    from datasets import Dataset, Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl import GRPOConfig, GRPOTrainer
+
+    from medr1.grpo import train_option_words_only
+    from medr1.option_reader import is_wired
+    from medr1.prompts import chat_prompt
+    from medr1.rewards import accuracy_reward, make_format_reward
+
+    torch.manual_seed(params.seed)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
+    if is_wired(model):
+        train_option_words_only(model, processor.tokenizer, records)
+    dataset = Dataset.from_dict({
+        "prompt": [chat_prompt(r.question, r.options, params.reasoning) for r in records],
+        "image": [str(DATA / r.image) for r in records],
+        "answer": [r.answer for r in records],
+    }).cast_column("image", Image())
+    config = GRPOConfig(
+        output_dir=str(output_dir), max_steps=params.max_steps, learning_rate=params.learning_rate,
+        weight_decay=0.0, lr_scheduler_type="constant_with_warmup",
+        per_device_train_batch_size=params.per_device_train_batch_size, num_generations=params.num_generations,
+        temperature=params.temperature, beta=params.beta, max_completion_length=params.max_completion_length,
+        logging_steps=params.logging_steps, seed=params.seed, use_cpu=True, bf16=False, report_to="none",
+        save_strategy="no",
+    )
+    trainer = GRPOTrainer(model=model, reward_funcs=[make_format_reward(params.reasoning), accuracy_reward],
+                          args=config, train_dataset=dataset, processing_class=processor)
+    trainer.train()
+    trainer.model.save_pretrained(output_dir)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=30, help="GRPO steps per run (default 30)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each, alternating (default 2)")
+    args = parser.parse_args()
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    from medr1.base_model import base_model_dir
+    from medr1.config import load_params
+    from medr1.grpo import train_grpo
+    from medr1.records import read_jsonl
+
+    if not (BASE.is_dir() and (DATA / "train.jsonl").is_file()):
+        raise SystemExit("run `make run` first: the benchmark trains the pipeline's base model on its train split")
+    hf_logging.set_verbosity_error()
+    params = load_params().train.model_copy(update={"max_steps": args.steps})
+    params = params.model_copy(update={"checkpoint_steps": min(params.checkpoint_steps, max(1, args.steps // 3))})
+    records = list(read_jsonl(DATA / "train.jsonl"))
+    model_dir = base_model_dir(BASE)
+    samples = args.steps * params.per_device_train_batch_size * params.gradient_accumulation_steps
+    timings: dict[str, list[float]] = {"ours": [], "bare": []}
+    with tempfile.TemporaryDirectory(prefix="medr1-train-bench-") as scratch:
+        for repeat in range(args.repeats):
+            for name in ("ours", "bare") if repeat % 2 == 0 else ("bare", "ours"):
+                out = Path(scratch) / f"{name}-{repeat}"
+                start = time.perf_counter()
+                if name == "ours":
+                    train_grpo(model_dir, records, DATA, params, out)
+                else:
+                    bare_grpo(model_dir, records, params, out)
+                timings[name].append(time.perf_counter() - start)
+                shutil.rmtree(out, ignore_errors=True)
+    rate = {name: samples / min(values) for name, values in timings.items()}
+    print(f"\n{args.steps} GRPO steps x {params.per_device_train_batch_size} completions, checkpoints every "
+          f"{params.checkpoint_steps} steps (ours only); best of {args.repeats}")
+    print(f"{'':6} {'seconds (each run)':>24} {'samples/s':>10}")
+    for name in ("bare", "ours"):
+        print(f"{name:6} {', '.join(f'{t:.1f}' for t in timings[name]):>24} {rate[name]:>10.2f}")
+    print(f"ours / bare: {rate['ours'] / rate['bare']:.3f} (bar: at least 0.95)")
+    print(json.dumps({"ours_samples_per_s": rate["ours"], "bare_samples_per_s": rate["bare"]}))
+
+
+if __name__ == "__main__":
+    main()

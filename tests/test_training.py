@@ -1,0 +1,75 @@
+"""Training entry points on a small tiny model: LoRA merged on save, SFT, checkpoint choice."""
+
+import json
+
+import pytest
+
+from medr1.config import LoraParams, SftParams, TrainParams
+from medr1.records import read_jsonl
+
+FAST = dict(max_steps=1, per_device_train_batch_size=4, num_generations=4, logging_steps=1, checkpoint_steps=1)
+
+
+@pytest.fixture(scope="module")
+def small_base(tmp_path_factory, processed):
+    from medr1.base_model import tokenizer_corpus
+    from medr1.tiny_model import TinyArchitecture, build_model, build_processor, train_tokenizer
+
+    records = list(read_jsonl(processed / "train.jsonl"))[:8]
+    tokenizer = train_tokenizer(tokenizer_corpus(records, 0), 512)
+    folder = tmp_path_factory.mktemp("base")
+    architecture = TinyArchitecture(intermediate_size=128, num_hidden_layers=2, vision_embed_dim=32, vision_depth=1)
+    build_model(tokenizer, architecture, seed=0).save_pretrained(folder)
+    build_processor(tokenizer, 112).save_pretrained(folder)
+    return folder, records
+
+
+def _load(folder):
+    from transformers import AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText.from_pretrained(folder)
+
+
+def test_lora_training_saves_one_plain_merged_model(small_base, processed, tmp_path):
+    from medr1.grpo import train_grpo
+
+    base, records = small_base
+    params = TrainParams(**FAST, lora=LoraParams(enabled=True, r=4, alpha=8))
+    history = train_grpo(base, records, processed, params, tmp_path)
+    assert any("reward" in entry for entry in history)
+    assert not (tmp_path / "adapter_config.json").exists() and not (tmp_path / "training_args.bin").exists()
+    trained, original = _load(tmp_path), _load(base)
+    assert not any("lora" in name for name, _ in trained.named_parameters())
+    assert set(dict(trained.named_parameters())) == set(dict(original.named_parameters()))  # adapters merged away
+
+
+def test_sft_baseline_trains_and_saves_a_loadable_model(small_base, processed, tmp_path):
+    from medr1.sft import sft_dataset, train_sft
+
+    base, records = small_base
+    example = sft_dataset(records[:1], processed, "think_after")[0]
+    assert example["completion"][0]["content"].startswith(f"<answer>{records[0].answer}</answer><think>")
+    history = train_sft(base, records, processed, SftParams(max_steps=2, per_device_train_batch_size=4, logging_steps=1),
+                        TrainParams(reasoning="think_after"), tmp_path)
+    assert [entry for entry in history if "loss" in entry]
+    assert _load(tmp_path).config.model_type == "qwen2_vl"
+
+
+def test_resume_picks_the_newest_complete_checkpoint(tmp_path):
+    from medr1.grpo import last_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    assert last_checkpoint(tmp_path) is None
+    for step, state in ((50, "{}"), (100, "{}"), (150, '{"global_st')):  # 150 was cut short by a kill
+        (folder / f"checkpoint-{step}").mkdir(parents=True)
+        (folder / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (folder / "checkpoint-200").mkdir()  # killed before its state was written
+    assert last_checkpoint(tmp_path) == str(folder / "checkpoint-100")
+
+
+def test_gpu_only_options_fail_clearly_on_the_cpu(tmp_path):
+    from medr1.grpo import grpo_config
+
+    with pytest.raises(RuntimeError, match="use_vllm needs a CUDA GPU"):
+        grpo_config(TrainParams(use_vllm=True, device="cpu"), tmp_path)
+    assert json.dumps(TrainParams().model_dump(mode="json"))  # the run fingerprint is JSON
