@@ -43,6 +43,7 @@ def bare_grpo(model_dir: Path, records, params, output_dir: Path) -> None:
         "prompt": [chat_prompt(r.question, r.options, params.reasoning) for r in records],
         "image": [str(DATA / r.image) for r in records],
         "answer": [r.answer for r in records],
+        "letters": ["".join(r.options) for r in records],
     }).cast_column("image", Image())
     config = GRPOConfig(
         output_dir=str(output_dir), max_steps=params.max_steps, learning_rate=params.learning_rate,

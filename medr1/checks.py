@@ -29,7 +29,7 @@ def _image_facts(path: Path, size: int) -> tuple[bool, bool]:
         with Image.open(path) as image:
             image.load()
             return True, image.size == (size, size) and image.mode == "RGB"
-    except (OSError, SyntaxError, ValueError):
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return False, False
 
 

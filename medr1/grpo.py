@@ -6,21 +6,13 @@ import json
 from pathlib import Path
 
 from medr1.config import TrainParams
+from medr1.errors import PipelineError
 from medr1.option_reader import freeze_option_reader, is_wired, mask_gradient
 from medr1.prompts import chat_prompt
 from medr1.records import LETTERS, Record
 from medr1.rewards import accuracy_reward, make_format_reward
 from medr1.tiny_model import TAG_TOKENS
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is cuda but no CUDA GPU is visible; set train.device: cpu or auto")
-    return device
+from medr1.training import load_for_training, resolve_device, save_trained
 
 
 def grpo_dataset(records: list[Record], image_root: Path, mode: str):
@@ -37,21 +29,12 @@ def grpo_dataset(records: list[Record], image_root: Path, mode: str):
     return dataset.cast_column("image", Image())
 
 
-def resolve_attention(choice: str, device: str) -> str:
-    """flash_attention_2 on CUDA when flash-attn is installed, else PyTorch's sdpa."""
-    if choice != "auto":
-        return choice
-    import importlib.util
-
-    return "flash_attention_2" if device == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
-
-
 def grpo_config(params: TrainParams, output_dir: Path):
     from trl import GRPOConfig
 
     device = resolve_device(params.device)
     if params.use_vllm and device != "cuda":
-        raise RuntimeError("train.use_vllm needs a CUDA GPU; set train.use_vllm: false on the CPU")
+        raise PipelineError("train.use_vllm needs a CUDA GPU; set train.use_vllm: false on the CPU")
     return GRPOConfig(
         output_dir=str(output_dir),
         max_steps=params.max_steps,
@@ -141,16 +124,10 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
     A run killed mid-way left checkpoints under `output_dir/checkpoints`; the next call resumes
     from the last one (same optimizer state, RNG and step count) instead of starting over.
     """
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from accelerate.utils import broadcast_object_list
     from trl import GRPOTrainer
 
-    torch.manual_seed(params.seed)
-    device = resolve_device(params.device)
-    processor = AutoProcessor.from_pretrained(model_dir)
-    model = AutoModelForImageTextToText.from_pretrained(
-        model_dir, dtype=torch.bfloat16 if device == "cuda" else torch.float32,
-        attn_implementation=resolve_attention(params.attn_implementation, device))
+    model, processor = load_for_training(model_dir, params)
     if is_wired(model) and not params.lora.enabled:
         train_option_words_only(model, processor.tokenizer, records)
     trainer = GRPOTrainer(
@@ -161,16 +138,15 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
         processing_class=processor,
         peft_config=lora_config(params) if params.lora.enabled else None,
     )
-    resume = last_checkpoint(output_dir)
-    if resume:
+    if params.lora.enabled and trainer.is_deepspeed_enabled:
+        raise PipelineError("train.lora with DeepSpeed is not supported yet (the merged model cannot be gathered "
+                            "from ZeRO shards); use a DDP or single-GPU launcher, or train.lora.enabled: false")
+    # Every process resumes from the checkpoint the main process chose.
+    chosen = [last_checkpoint(output_dir) if trainer.accelerator.is_main_process else None]
+    resume = broadcast_object_list(chosen)[0] if trainer.accelerator.num_processes > 1 else chosen[0]
+    if resume and trainer.accelerator.is_main_process:
         print(f"[train] resuming from {resume}", flush=True)
     trainer.train(resume_from_checkpoint=resume)
     if params.lora.enabled:  # one plain checkpoint, loadable without peft
         trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-    trainer.save_model(str(output_dir))  # gathers sharded (ZeRO-3) weights; writes on the main process only
-    history = trainer.state.log_history
-    if trainer.accelerator.is_main_process:
-        (output_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the params are in the manifest
-        processor.save_pretrained(output_dir)
-        (output_dir / "trainer_log.json").write_text(json.dumps(history, indent=1))
-    return history
+    return save_trained(trainer, processor, output_dir)

@@ -25,24 +25,30 @@ class ImageError(ValueError):
     """The image cannot be used; the message says why."""
 
 
-# PNG metadata that says nothing about the patient; any other chunk (text, EXIF, ICC) forces a re-encode.
-_HARMLESS_PNG_INFO = {"dpi", "gamma", "srgb", "aspect"}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Chunks that carry pixels or say nothing about the patient; any other (text, EXIF, ICC, time,
+# private chunks) or bytes after IEND force a re-encode, which drops them.
+_PLAIN_CHUNKS = {b"IHDR", b"IDAT", b"IEND", b"pHYs", b"gAMA", b"sRGB"}
 
 
-def _already_target(opened: Image.Image, raw: bytes, size: int) -> bool:
-    """A plain 8-bit RGB, non-interlaced PNG of the target size with no metadata is kept byte for byte."""
-    return (
-        opened.format == "PNG"
-        and opened.size == (size, size)
-        and raw[24:26] == b"\x08\x02"  # IHDR: bit depth 8, colour type 2 (RGB)
-        and raw[28:29] == b"\x00"  # IHDR: not interlaced
-        and set(opened.info) <= _HARMLESS_PNG_INFO
-    )
+def _plain_rgb_png(raw: bytes) -> bool:
+    """8-bit RGB, non-interlaced, IHDR first, only pixel chunks, nothing after IEND."""
+    if not raw.startswith(_PNG_SIGNATURE) or raw[12:16] != b"IHDR" or raw[24:26] != b"\x08\x02" or raw[28:29] != b"\x00":
+        return False
+    position = len(_PNG_SIGNATURE)
+    while position + 12 <= len(raw):
+        length = int.from_bytes(raw[position:position + 4], "big")
+        kind = raw[position + 4:position + 8]
+        position += 12 + length
+        if kind not in _PLAIN_CHUNKS:
+            return False
+        if kind == b"IEND":
+            return position == len(raw)
+    return False
 
 
-def _decode(opened: Image.Image) -> Image.Image:
-    """Decode fully (truncated files fail here, not later) and convert on purpose to RGB."""
-    opened.load()
+def _to_rgb(opened: Image.Image) -> Image.Image:
+    """Convert a loaded image on purpose to RGB, upright."""
     image = ImageOps.exif_transpose(opened)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit grayscale (common in medical exports): scale to 8 bits instead of clipping.
@@ -52,12 +58,13 @@ def _decode(opened: Image.Image) -> Image.Image:
 
 def resize_to_png(raw: bytes, size: int) -> bytes:
     """`raw` as a size x size RGB PNG: decoded in full (so corrupt files fail here), then either kept
-    as it is, when it already is such a PNG, or converted, resized and re-encoded."""
+    as it is, when it already is a plain RGB PNG of that size, or converted, resized and re-encoded."""
     try:
         with Image.open(io.BytesIO(raw)) as opened:
-            image = _decode(opened)
-            if _already_target(opened, raw, size):
+            opened.load()
+            if opened.format == "PNG" and opened.mode == "RGB" and opened.size == (size, size) and _plain_rgb_png(raw):
                 return raw
+            image = _to_rgb(opened)
     except Image.DecompressionBombError as error:
         raise ImageError(f"image too large to decode safely: {error}") from None
     except (OSError, SyntaxError, ValueError) as error:

@@ -23,8 +23,8 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 def encode_rgb_png(pixels: np.ndarray) -> bytes:
     """PNG bytes of an (height, width, 3) uint8 array."""
-    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise ValueError(f"expected an (height, width, 3) uint8 array, got {pixels.dtype} {pixels.shape}")
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3 or 0 in pixels.shape:
+        raise ValueError(f"expected a non-empty (height, width, 3) uint8 array, got {pixels.dtype} {pixels.shape}")
     height, width, _ = pixels.shape
     flat = pixels.reshape(height, width * 3)
     rows = np.empty((height, width * 3 + 1), dtype=np.uint8)

@@ -7,14 +7,14 @@ wired model both train the same weights (the option words' embeddings, medr1/grp
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from medr1.config import SftParams, TrainParams
-from medr1.grpo import resolve_device, train_option_words_only
+from medr1.grpo import train_option_words_only
 from medr1.option_reader import is_wired
 from medr1.prompts import chat_prompt, target_completion
 from medr1.records import Record
+from medr1.training import load_for_training, resolve_device, save_trained
 
 
 def sft_dataset(records: list[Record], image_root: Path, mode: str):
@@ -32,14 +32,10 @@ def sft_dataset(records: list[Record], image_root: Path, mode: str):
 def train_sft(model_dir: Path, records: list[Record], image_root: Path, params: SftParams, train: TrainParams,
               output_dir: Path) -> list[dict]:
     """Train from `model_dir`, save the model and processor to `output_dir`, return the log history."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import SFTConfig, SFTTrainer
 
-    torch.manual_seed(params.seed)
     device = resolve_device(train.device)
-    processor = AutoProcessor.from_pretrained(model_dir)
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+    model, processor = load_for_training(model_dir, train.model_copy(update={"seed": params.seed}))
     if is_wired(model):
         train_option_words_only(model, processor.tokenizer, records)
     config = SFTConfig(
@@ -60,9 +56,4 @@ def train_sft(model_dir: Path, records: list[Record], image_root: Path, params: 
     trainer = SFTTrainer(model=model, args=config, train_dataset=sft_dataset(records, image_root, train.reasoning),
                          processing_class=processor)
     trainer.train()
-    trainer.save_model(str(output_dir))
-    (output_dir / "training_args.bin").unlink(missing_ok=True)
-    processor.save_pretrained(output_dir)
-    history = trainer.state.log_history
-    (output_dir / "trainer_log.json").write_text(json.dumps(history, indent=1))
-    return history
+    return save_trained(trainer, processor, output_dir)

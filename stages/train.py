@@ -23,11 +23,33 @@ OUT = Path("models/grpo")
 FINGERPRINT = "run.json"
 
 
+# The code a checkpoint's meaning depends on: a fix to any of these must not resume an old run.
+CODE = ("stages/train.py", "medr1/grpo.py", "medr1/training.py", "medr1/rewards.py", "medr1/prompts.py")
+
+
+def run_fingerprint(params) -> dict:
+    from importlib.metadata import version
+
+    def sha256(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    return {
+        "params": params.model_dump(mode="json"),
+        "base_model_sha256": base_reference(BASE)["sha256"],
+        "train_sha256": sha256(DATA / "train.jsonl"),
+        "code_sha256": {name: sha256(Path(name)) for name in CODE},
+        "packages": {name: version(name) for name in ("torch", "transformers", "trl", "accelerate", "peft")},
+    }
+
+
 def reuse_or_clear(staging: Path, fingerprint: dict) -> None:
     """Keep `staging` (and its checkpoints) only when it belongs to the same run."""
     marker = staging / FINGERPRINT
-    if marker.is_file() and json.loads(marker.read_text()) == fingerprint:
-        return
+    try:
+        if json.loads(marker.read_text()) == fingerprint:
+            return
+    except (OSError, ValueError):  # no run there, or a marker cut short: start over
+        pass
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     marker.write_text(json.dumps(fingerprint, indent=1))
@@ -41,11 +63,7 @@ def main() -> None:
     records = list(read_jsonl(DATA / "train.jsonl"))
     staging = OUT.with_name(OUT.name + ".partial")
     if state.is_main_process:
-        reuse_or_clear(staging, {
-            "params": params.model_dump(mode="json"),
-            "base_model_sha256": base_reference(BASE)["sha256"],
-            "train_sha256": hashlib.sha256((DATA / "train.jsonl").read_bytes()).hexdigest(),
-        })
+        reuse_or_clear(staging, run_fingerprint(params))
     state.wait_for_everyone()
     history = train_grpo(base_model_dir(BASE), records, DATA, params, staging)
     if not state.is_main_process:

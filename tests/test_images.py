@@ -23,6 +23,8 @@ def test_png_encoder_is_lossless(shape):
 def test_png_encoder_refuses_other_layouts():
     with pytest.raises(ValueError, match="uint8"):
         encode_rgb_png(np.zeros((4, 4), dtype=np.uint8))
+    with pytest.raises(ValueError, match="non-empty"):
+        encode_rgb_png(np.zeros((0, 4, 3), dtype=np.uint8))
 
 
 def _png(image: Image.Image, **params) -> bytes:
@@ -45,6 +47,27 @@ def test_metadata_forces_a_re_encode_with_the_same_pixels():
     raw = _png(Image.fromarray(pixels), pnginfo=text)
     out = resize_to_png(raw, 32)
     assert out != raw and b"Jane Doe" not in out
+    assert np.array_equal(_decoded(out), pixels)
+
+
+def _with_chunk(raw: bytes, kind: bytes, data: bytes) -> bytes:
+    """`raw` with one more chunk right after IHDR."""
+    import zlib
+
+    chunk = len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+    return raw[:33] + chunk + raw[33:]
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda raw: _with_chunk(raw, b"prVt", b"PatientName=Jane Doe"),  # a private chunk Pillow does not report
+    lambda raw: _with_chunk(raw, b"tIME", bytes(7)),
+    lambda raw: raw + b"PatientName=Jane Doe",  # bytes after IEND
+])
+def test_hidden_metadata_forces_a_re_encode(tamper):
+    pixels = np.random.default_rng(4).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    raw = tamper(_png(Image.fromarray(pixels)))
+    out = resize_to_png(raw, 32)
+    assert b"Jane Doe" not in out and out != raw
     assert np.array_equal(_decoded(out), pixels)
 
 

@@ -7,7 +7,7 @@ import pytest
 from medr1.config import LoraParams, SftParams, TrainParams
 from medr1.records import read_jsonl
 
-FAST = dict(max_steps=1, per_device_train_batch_size=4, num_generations=4, logging_steps=1, checkpoint_steps=1)
+FAST = {"max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 4, "logging_steps": 1, "checkpoint_steps": 1}
 
 
 @pytest.fixture(scope="module")
