@@ -47,11 +47,12 @@ def _all_image_facts(paths: set[Path], size: int, workers: int | None = None) ->
 def records_frame(records: list[Record] | list[dict], image_root: Path, split: str, image_size: int = 384,
                   workers: int | None = None) -> pd.DataFrame:
     rows = [record.model_dump() if isinstance(record, Record) else dict(record) for record in records]
-    image_facts = _all_image_facts({image_root / str(row.get("image", "")) for row in rows}, image_size, workers)
-    for row in rows:
+    paths = [image_root / str(row.get("image", "")) for row in rows]
+    image_facts = _all_image_facts(set(paths), image_size, workers)
+    for row, path in zip(rows, paths):
         options = row.get("options") or {}
         texts = [str(text).strip() for text in options.values()]
-        exists, decodes, sized = image_facts[image_root / str(row.get("image", ""))]
+        exists, decodes, sized = image_facts[path]
         row.update(
             split=split,
             option_count=len(options),

@@ -1,20 +1,19 @@
 """Stage base_model: the tiny warmed-up Qwen2-VL, or a reference to a local Qwen2-VL checkpoint."""
 
-import shutil
 from pathlib import Path
 
 from medr1.base_model import build_tiny_base, reference_local_base
 from medr1.config import load_params
 from medr1.errors import PipelineError, run_main
 from medr1.records import read_jsonl
+from medr1.staging import publish, staging_for
 
 OUT = Path("models/base")
 
 
 def main() -> None:
     params = load_params().base_model
-    staging = OUT.with_name(OUT.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = staging_for(OUT)
     if params.kind == "tiny":
         records = list(read_jsonl(Path("data/processed/train.jsonl")))
         reference = build_tiny_base(records, params, staging)
@@ -25,8 +24,7 @@ def main() -> None:
             raise PipelineError("base_model.kind is local but base_model.path is empty: name a Qwen2-VL folder")
         reference = reference_local_base(Path(params.path), staging)
         print(f"[base_model] local checkpoint {reference['path']} sha256 {reference['sha256'][:12]}")
-    shutil.rmtree(OUT, ignore_errors=True)
-    staging.rename(OUT)
+    publish(staging, OUT)
 
 
 if __name__ == "__main__":

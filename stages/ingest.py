@@ -1,12 +1,12 @@
 """Stage ingest: source folder -> 384x384 images + train/test JSONL by modality and question type."""
 
 import json
-import shutil
 from pathlib import Path
 
 from medr1.config import load_params
 from medr1.errors import PipelineError, run_main
 from medr1.ingest import ingest
+from medr1.staging import publish, staging_for
 
 OUT = Path("data/processed")
 SUMMARY = Path("metrics/ingest.json")
@@ -17,8 +17,7 @@ def main() -> None:
     root = Path(params.root)
     if not root.is_dir():
         raise FileNotFoundError(f"ingest.root {root} is not a folder; set ingest.root in params.yaml")
-    staging = OUT.with_name(OUT.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = staging_for(OUT)
     summary = ingest(root, staging, params.image_size, params.test_fraction, params.seed, kind=params.source,
                      family=params.medr1_splits.family, keep_source_split=params.medr1_splits.keep_source_split,
                      images_root=Path(params.medr1_splits.images_root) if params.medr1_splits.images_root else None,
@@ -27,8 +26,7 @@ def main() -> None:
         reasons = "; ".join(f"{reason} ({entry['count']})" for reason, entry in summary["dropped"].items())
         raise PipelineError(f"no usable records in {root}: every record was dropped: {reasons}. "
                             f"Each one is listed with its reason in {staging / 'dropped.jsonl'}")
-    shutil.rmtree(OUT, ignore_errors=True)
-    staging.rename(OUT)  # the processed folder appears whole or not at all
+    publish(staging, OUT)
     SUMMARY.parent.mkdir(parents=True, exist_ok=True)
     SUMMARY.write_text(json.dumps(summary, indent=1))
     print(f"[ingest] {summary['records']} records ({summary['train']} train / {summary['test']} test), "

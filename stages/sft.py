@@ -1,6 +1,5 @@
 """Stage sft: the supervised baseline that Med-R1 compares GRPO with, on the same train split."""
 
-import shutil
 from pathlib import Path
 
 from medr1.base_model import base_model_dir
@@ -8,6 +7,7 @@ from medr1.config import load_params
 from medr1.errors import run_main
 from medr1.records import read_jsonl
 from medr1.sft import train_sft
+from medr1.staging import publish, staging_for
 
 DATA = Path("data/processed")
 OUT = Path("models/sft")
@@ -16,12 +16,9 @@ OUT = Path("models/sft")
 def main() -> None:
     params = load_params()
     records = list(read_jsonl(DATA / "train.jsonl"))
-    staging = OUT.with_name(OUT.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = staging_for(OUT)
     history = train_sft(base_model_dir(Path("models/base")), records, DATA, params.sft, params.train, staging)
-    shutil.rmtree(staging / "checkpoints", ignore_errors=True)
-    shutil.rmtree(OUT, ignore_errors=True)
-    staging.rename(OUT)
+    publish(staging, OUT, leave_out=("checkpoints",))
     losses = [entry["loss"] for entry in history if "loss" in entry]
     print(f"[sft] {params.sft.max_steps} steps; loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "[sft] done")
 

@@ -1,8 +1,8 @@
 """Stage train: GRPO with Med-R1's format and accuracy rewards on the train split.
 
 The run trains in models/grpo.partial (not a DVC output, so DVC leaves it alone). A run that
-was killed left checkpoints there; when the next run has the same params, base model and
-train split, it resumes from the last checkpoint instead of starting over.
+was killed left checkpoints there; when the next run has the same params, base model, train
+split, training code and packages, it resumes from the last checkpoint instead of starting over.
 """
 
 import hashlib
@@ -15,6 +15,7 @@ from medr1.config import load_params
 from medr1.errors import run_main
 from medr1.grpo import train_grpo
 from medr1.records import read_jsonl
+from medr1.staging import publish, staging_for
 from medr1.training_log import write_training_curves
 
 DATA = Path("data/processed")
@@ -61,17 +62,14 @@ def main() -> None:
     state = PartialState()
     params = load_params().train
     records = list(read_jsonl(DATA / "train.jsonl"))
-    staging = OUT.with_name(OUT.name + ".partial")
+    staging = staging_for(OUT, fresh=False)
     if state.is_main_process:
         reuse_or_clear(staging, run_fingerprint(params))
     state.wait_for_everyone()
     history = train_grpo(base_model_dir(BASE), records, DATA, params, staging)
     if not state.is_main_process:
         return
-    shutil.rmtree(staging / "checkpoints", ignore_errors=True)
-    (staging / FINGERPRINT).unlink()
-    shutil.rmtree(OUT, ignore_errors=True)
-    staging.rename(OUT)
+    publish(staging, OUT, leave_out=("checkpoints", FINGERPRINT))
     summary = write_training_curves(history, Path("metrics"), Path("reports"))
     print(f"[train] {params.max_steps} GRPO steps; reward {json.dumps(summary)}")
 
