@@ -1,4 +1,4 @@
-"""Object stores behind one interface; `file://` is the embedded default.
+"""Object stores behind one interface: `file://` (the embedded default) and `s3://` (medr1/s3_store.py).
 
 Keys are '/'-separated. `put_if_absent` is the one conditional write the registry relies
 on so that two registrations never overwrite each other.
@@ -11,6 +11,12 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Protocol
+
+from medr1.redaction import has_credentials, strip_credentials
+
+
+class StoreError(RuntimeError):
+    """The store cannot be reached or refused an operation; the message names the store and the key."""
 
 
 class ObjectStore(Protocol):
@@ -28,6 +34,9 @@ class ObjectStore(Protocol):
     def exists(self, key: str) -> bool: ...
 
     def list(self, prefix: str) -> list[str]: ...
+
+    def list_modified(self, prefix: str) -> dict[str, float]:
+        """{key: last-modified time (POSIX seconds)} of every key under `prefix`."""
 
     def delete(self, key: str) -> None: ...
 
@@ -65,13 +74,17 @@ class LocalStore:
     def put_if_absent(self, key: str, data: bytes) -> bool:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
         try:
-            # O_EXCL: the operating system, not a check-then-write, decides who wins.
-            handle = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+            # link() refuses an existing target: the operating system, not a check-then-write, decides who
+            # wins, and readers never see a half-written file.
+            os.link(temporary, target)
         except FileExistsError:
             return False
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
+        finally:
+            Path(temporary).unlink(missing_ok=True)
         return True
 
     def get_bytes(self, key: str) -> bytes:
@@ -82,32 +95,45 @@ class LocalStore:
 
     def get_file(self, key: str, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self._path(key), target)
+        try:
+            shutil.copyfile(self._path(key), target)
+        except FileNotFoundError:
+            raise KeyError(f"{key} not found in {self.url}") from None
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
     def list(self, prefix: str) -> list[str]:
+        return sorted(self.list_modified(prefix))
+
+    def list_modified(self, prefix: str) -> dict[str, float]:
         base = self.root
         if not base.exists():
-            return []
-        keys = []
+            return {}
+        keys = {}
         for path in base.rglob("*"):
             if path.is_file() and not path.name.startswith(".partial-"):
                 key = path.relative_to(base).as_posix()
                 if key.startswith(prefix):
-                    keys.append(key)
-        return sorted(keys)
+                    keys[key] = path.stat().st_mtime
+        return keys
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
 
 def open_store(url: str, base: Path | None = None) -> ObjectStore:
-    """`file://<folder>` (relative folders resolve against `base`); s3:// comes with the S3 backend."""
+    """`file://<folder>` (relative folders resolve against `base`) or `s3://<bucket>[/<prefix>]`."""
+    if has_credentials(url):
+        raise StoreError(f"the store URL {strip_credentials(url)} carries credentials: remove user:password from it "
+                         "and give them through AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or an AWS profile")
     if url.startswith("file://"):
         folder = Path(url[len("file://") :])
         if not folder.is_absolute() and base is not None:
             folder = base / folder
         return LocalStore(folder)
-    raise ValueError(f"unsupported store URL {url!r}: use file://<folder>")
+    if url.startswith("s3://"):
+        from medr1.s3_store import S3Store
+
+        return S3Store.from_url(url)
+    raise ValueError(f"unsupported store URL {url!r}: use file://<folder> or s3://<bucket>/<prefix>")
