@@ -45,7 +45,21 @@ def git_state(repo: Path) -> dict:
     return {"commit": commit, "dirty": dirty}
 
 
-def package_versions(names=("torch", "transformers", "trl", "accelerate", "dvc", "great-expectations", "prefect")) -> dict:
+def record_counts(ingest_summary: dict) -> dict:
+    """Records per split, overall and per modality and question type, as the ingest stage counted them."""
+    return {
+        "total": ingest_summary.get("records"),
+        "train": ingest_summary.get("train"),
+        "test": ingest_summary.get("test"),
+        "images": ingest_summary.get("images"),
+        "dropped": ingest_summary.get("dropped_total"),
+        "per_modality": ingest_summary.get("modality", {}),
+        "per_question_type": ingest_summary.get("question_type", {}),
+    }
+
+
+def package_versions(names=("torch", "transformers", "trl", "accelerate", "dvc", "dvc-s3", "boto3",
+                            "great-expectations", "prefect")) -> dict:
     versions = {}
     for name in names:
         try:

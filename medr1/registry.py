@@ -2,7 +2,9 @@
 
 Layout: `models/<name>/<version>/files/<path>` then `models/<name>/<version>/manifest.json`,
 written last and only if absent. A version without a manifest is invisible: a registration
-that dies half-way leaves nothing that `list` shows or `pull` accepts.
+that dies half-way leaves nothing that `list` shows or `pull` accepts, and `gc` removes its files.
+The version id is the first 16 hex digits of the files' digest, so a manifest cannot be edited
+to vouch for other files without `pull` noticing.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import getpass
 import json
 import os
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from medr1.lineage import folder_digest, folder_hashes, sha256_file
-from medr1.store import ObjectStore
+from medr1.redaction import redact
+from medr1.store import ObjectStore, StoreError
 
 PREFIX = "models"
 MANIFEST = "manifest.json"
@@ -29,29 +33,50 @@ def _version_prefix(name: str, version: str) -> str:
     return f"{PREFIX}/{name}/{version}"
 
 
+def version_of(files: dict[str, dict]) -> str:
+    return folder_digest(files)[:16]
+
+
+def created_by() -> str:
+    return os.environ.get("MEDR1_CREATED_BY") or getpass.getuser()
+
+
 def register(store: ObjectStore, name: str, model_dir: Path, lineage: dict) -> dict:
-    """Publish `model_dir` as a version; returns its manifest (the existing one if already registered)."""
+    """Publish `model_dir` as a version; returns its manifest (the existing one if already registered).
+
+    Every URL in `lineage` loses its user:password before it is written."""
     files = folder_hashes(model_dir)
     if not files:
         raise RegistryError(f"{model_dir} holds no files to register")
-    version = folder_digest(files)[:16]
+    version = version_of(files)
     prefix = _version_prefix(name, version)
     if store.exists(f"{prefix}/{MANIFEST}"):
-        return json.loads(store.get_bytes(f"{prefix}/{MANIFEST}"))
-    for relative in files:
-        store.put_file(f"{prefix}/files/{relative}", model_dir / relative)
+        return _read_manifest(store, f"{prefix}/{MANIFEST}")
+    try:
+        for relative in files:
+            store.put_file(f"{prefix}/files/{relative}", model_dir / relative)
+    except StoreError as error:
+        raise RegistryError(f"registering {name} {version} failed, nothing was published (its partial upload stays "
+                            f"invisible; `medr1 registry gc` removes it): {error}") from None
     manifest = {
         "name": name,
         "version": version,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "created_by": os.environ.get("MEDR1_CREATED_BY") or getpass.getuser(),
+        "created_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "created_by": created_by(),
         "files": files,
-        **lineage,
+        **redact(lineage),
     }
     if not store.put_if_absent(f"{prefix}/{MANIFEST}", json.dumps(manifest, indent=1, sort_keys=True).encode()):
         # Someone registered the same content meanwhile: theirs stands, it is the same model.
-        return json.loads(store.get_bytes(f"{prefix}/{MANIFEST}"))
+        return _read_manifest(store, f"{prefix}/{MANIFEST}")
     return manifest
+
+
+def _read_manifest(store: ObjectStore, key: str) -> dict:
+    try:
+        return json.loads(store.get_bytes(key))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RegistryError(f"{key} in {store.url} is not a readable manifest ({error})") from None
 
 
 def list_versions(store: ObjectStore, name: str | None = None) -> list[dict]:
@@ -59,7 +84,7 @@ def list_versions(store: ObjectStore, name: str | None = None) -> list[dict]:
     manifests = []
     for key in store.list(f"{PREFIX}/" + (f"{name}/" if name else "")):
         if key.endswith(f"/{MANIFEST}"):
-            manifests.append(json.loads(store.get_bytes(key)))
+            manifests.append(_read_manifest(store, key))
     return sorted(manifests, key=lambda m: (m["created_at"], m["version"]))
 
 
@@ -75,12 +100,18 @@ def find_version(store: ObjectStore, version: str) -> dict:
 def pull(store: ObjectStore, version: str, target: Path) -> dict:
     """Download a version's files into `target`, verifying every sha256; fails naming the first mismatch."""
     manifest = find_version(store, version)
+    if version_of(manifest["files"]) != manifest["version"]:
+        raise RegistryError(f"the manifest of version {manifest['version']} lists files whose digest is "
+                            f"{version_of(manifest['files'])}: the manifest was altered")
     prefix = _version_prefix(manifest["name"], manifest["version"])
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as staging:
         for relative, expected in manifest["files"].items():
             local = Path(staging) / relative
-            store.get_file(f"{prefix}/files/{relative}", local)
+            try:
+                store.get_file(f"{prefix}/files/{relative}", local)
+            except KeyError:
+                raise RegistryError(f"version {manifest['version']} is missing its file {relative} in {store.url}") from None
             actual = sha256_file(local)
             if actual != expected["sha256"]:
                 raise RegistryError(
@@ -103,13 +134,39 @@ def verify_local(manifest: dict, folder: Path) -> list[str]:
 
 
 def versions_trained_on(store: ObjectStore, path_or_md5: str) -> list[dict]:
-    """Every version whose data lineage names this path or md5."""
+    """Every version whose data lineage names this path (as dvc.lock writes it, `./` and `/` tolerated) or md5."""
+    wanted = path_or_md5.removeprefix("./").rstrip("/")
     found = []
     for manifest in list_versions(store):
         for entry in manifest.get("data", []):
-            if path_or_md5 in (entry.get("path"), entry.get("md5")) or (
-                entry.get("path") and path_or_md5.rstrip("/") == entry["path"].rstrip("/")
-            ):
-                found.append({"version": manifest["version"], "name": manifest["name"], "matched": entry})
+            if wanted and wanted in (entry.get("md5"), (entry.get("path") or "").rstrip("/")):
+                found.append({"version": manifest["version"], "name": manifest["name"],
+                              "created_at": manifest["created_at"], "matched": entry})
                 break
     return found
+
+
+def collect_garbage(store: ObjectStore, older_than_s: float, dry_run: bool = False) -> list[dict]:
+    """Remove the files of versions that have no manifest (registrations that died half-way).
+
+    Only versions whose newest file is older than `older_than_s` go: a registration still
+    uploading has fresh files and is left alone. Returns what was (or would be) removed."""
+    by_version: dict[str, dict[str, float]] = {}
+    for key, modified in store.list_modified(f"{PREFIX}/").items():
+        parts = key.split("/")
+        if len(parts) >= 4:
+            by_version.setdefault("/".join(parts[:3]), {})[key] = modified
+    removed = []
+    now = time.time()
+    for prefix, keys in sorted(by_version.items()):
+        if f"{prefix}/{MANIFEST}" in keys or now - max(keys.values()) < older_than_s:
+            continue
+        if not dry_run:
+            if store.exists(f"{prefix}/{MANIFEST}"):  # it was completed since the listing
+                continue
+            for key in keys:
+                store.delete(key)
+        _, name, version = prefix.split("/")
+        removed.append({"name": name, "version": version, "objects": len(keys),
+                        "newest_object_age_s": round(now - max(keys.values()), 1)})
+    return removed

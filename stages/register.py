@@ -8,7 +8,7 @@ import yaml
 from medr1.base_model import base_reference
 from medr1.config import load_params
 from medr1.errors import PipelineError, run_main
-from medr1.lineage import data_dependencies, git_state, package_versions, read_lock
+from medr1.lineage import data_dependencies, git_state, package_versions, read_lock, record_counts
 from medr1.registry import register
 from medr1.store import open_store
 
@@ -22,6 +22,7 @@ def main() -> None:
     validation = json.loads(Path("reports/validation/summary.json").read_text())
     if not validation["success"]:
         raise PipelineError("the data checks failed (reports/validation/summary.json); nothing is registered")
+    ingest = json.loads(Path("metrics/ingest.json").read_text())
     stages = read_lock(Path("dvc.lock"))
     missing = [stage for stage in ("ingest", "train") if stage not in stages]
     if missing:
@@ -33,7 +34,8 @@ def main() -> None:
         "params": yaml.safe_load(Path("params.yaml").read_text()),
         "metrics": metrics,
         "validation": {k: validation[k] for k in ("success", "rows", "evaluated_expectations")},
-        "ingest": json.loads(Path("metrics/ingest.json").read_text()),
+        "ingest": ingest,
+        "records": record_counts(ingest),
         "git": git_state(Path(".")),
         "packages": package_versions(),
     }
