@@ -118,15 +118,15 @@ def moto_server():
 
 
 @pytest.fixture
-def s3_environment(moto_server, monkeypatch) -> dict[str, str]:
+def s3_environment(moto_server, monkeypatch, tmp_path) -> dict[str, str]:
     """This process and its children talk to the moto server with recognisable fake credentials."""
     env = {
         "AWS_ACCESS_KEY_ID": "FAKEACCESSKEYID7D1E9Q",
         "AWS_SECRET_ACCESS_KEY": "FAKE-SECRET-3c9f0a7b-never-in-any-output",
         "AWS_SESSION_TOKEN": "FAKE-SESSION-TOKEN-b81d2e",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),  # no profile of this machine's user interferes
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
         "MEDR1_S3_ENDPOINT_URL": moto_server.url,
     }
     for name, value in env.items():
