@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from medr1.records import MODALITIES, QUESTION_TYPES
 from medr1.tiny_model import TinyArchitecture
 from medr1.warmup import WarmupSettings
 
@@ -95,12 +96,54 @@ class SftParams(Section):
 
 class EvaluateParams(Section):
     batch_size: int = Field(32, ge=1)
-    max_new_tokens: int = Field(16, ge=1)
+    max_new_tokens: int = Field(256, ge=1, description="Med-R1's limit; rows stop earlier once their verdict is settled")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: a CUDA GPU when there is one")
+
+
+class PromotionGate(Section):
+    """What a version must show before `medr1 registry promote` gives it an alias."""
+
+    min_accuracy: float = Field(0.0, ge=0, le=1, description="metrics.accuracy at least this")
+    min_gain_over_base: float = Field(0.0, ge=-1, le=1, description="accuracy - base_accuracy at least this")
+    require_validation: bool = Field(True, description="the data checks before its training passed")
+
+
+class PromotionGates(Section):
+    candidate: PromotionGate = PromotionGate()
+    staging: PromotionGate = PromotionGate(min_accuracy=0.4, min_gain_over_base=0.1)
+    production: PromotionGate = PromotionGate(min_accuracy=0.45, min_gain_over_base=0.15)
 
 
 class RegisterParams(Section):
-    store: str = Field("file://models/store", description="file://<folder> (s3:// arrives with the S3 backend)")
+    store: str = Field("file://models/store", description="file://<folder> or s3://<bucket>/<prefix>")
     name: str = "med-r1"
+    gates: PromotionGates = PromotionGates()
+
+
+class StudyParams(Section):
+    modalities: list[str] = Field(["CT", "MRI", "X-Ray"], description="one GRPO model per entry, tested on each; the paper: all 8")
+    question_types: list[str] = Field(["Modality Recognition", "Anatomy Identification", "Disease Diagnosis"],
+                                      description="likewise for question types; the paper: all 5")
+    max_steps: int = Field(150, ge=1, description="GRPO steps of each study model (the rest of the recipe is train's)")
+
+    @field_validator("modalities")
+    @classmethod
+    def _known_modalities(cls, names: list[str]) -> list[str]:
+        return _known(names, MODALITIES, "modality")
+
+    @field_validator("question_types")
+    @classmethod
+    def _known_question_types(cls, names: list[str]) -> list[str]:
+        return _known(names, QUESTION_TYPES, "question type")
+
+
+def _known(names: list[str], vocabulary: tuple[str, ...], what: str) -> list[str]:
+    unknown = [name for name in names if name not in vocabulary]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}: use names from {', '.join(vocabulary)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"a {what} is listed twice in {names}")
+    return names
 
 
 class Params(Section):
@@ -110,6 +153,7 @@ class Params(Section):
     train: TrainParams = TrainParams()
     sft: SftParams = SftParams()
     evaluate: EvaluateParams = EvaluateParams()
+    study: StudyParams = StudyParams()
     register_: RegisterParams = Field(RegisterParams(), alias="register")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

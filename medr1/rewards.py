@@ -38,6 +38,30 @@ def extract_answer_letter(completion: str, valid_letters: str | None = None) -> 
     return letter if letter in allowed else None
 
 
+def _graded_end(completion: str, mode: ReasoningMode) -> int | None:
+    """Where the graded part ends: after the first closed answer tag (for think_after, after the
+    rationale that follows it); None while that part is still open."""
+    match = _ANSWER_TAG.search(completion)
+    if match is None:
+        return None
+    if mode != "think_after":
+        return match.end()
+    close = completion.find("</think>", match.end())
+    return None if close < 0 else close + len("</think>")
+
+
+def verdict_settled(completion: str, mode: ReasoningMode = "no_think") -> bool:
+    """True when no further token can change the extracted answer or the format verdict.
+
+    That is when the graded part is closed and text other than whitespace follows it: the
+    format has then failed for good. A well-formed completion ends with the end-of-turn token
+    instead, which stops generation by itself. Evaluation stops a row here, so a rambling
+    model costs a few tokens, not max_new_tokens, and the metrics equal a full generation's.
+    """
+    end = _graded_end(completion, mode)
+    return end is not None and completion[end:].strip() != ""
+
+
 def format_score(completion: str, mode: ReasoningMode = "no_think") -> float:
     """1.0 when the completion follows the mode's tag layout exactly, else 0.0."""
     return 1.0 if _FORMATS[mode].match(completion) else 0.0

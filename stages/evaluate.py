@@ -1,5 +1,6 @@
 """Stage evaluate: greedy decoding on the test split for the base, SFT and GRPO models."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -10,6 +11,17 @@ from medr1.evaluation import evaluate_models
 
 DATA = Path("data/processed")
 METRICS = Path("metrics/eval.json")
+ANSWERS = Path("metrics/plots/grpo_answers.csv")  # `dvc plots show` draws its confusion matrix
+
+
+def write_answer_pairs(predictions: Path, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with predictions.open() as source, out.open("w", newline="") as target:
+        writer = csv.writer(target)
+        writer.writerow(["answer", "predicted"])
+        for line in source:
+            prediction = json.loads(line)
+            writer.writerow([prediction["answer"], prediction["predicted"] or "none"])
 
 
 def main() -> None:
@@ -24,6 +36,7 @@ def main() -> None:
     )
     METRICS.parent.mkdir(parents=True, exist_ok=True)
     METRICS.write_text(json.dumps(metrics, indent=1))
+    write_answer_pairs(Path("reports/predictions/grpo.jsonl"), ANSWERS)
     print(f"[evaluate] GRPO accuracy {metrics['accuracy']:.3f} (base {metrics['base_accuracy']:.3f}, "
           f"SFT {metrics['sft_accuracy']:.3f}, chance {metrics['chance_accuracy']:.3f}), "
           f"format rate {metrics['format_rate']:.3f}")
