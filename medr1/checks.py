@@ -12,12 +12,16 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from PIL import Image
 
 from medr1.images import default_workers
 from medr1.records import LETTERS, MODALITIES, QUESTION_TYPES, Record
+
+if TYPE_CHECKING:
+    from medr1.config import Params
 
 SUITE_NAME = "medr1_records"
 REQUIRED_COLUMNS = ("question_id", "dataset", "modality", "question_type", "question", "options", "answer", "image", "image_sha256")
@@ -181,6 +185,14 @@ def run_checks(frame: pd.DataFrame, min_rows_per_modality: int = 1, max_answer_s
         "failed": failed,
         "expectations": expectations,
     }
+
+
+def check_ingested(data: Path, params: Params, data_docs: Path | None = None) -> dict:
+    """The checkpoint over an ingested folder with params.yaml's thresholds: what the validate
+    stage runs, and what the Prefect flow runs before every pipeline run."""
+    thresholds = params.validate_
+    return run_checks(splits_frame(data, params.ingest.image_size), thresholds.min_rows_per_modality,
+                      thresholds.max_answer_share, thresholds.max_modality_share, data_docs=data_docs)
 
 
 def describe_failures(summary: dict) -> str:

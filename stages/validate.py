@@ -4,7 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
-from medr1.checks import describe_failures, run_checks, splits_frame
+from medr1.checks import check_ingested, describe_failures
 from medr1.config import load_params
 from medr1.errors import PipelineError, run_main
 
@@ -14,11 +14,8 @@ DATA_DOCS = Path("reports/validation/data_docs")
 
 
 def main() -> None:
-    all_params = load_params()
-    params = all_params.validate_
     shutil.rmtree(DATA_DOCS, ignore_errors=True)
-    summary = run_checks(splits_frame(DATA, all_params.ingest.image_size), params.min_rows_per_modality,
-                         params.max_answer_share, params.max_modality_share, data_docs=DATA_DOCS)
+    summary = check_ingested(DATA, load_params(), data_docs=DATA_DOCS)
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(json.dumps(summary, indent=1))
     if not summary["success"]:
