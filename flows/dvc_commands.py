@@ -1,0 +1,103 @@
+"""Running the `dvc` command line from a flow: its output goes to the run's log line by line, and a
+failure says whether trying again could help."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+# A failure that a second try can cure: the stage was killed (out of memory, pre-empted), another
+# `dvc` held the repository's lock, or the remote did not answer. Everything else (a failed data
+# check, a bad param, a bug) fails the same way again, so it is not retried.
+TRANSIENT = re.compile(
+    r"exited with -\d+|Unable to acquire lock|Connection (?:refused|reset|aborted)|ConnectionError"
+    r"|timed out|Temporary failure in name resolution|SlowDown|ServiceUnavailable|RequestTimeout"
+    r"|Too Many Requests|\b50[234]\b",
+    re.IGNORECASE,
+)
+RAN = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
+
+
+class DvcFailed(RuntimeError):
+    """`dvc` exited non-zero for a reason that would recur."""
+
+
+class TransientDvcError(RuntimeError):
+    """`dvc` exited non-zero for a reason that may pass (see TRANSIENT)."""
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("medr1.flows")
+
+
+def _environment() -> dict[str, str]:
+    # Stage commands say `python`: the interpreter running this flow, with its packages. Unbuffered,
+    # so a stage's lines reach the log while it runs.
+    # No DVC analytics daemon per command: it would try the network and leave a file in /tmp each time.
+    bin_dir = str(Path(sys.executable).parent)
+    return {"DVC_NO_ANALYTICS": "1", **os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONUNBUFFERED": "1"}
+
+
+def run_dvc(root: Path, *args: str) -> str:
+    """`dvc <args>` in `root`; every output line is logged as it comes. Returns the output; raises
+    TransientDvcError or DvcFailed, with the last lines of output, when dvc fails."""
+    logger = _logger()
+    command = [sys.executable, "-m", "dvc", *args]
+    logger.info("$ dvc %s", " ".join(args))
+    lines = []
+    with subprocess.Popen(command, cwd=root, env=_environment(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT) as process:
+        for raw in process.stdout:
+            # A progress bar redraws its line with carriage returns: keep only what it last showed.
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n").rsplit("\r", 1)[-1]
+            lines.append(line)
+            if line.strip():
+                logger.info(line)
+    output = "\n".join(lines)
+    if process.returncode != 0:
+        error = TransientDvcError if TRANSIENT.search(output) else DvcFailed
+        tail = "\n".join(lines[-15:])
+        raise error(f"`dvc {' '.join(args)}` exited with {process.returncode}:\n{tail}")
+    return output
+
+
+def stages_that_ran(output: str) -> list[str]:
+    """The stages a `dvc repro` output says it ran (the rest it skipped as unchanged)."""
+    return RAN.findall(output)
+
+
+def has_remote(root: Path) -> bool:
+    """Whether the repository names a DVC remote to pull inputs from and push results to."""
+    listed = subprocess.run([sys.executable, "-m", "dvc", "remote", "list"], cwd=root, env=_environment(),
+                            capture_output=True, text=True, check=False)
+    if listed.returncode != 0:
+        raise DvcFailed(f"`dvc remote list` failed in {root}: {listed.stderr.strip() or listed.stdout.strip()}")
+    return bool(listed.stdout.strip())
+
+
+def status(root: Path) -> dict[str, list]:
+    """`dvc status --json`: every stage whose command, params, deps or outs differ from dvc.lock."""
+    return json.loads(run_dvc(root, "status", "--json").strip().splitlines()[-1] or "{}")
+
+
+def changed_paths(stage_status: dict[str, list]) -> set[str]:
+    """The dependencies and outputs that a `dvc status` names as changed."""
+    changed = set()
+    for entries in stage_status.values():
+        for entry in entries:
+            if isinstance(entry, dict):
+                for kind in ("changed deps", "changed outs"):
+                    changed.update(entry.get(kind, {}))
+    return changed

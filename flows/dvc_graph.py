@@ -1,0 +1,51 @@
+"""The pipeline graph as DVC reads it from dvc.yaml: the flows take the stage order from here and
+never write the graph down a second time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class PipelineGraph:
+    order: tuple[str, ...]                   # every stage, upstream first; ties in dvc.yaml's order
+    upstream: dict[str, frozenset[str]]      # stage -> every stage it depends on, directly or not
+    dependencies: frozenset[str]             # every path a stage reads, as dvc.yaml names it (interpolated)
+
+    def before(self, stage: str) -> tuple[str, ...]:
+        """The stages `stage` depends on, in run order."""
+        return tuple(name for name in self.order if name in self.upstream[self.require(stage)])
+
+    def require(self, stage: str) -> str:
+        if stage not in self.upstream:
+            raise ValueError(f"dvc.yaml has no stage {stage!r} (stages: {', '.join(self.order)})")
+        return stage
+
+
+def read_graph(root: Path) -> PipelineGraph:
+    import networkx as nx
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(root)) as repo:
+            graph = repo.index.graph  # edges point from a stage to the stages it depends on
+            stages = [stage for stage in graph.nodes if stage.cmd]  # pipeline stages, not `dvc add` files
+            position = {stage: index for index, stage in enumerate(stages)}
+            runnable = graph.subgraph(stages).reverse(copy=True)
+            order = nx.lexicographical_topological_sort(runnable, key=position.__getitem__)
+            name = {stage: _target(stage, root) for stage in stages}
+            return PipelineGraph(
+                order=tuple(name[stage] for stage in order),
+                upstream={name[stage]: frozenset(name[s] for s in nx.ancestors(runnable, stage)) for stage in stages},
+                dependencies=frozenset(dep.def_path for stage in stages for dep in stage.deps),
+            )
+    except DvcException as error:
+        raise ValueError(f"cannot read the pipeline in {root}: {error}") from None
+
+
+def _target(stage, root: Path) -> str:
+    """How `dvc repro` run in `root` names the stage: `train`, or `sub/dvc.yaml:train` in a nested dvc.yaml."""
+    dvcfile = Path(stage.dvcfile.path).resolve().relative_to(root.resolve())
+    return stage.name if dvcfile == Path("dvc.yaml") else f"{dvcfile.as_posix()}:{stage.name}"

@@ -1,0 +1,260 @@
+"""The Prefect flows on real DVC in scratch copies of the repository (small params): one pipeline run
+through the flow shared by the module, failures, retries, data arrival, and a real Prefect server with
+a deployment and a process worker."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from conftest import REPO, copy_repository, run
+from test_pipeline_e2e import SMALL, _merge
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+ARTIFACTS = {"medr1-data-checks", "medr1-run-summary", "medr1-per-modality"}
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    repo = copy_repository(tmp_path_factory.mktemp("flow-repo"))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    (repo / "params.yaml").write_text(yaml.safe_dump(_merge(params, SMALL), sort_keys=False))
+    run(["git", "-c", "user.email=t@example.invalid", "-c", "user.name=t", "commit", "-qam", "small params"], repo)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def first_run(harness, repo):
+    from flows.pipeline import medr1_pipeline
+
+    return medr1_pipeline(repo=str(repo), return_state=True)
+
+
+def _client():
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def _artifacts(flow_run_id) -> dict[str, object]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with _client() as client:
+        found = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {artifact.key: artifact for artifact in found}
+
+
+def _task_run_names(flow_run_id) -> list[str]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    with _client() as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                                     sort=TaskRunSort.EXPECTED_START_TIME_ASC)
+    return [task_run.name for task_run in runs]
+
+
+def test_flow_runs_every_stage_as_a_task_and_publishes_artifacts(first_run, repo):
+    from flows.dvc_graph import read_graph
+
+    state = first_run
+    assert state.is_completed(), state.message
+    order = read_graph(repo).order
+    result = state.result()
+    assert sorted(result["ran"]) == sorted(order) and result["skipped"] == []
+    flow_run_id = state.state_details.flow_run_id
+    names = _task_run_names(flow_run_id)
+    repro_tasks = [name.removeprefix("dvc repro ") for name in names if name.startswith("dvc repro ")]
+    assert sorted(repro_tasks) == sorted(order)  # one task per stage of dvc.yaml
+    assert repro_tasks.index("validate") > repro_tasks.index("ingest")
+    push = next(i for i, name in enumerate(names) if name.startswith("push results"))
+    assert push < names.index("dvc repro register")  # a version is registered once its data is pushed
+    checks = next(i for i, name in enumerate(names) if name.startswith("data checks"))
+    assert checks < names.index("dvc repro train") and checks < names.index("dvc repro base_model")
+
+    artifacts = _artifacts(flow_run_id)
+    assert ARTIFACTS <= set(artifacts)
+    metrics = json.loads((repo / "metrics/eval.json").read_text())
+    registered = json.loads((repo / "metrics/registered.json").read_text())
+    summary = artifacts["medr1-run-summary"].data
+    assert registered["version"] in summary and f"{metrics['accuracy']:.3f}" in summary
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    processed_md5 = next(out["md5"] for out in lock["stages"]["ingest"]["outs"] if out["path"] == "data/processed")
+    assert processed_md5 in summary
+    table = json.loads(artifacts["medr1-per-modality"].data)
+    assert {row["modality"]: row["GRPO"] for row in table} == pytest.approx(metrics["per_modality"], abs=1e-4)
+    assert ("medr1-report" in artifacts) == (repo / "reports/index.html").is_file()
+    assert "Data checks passed" in artifacts["medr1-data-checks"].data
+
+
+def test_failed_data_checks_fail_the_flow_before_any_training(first_run, repo):
+    from flows.pipeline import medr1_pipeline
+
+    params_before = (repo / "params.yaml").read_bytes()
+    state = medr1_pipeline(overrides=["validate.min_rows_per_modality=100000"], repo=str(repo), return_state=True)
+    assert state.is_failed()
+    assert "min_rows_per_modality" in state.message and "Traceback" not in state.message
+    names = _task_run_names(state.state_details.flow_run_id)
+    assert any(name.startswith("data checks") for name in names)
+    assert names[-1].startswith("data checks")  # nothing ran after the checks: no base_model, train, sft, ...
+    report = _artifacts(state.state_details.flow_run_id)["medr1-data-checks"].data
+    assert "Data checks failed" in report and "min_rows_per_modality" in report and "No training ran" in report
+    assert (repo / "params.yaml").read_bytes() == params_before  # the override was for that run only
+
+
+def test_bad_override_fails_naming_the_key(harness, repo):
+    from flows.pipeline import medr1_pipeline
+
+    state = medr1_pipeline(overrides=["train.max_stepz=3"], repo=str(repo), return_state=True)
+    assert state.is_failed() and "train.max_stepz" in state.message
+    assert _task_run_names(state.state_details.flow_run_id) == []
+
+
+def test_flow_command_line_reports_failure_without_traceback(repo):
+    result = run([sys.executable, "-m", "flows.pipeline", "--repo", str(repo), "-S", "nonsense"], REPO, check=False)
+    assert result.returncode == 2
+    assert "section.key=value" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_transient_stage_failures_are_retried_and_deterministic_ones_are_not(harness, tmp_path):
+    """A stage killed by a signal (as the OOM killer does) is tried again; a stage that exits 1 is not."""
+    from flows.pipeline import repro_stage
+
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "killed_once": {"cmd": "python -c \"import os, pathlib, signal; m = pathlib.Path('killed'); m.exists() or "
+                               "(m.touch(), os.kill(os.getpid(), signal.SIGKILL)); pathlib.Path('out').write_text('ok')\"",
+                        "outs": ["out"]},
+        "broken": {"cmd": "python -c \"raise SystemExit('bad input')\"", "outs": ["never"]},
+    }}))
+    run(["git", "init", "-q"], tmp_path)
+    run(["dvc", "init", "-q"], tmp_path)
+    fast = repro_stage.with_options(retry_delay_seconds=0)
+    with _client() as client:
+        killed = fast(tmp_path, "killed_once", return_state=True)
+        assert killed.is_completed() and (tmp_path / "out").read_text() == "ok"
+        assert client.read_task_run(killed.state_details.task_run_id).run_count == 2
+        broken = fast(tmp_path, "broken", return_state=True)
+        assert broken.is_failed() and "bad input" in broken.message
+        assert client.read_task_run(broken.state_details.task_run_id).run_count == 1
+
+
+def test_data_arrival_runs_the_pipeline_only_when_the_data_changed(first_run, repo):
+    from flows.data_arrival import medr1_data_arrival
+
+    quiet = medr1_data_arrival(repo=str(repo), return_state=True)
+    assert quiet.is_completed() and quiet.result() == {"data": "data/raw/synthetic", "changed": False}
+
+    (repo / "data/raw/synthetic/late-arrival.txt").write_text("a file that was not there when dvc.lock was written")
+    arrived = medr1_data_arrival(repo=str(repo), return_state=True)
+    assert arrived.is_completed(), arrived.message
+    assert arrived.result()["changed"] and "skipped" in arrived.result()["pipeline"]
+    assert not (repo / "data/raw/synthetic/late-arrival.txt").exists()  # a DVC output: checked out as dvc.lock has it
+    again = medr1_data_arrival(repo=str(repo), return_state=True)
+    assert again.is_completed() and again.result()["changed"] is False
+
+    missing = medr1_data_arrival(data="no/such/folder", repo=str(repo), return_state=True)
+    assert missing.is_failed() and "no/such/folder is not a dependency" in missing.message
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _start(command: list[str], cwd: Path, env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the worker and the server shut down cleanly
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    """A real `prefect server start` on a free loopback port, its home in a temporary folder."""
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           # no runs of its own: the test triggers the one it watches (the schedules are read back below)
+           "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
+    server = _start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                    tmp_path, env, tmp_path / "server.log")
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the Prefect server did not answer within 120 s"
+            try:
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        yield api, env
+    finally:
+        _stop(server)
+
+
+def test_deployment_runs_on_a_real_server_through_a_process_worker(first_run, repo, prefect_server, tmp_path):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api, env = prefect_server
+    deployed = run(["medr1", "deploy"], repo, env=env)
+    assert "nightly" in deployed.stdout and "on-new-data" in deployed.stdout
+    worker = _start([sys.executable, "-m", "prefect", "worker", "start", "--pool", "medr1-process", "--type", "process"],
+                    repo, env, tmp_path / "worker.log")
+    try:
+        with temporary_settings({PREFECT_API_URL: api}), _client() as client:
+            nightly = client.read_deployment_by_name("medr1-pipeline/nightly")
+            assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+            arrival = client.read_deployment_by_name("medr1-data-arrival/on-new-data")
+            assert [s.schedule.interval.total_seconds() for s in arrival.schedules] == [900]
+            assert client.read_work_pool("medr1-process").type == "process"
+
+            flow_run = client.create_flow_run_from_deployment(nightly.id)
+            deadline = time.monotonic() + 300
+            while not (state := client.read_flow_run(flow_run.id).state).is_final():
+                assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
+                time.sleep(1)
+            assert state.is_completed(), (state.message, (tmp_path / "worker.log").read_text()[-3000:])
+            keys = {artifact.key for artifact in client.read_artifacts()}
+        assert ARTIFACTS <= keys
+        summary = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"key": {"any_": ["medr1-run-summary"]}}}).json()
+        assert summary and "Med-R1 pipeline run" in summary[0]["data"]
+    finally:
+        _stop(worker)
+
+
+def test_deploy_without_a_server_says_what_to_do(tmp_path):
+    result = run(["medr1", "deploy"], REPO, env={"PREFECT_HOME": str(tmp_path), "PREFECT_API_URL": ""}, check=False)
+    assert result.returncode == 1
+    assert "PREFECT_API_URL is not set" in result.stdout and "Traceback" not in result.stdout + result.stderr
