@@ -15,7 +15,11 @@ SMALL = {
                    "warmup": {"images": 16, "steps": 3, "eyesight_steps": 3, "batch_size": 4}},
     "train": {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4, "logging_steps": 1},
     "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1},
+    "study": {"modalities": ["CT", "MRI"], "question_types": ["Modality Recognition", "Anatomy Identification"],
+              "max_steps": 1},
 }
+STUDY = {"study_modality@CT", "study_modality@MRI", "study_question_type@Modality Recognition",
+         "study_question_type@Anatomy Identification"}
 
 
 def _merge(base: dict, changes: dict) -> dict:
@@ -40,7 +44,8 @@ def _ran(output: str) -> set[str]:
 
 def test_repro_produces_metrics_and_a_registered_version(pipeline):
     repo, result = pipeline
-    assert _ran(result.stdout) == {"synthesize", "ingest", "validate", "base_model", "sft", "train", "evaluate", "register"}
+    assert _ran(result.stdout) == {"synthesize", "ingest", "validate", "base_model", "sft", "train", "evaluate", "report",
+                                   "register"} | STUDY
     metrics = json.loads((repo / "metrics/eval.json").read_text())
     for key in ("accuracy", "base_accuracy", "sft_accuracy", "format_rate", "per_modality", "per_question_type"):
         assert key in metrics
@@ -67,6 +72,30 @@ def test_audit_names_dvc_lock_md5s_and_hashes_match(pipeline):
     assert [item["version"] for item in trained_on] == [version]
 
 
+def test_report_numbers_equal_the_metrics_of_the_run(pipeline):
+    from report_checks import check_numbers
+
+    repo, _ = pipeline
+    assert check_numbers(repo / "reports", repo / "metrics") > 20
+    matrix = json.loads((repo / "metrics/generalization.json").read_text())
+    assert matrix["modality"]["groups"] == ["CT", "MRI"]
+    assert set(matrix["question_type"]["accuracy"]["Anatomy Identification"]) == {"Modality Recognition", "Anatomy Identification"}
+    assert (repo / "models/study/modality/CT/config.json").is_file()
+
+
+def test_medr1_evaluate_agrees_with_the_evaluate_stage(pipeline):
+    repo, _ = pipeline
+    stage = json.loads((repo / "metrics/eval.json").read_text())
+    version = json.loads((repo / "metrics/registered.json").read_text())["version"]
+    for model in ("models/grpo", version):  # a folder, and the registered version pulled from the store
+        result = json.loads(run(["medr1", "evaluate", "--model", model, "--data",
+                                 "data/processed/splits/modality/test/CT.jsonl", "--json"], repo).stdout)
+        assert result["accuracy"] == stage["per_modality"]["CT"]
+        assert set(result["per_modality"]) == {"CT"}
+    failed = run(["medr1", "evaluate", "--model", "no-such-model", "--data", "data/processed/test.jsonl"], repo, check=False)
+    assert failed.returncode == 1 and "no-such-model" in failed.stdout and "Traceback" not in failed.stdout + failed.stderr
+
+
 def test_second_repro_runs_nothing(pipeline):
     repo, _ = pipeline
     started = time.monotonic()
@@ -81,7 +110,8 @@ def test_train_param_reruns_only_downstream(pipeline):
     params["train"]["learning_rate"] = 0.0005
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = run(["dvc", "repro"], repo)
-    assert _ran(result.stdout) == {"train", "evaluate", "register"}
+    # The study's models use train's recipe too, so they (and the report) follow; nothing upstream runs.
+    assert _ran(result.stdout) == {"train", "evaluate", "register", "report"} | STUDY
     assert len(json.loads(run(["medr1", "registry", "list", "--json"], repo).stdout)) == 2
 
 

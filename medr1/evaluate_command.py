@@ -1,0 +1,108 @@
+"""`medr1 evaluate`: any model (a folder or a registered version) on any split, with a progress bar."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from medr1.errors import EXPECTED
+
+console = Console()
+
+
+def images_root_of(split: Path) -> Path:
+    """The processed root a split's image paths are relative to: the nearest folder above it with images/."""
+    for folder in split.resolve().parents:
+        if (folder / "images").is_dir():
+            return folder
+    raise FileNotFoundError(f"no images/ folder above {split}: pass --images <the processed root>")
+
+
+def resolve_model(model: str, store: str | None, workdir: Path) -> Path:
+    """A folder as it is; otherwise a registry version, pulled into `workdir` with checksums verified."""
+    folder = Path(model)
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{folder} has no config.json: give a model folder or a registered version")
+        return folder
+    from medr1.cli import _store
+    from medr1.registry import pull
+
+    target = workdir / model
+    pull(_store(store), model, target)
+    return target
+
+
+def _table(title: str, values: dict) -> Table:
+    table = Table(title=title)
+    table.add_column("group")
+    table.add_column("accuracy", justify="right")
+    for name, value in values.items():
+        table.add_row(name, f"{value:.4f}")
+    return table
+
+
+def evaluate_command(
+    model: Annotated[str, typer.Option("--model", help="A model folder (from_pretrained layout, e.g. a real Qwen2-VL "
+                                       "checkpoint) or a registered version id (pulled and verified first).")],
+    data: Annotated[Path, typer.Option("--data", help="A split's JSONL, e.g. data/processed/test.jsonl or "
+                                       "data/processed/splits/modality/test/CT.jsonl.")],
+    images: Annotated[Path | None, typer.Option("--images", help="Root the records' image paths are relative to "
+                                                "(default: the nearest folder above --data holding images/).")] = None,
+    reasoning: Annotated[str | None, typer.Option("--reasoning", help="think_before, no_think or think_after "
+                                                  "(default: train.reasoning in params.yaml).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Default: evaluate.batch_size.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Default: evaluate.max_new_tokens.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (default: evaluate.device).")] = None,
+    predictions: Annotated[Path | None, typer.Option("--predictions", help="Write every graded completion here (JSONL).")] = None,
+    store: Annotated[str | None, typer.Option("--store", help="Store URL for a registered version "
+                                              "(default: register.store).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON instead of tables.")] = False,
+) -> None:
+    """Evaluate one model on one split: accuracy with its 95% interval, format rate, per modality,
+    question type and source dataset, with the same decoding and grading as the evaluate stage."""
+    from medr1.config import EvaluateParams, load_params
+    from medr1.evaluation import load_for_evaluation, predict, write_predictions
+    from medr1.metrics import chance_accuracy, summarize
+    from medr1.prompts import REASONING_MODES
+    from medr1.records import read_jsonl
+
+    try:
+        params = load_params(Path("params.yaml")) if Path("params.yaml").is_file() else None
+        defaults = params.evaluate if params else EvaluateParams()
+        settings = defaults.model_copy(update={key: value for key, value in (
+            ("batch_size", batch_size), ("max_new_tokens", max_new_tokens), ("device", device)) if value is not None})
+        mode = reasoning or (params.train.reasoning if params else "think_after")
+        if mode not in REASONING_MODES:
+            raise ValueError(f"--reasoning {mode!r}: use one of {', '.join(REASONING_MODES)}")
+        records = list(read_jsonl(data))
+        if not records:
+            raise ValueError(f"{data} holds no records")
+        root = images or images_root_of(data)
+        with tempfile.TemporaryDirectory(prefix="medr1-evaluate-") as workdir:
+            folder = resolve_model(model, store, Path(workdir))
+            loaded_model, processor = load_for_evaluation(folder, settings.device)
+            graded = predict(loaded_model, processor, records, root, mode, settings, desc=f"evaluate {model}")
+    except EXPECTED as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+    summary = {"model": model, "data": str(data), "reasoning": mode,
+               "chance_accuracy": round(chance_accuracy(records), 4), **summarize(graded)}
+    if predictions is not None:
+        write_predictions(graded, predictions)
+    if as_json:
+        print(json.dumps(summary, indent=1))
+        return
+    low, high = summary["accuracy_ci95"]
+    console.print(f"[bold]{model}[/bold] on {data} ({summary['count']} questions, {mode}): accuracy "
+                  f"[bold]{summary['accuracy']:.4f}[/bold] (95% CI {low:.4f}-{high:.4f}), chance "
+                  f"{summary['chance_accuracy']:.4f}, format rate {summary['format_rate']:.4f}")
+    for key, title in (("per_modality", "per modality"), ("per_question_type", "per question type"),
+                       ("per_dataset", "per source dataset")):
+        console.print(_table(title, summary[key]))

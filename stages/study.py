@@ -1,0 +1,39 @@
+"""Stage study@<group>: one cell of the generalization study (GRPO on one group, tested on all).
+
+    python -m stages.study modality CT
+    python -m stages.study question_type "Disease Diagnosis"
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from medr1.base_model import base_model_dir
+from medr1.config import load_params
+from medr1.errors import PipelineError, run_main
+from medr1.staging import publish, staging_for
+from medr1.study import evaluate_cell, study_groups, train_cell
+
+DATA = Path("data/processed")
+
+
+def main() -> None:
+    if len(sys.argv) != 3:
+        raise PipelineError("usage: python -m stages.study <modality|question_type> <group>")
+    family, group = sys.argv[1], sys.argv[2]
+    params = load_params()
+    if group not in study_groups(params, family):
+        raise PipelineError(f"{group!r} is not in study's {family} list in params.yaml")
+    out = Path("models/study") / family / group
+    staging = staging_for(out)
+    train_cell(params, family, group, base_model_dir(Path("models/base")), DATA, staging)
+    publish(staging, out, leave_out=("checkpoints",))
+    result = {"family": family, "trained_on": group, "steps": params.study.max_steps, **evaluate_cell(params, family, out, DATA)}
+    metrics = Path("metrics/study") / family / f"{group}.json"
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    metrics.write_text(json.dumps(result, indent=1))
+    print(f"[study] GRPO on {family} {group}: " + ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy"].items()))
+
+
+if __name__ == "__main__":
+    run_main(main, "study")

@@ -1,0 +1,83 @@
+"""Checks of a rendered report, shared by the report tests and the end-to-end pipeline test."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?([eE][+-]?\d+)?$")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class _Cells(HTMLParser):
+    """Every <td> with its text and its data-source / data-path attributes."""
+
+    def __init__(self):
+        super().__init__()
+        self.cells: list[dict] = []
+        self._open: dict | None = None
+        self.images = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "td":
+            self._open = {**dict(attrs), "text": ""}
+        if tag == "img":
+            self.images += 1
+
+    def handle_data(self, data):
+        if self._open is not None:
+            self._open["text"] += data
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._open is not None:
+            self.cells.append(self._open)
+            self._open = None
+
+
+def parse(html_text: str) -> _Cells:
+    parser = _Cells()
+    parser.feed(html_text)
+    return parser
+
+
+def lookup(metrics_dir: Path, source: str, path: list[str]):
+    value = json.loads((metrics_dir / source).read_text())
+    for key in path:
+        value = value[int(key)] if isinstance(value, list) else value[key]
+    return value
+
+
+def check_numbers(report_dir: Path, metrics_dir: Path) -> int:
+    """Assert every number in index.html's tables is sourced and equals its metric, and that
+    summary.md shows no number the HTML does not; returns how many numbers were checked."""
+    cells = parse((report_dir / "index.html").read_text()).cells
+    sourced = set()
+    for cell in cells:
+        text = cell["text"].strip()
+        if "data-source" not in cell:
+            assert not NUMBER.match(text), f"number {text!r} in the report has no source"
+            continue
+        expected = lookup(metrics_dir, cell["data-source"], json.loads(cell["data-path"]))
+        assert float(text) == expected, f"{cell['data-source']} {cell['data-path']}: report {text}, metrics {expected}"
+        sourced.add(text)
+    for line in (report_dir / "summary.md").read_text().splitlines():
+        if line.startswith("|") and not line.startswith("|---"):
+            for text in (part.strip() for part in line.strip("|").split("|")):
+                assert not NUMBER.match(text) or text in sourced, f"summary.md shows {text!r}, which no metric holds"
+    return len(sourced)
+
+
+def render_in_chromium(index: Path, workdir: Path) -> tuple[str, Path]:
+    """(the DOM after load, a screenshot) of `index` in headless Chromium, offline."""
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+             f"--user-data-dir={workdir / 'profile'}", "--window-size=1280,2400", "--virtual-time-budget=5000"]
+    url = index.resolve().as_uri()
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
+    screenshot = workdir / "report.png"
+    subprocess.run([*flags, f"--screenshot={screenshot}", url], capture_output=True, text=True, timeout=120, check=True)
+    return dom, screenshot

@@ -1,0 +1,100 @@
+"""The report: every number equals its metric, and it renders in a real headless browser."""
+
+import json
+import os
+import random
+from html import unescape
+
+import pytest
+from PIL import Image
+from report_checks import CHROMIUM, check_numbers, parse, render_in_chromium
+
+from medr1.config import StudyParams
+from medr1.generalization import generalization
+from medr1.metrics import Prediction, gain_over_base, summarize
+from medr1.records import MODALITIES, QUESTION_TYPES
+from medr1.report import build_report, write_report
+from medr1.training_log import write_training_curves
+
+
+def _predictions(skill: float, seed: int) -> list[Prediction]:
+    generator = random.Random(seed)
+    predictions = []
+    for index in range(400):
+        modality, kind = MODALITIES[index % 8], QUESTION_TYPES[index % 5]
+        answer = "ABCD"[index % 4]
+        predicted = answer if generator.random() < skill else generator.choice(["A", "B", "C", "D", None])
+        predictions.append(Prediction(f"q{index}", f"set-{index % 3}", modality, kind, answer, predicted, "", predicted is not None))
+    return predictions
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    metrics, reports = root / "metrics", root / "reports"
+    summaries = {"base": summarize(_predictions(0.1, 1)), "sft": summarize(_predictions(0.5, 2)), "grpo": summarize(_predictions(0.6, 3))}
+    evaluation = {"chance_accuracy": 0.2857, "split": "data/processed/test.jsonl"}
+    for name, summary in summaries.items():
+        prefix = "" if name == "grpo" else f"{name}_"
+        evaluation.update({f"{prefix}{key}": value for key, value in summary.items()})
+        if name != "base":
+            evaluation[f"{prefix}gain_over_base"] = gain_over_base(summary, summaries["base"])
+    study = StudyParams()
+    for family, groups in (("modality", study.modalities), ("question_type", study.question_types)):
+        for index, trained_on in enumerate(groups):
+            cell = {"accuracy": {g: round(0.3 + 0.1 * index + (0.2 if g == trained_on else 0), 4) for g in groups}}
+            (metrics / "study" / family).mkdir(parents=True, exist_ok=True)
+            (metrics / "study" / family / f"{trained_on}.json").write_text(json.dumps(cell))
+    matrices = generalization(metrics / "study", study, evaluation)
+    (metrics / "eval.json").write_text(json.dumps(evaluation))
+    (metrics / "generalization.json").write_text(json.dumps(matrices))
+    history = [{"step": s, "reward": s / 10, "rewards/format_reward/mean": 1.0, "rewards/accuracy_reward/mean": s / 20,
+                "completions/mean_length": 6.0} for s in range(1, 11)]
+    write_training_curves(history, metrics, reports)
+    built = build_report({"eval.json": evaluation, "generalization.json": matrices}, "think_after",
+                         reports / "figures", reports / "train_curve.png")
+    write_report(built, reports)
+    return root
+
+
+def test_every_number_in_the_report_equals_its_metric(report):
+    checked = check_numbers(report / "reports", report / "metrics")
+    assert checked > 50
+
+
+def test_a_number_that_drifts_from_its_metric_is_caught(report, tmp_path):
+    html = (report / "reports/index.html").read_text()
+    cell = next(c for c in parse(html).cells if c.get("data-source"))
+    tampered = tmp_path / "reports"
+    tampered.mkdir()
+    (tampered / "summary.md").write_text("")
+    (tampered / "index.html").write_text(html.replace(f">{cell['text']}</td>", f">{float(cell['text']) + 0.01:.4f}</td>", 1))
+    with pytest.raises(AssertionError, match="report"):
+        check_numbers(tampered, report / "metrics")
+
+
+def test_the_report_holds_the_papers_comparisons(report):
+    html = (report / "reports/index.html").read_text()
+    text = unescape(html)
+    for title in ("paper's comparison table", "Cross-modality generalization", "Cross-task generalization",
+                  "Gain of GRPO over the base model", "GRPO training curves", "Answer letters"):
+        assert title in text
+    assert parse(html).images == 5  # modality x type, gain over base, two matrices, reward curves: all embedded
+    assert "src='data:image/png;base64," in html and "src='figures/" not in html
+    markdown = (report / "reports/summary.md").read_text()
+    for figure in ("figures/modality_by_question_type.png", "figures/cross_modality.png", "figures/cross_task.png"):
+        assert f"]({figure})" in markdown and (report / "reports" / figure).is_file()
+
+
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="chromium is not installed (make test installs it)")
+def test_the_report_renders_in_headless_chromium_with_every_image_loaded(report, tmp_path):
+    assert CHROMIUM, "chromium is missing: `make test` installs Debian's chromium package"
+    dom, screenshot = render_in_chromium(report / "reports/index.html", tmp_path)
+    images = parse((report / "reports/index.html").read_text()).images
+    assert f'data-images="loaded {images}/{images}"' in dom
+    with Image.open(screenshot) as shot:
+        assert shot.size == (1280, 2400)
+        colors = shot.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert len(colors) > 500  # heatmaps and curves drawn, not a blank or text-only page
+    purple = sum(count for count, (r, g, b) in colors if r < 90 and g < 60 and b > 70)
+    assert purple > 1000  # viridis' low end: the heatmap of the first screen is there
