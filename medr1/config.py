@@ -9,12 +9,35 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from medr1.records import MODALITIES, QUESTION_TYPES
-from medr1.tiny_model import TinyArchitecture
-from medr1.warmup import WarmupSettings
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class TinyArchitecture(Section):
+    """Sizes of the tiny Qwen2-VL (Qwen2-VL-2B's architecture, scaled down)."""
+
+    vocab_size: int = 1024
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_hidden_layers: int = 3
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    vision_depth: int = 2
+    vision_embed_dim: int = 96
+    vision_num_heads: int = 4
+    image_side: int = 112  # the processor resizes the 384x384 images to this side
+
+
+class WarmupSettings(Section):
+    images: int = 600
+    steps: int = 600
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    seed: int = 0
+    eyesight_steps: int = 300
+    eyesight_learning_rate: float = 3e-3
 
 
 class SyntheticSource(Section):

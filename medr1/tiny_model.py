@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from pydantic import BaseModel
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     Qwen2Tokenizer,
@@ -20,6 +19,7 @@ from transformers import (
     Qwen2VLVideoProcessor,
 )
 
+from medr1.config import TinyArchitecture
 from medr1.option_reader import wire_option_reader
 from medr1.records import LETTERS
 
@@ -58,21 +58,6 @@ CHAT_TEMPLATE = (
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-
-
-class TinyArchitecture(BaseModel):
-    """Sizes of the tiny Qwen2-VL (Qwen2-VL-2B's architecture, scaled down)."""
-
-    vocab_size: int = 1024
-    hidden_size: int = 128
-    intermediate_size: int = 384
-    num_hidden_layers: int = 3
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 4
-    vision_depth: int = 2
-    vision_embed_dim: int = 96
-    vision_num_heads: int = 4
-    image_side: int = 112  # the processor resizes the 384x384 images to this side
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Qwen2Tokenizer:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import BaseModel
 from tqdm import tqdm
 
+from medr1.config import WarmupSettings
 from medr1.encoding import IGNORE_INDEX, ImageCache, encode, prompt_text
 from medr1.eyesight import factor_word_ids, train_eyesight
 from medr1.option_reader import is_wired, mask_gradient
@@ -20,16 +20,6 @@ from medr1.prompts import REASONING_MODES, ReasoningMode, target_completion
 from medr1.questions import ask
 from medr1.records import LETTERS
 from medr1.scenes import FACTORS, Scene, render
-
-
-class WarmupSettings(BaseModel):
-    images: int = 600
-    steps: int = 600
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    seed: int = 0
-    eyesight_steps: int = 300
-    eyesight_learning_rate: float = 3e-3
 
 
 def format_loss(model, batch: dict, letter_ids: torch.Tensor, option_letters: list[list[str]]) -> torch.Tensor:
