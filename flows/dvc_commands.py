@@ -79,12 +79,11 @@ def stages_that_ran(output: str) -> list[str]:
 
 
 def has_remote(root: Path) -> bool:
-    """Whether the repository names a DVC remote to pull inputs from and push results to."""
-    listed = subprocess.run([sys.executable, "-m", "dvc", "remote", "list"], cwd=root, env=_environment(),
-                            capture_output=True, text=True, check=False)
-    if listed.returncode != 0:
-        raise DvcFailed(f"`dvc remote list` failed in {root}: {listed.stderr.strip() or listed.stdout.strip()}")
-    return bool(listed.stdout.strip())
+    """Whether the repository's DVC config (with config.local) names a remote to pull from and push to."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return bool(repo.config.get("remote"))
 
 
 def status(root: Path) -> dict[str, list]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -162,6 +163,18 @@ def medr1_pipeline(overrides: list[str] | None = None, repo: str = ".") -> dict 
         return stop.state
 
 
+def _import_check_libraries() -> None:
+    """Great Expectations and medr1.config (which loads torch) take seconds to import: a thread loads
+    them while Prefect starts its local API, and the data checks find them loaded."""
+    try:
+        import great_expectations  # noqa: F401
+
+        import medr1.checks
+        import medr1.config  # noqa: F401
+    except ImportError:
+        pass  # the checks task imports them itself and reports the problem
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=(
         "Run the medr1-pipeline flow once: every dvc.yaml stage as a Prefect task, data checks before any "
@@ -175,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     except OverrideError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    threading.Thread(target=_import_check_libraries, daemon=True).start()
     state = medr1_pipeline(overrides=arguments.overrides, repo=arguments.repo, return_state=True)
     if state.is_failed():
         print(f"medr1-pipeline failed: {state.message}", file=sys.stderr)

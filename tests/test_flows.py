@@ -227,6 +227,8 @@ def test_deployment_runs_on_a_real_server_through_a_process_worker(first_run, re
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     api, env = prefect_server
+    remote = tmp_path / "dvc-remote"  # a real DVC remote (a folder): the run pulls from it and pushes to it
+    run(["dvc", "remote", "add", "-d", "scratch", str(remote)], repo)
     deployed = run(["medr1", "deploy"], repo, env=env)
     assert "nightly" in deployed.stdout and "on-new-data" in deployed.stdout
     worker = _start([sys.executable, "-m", "prefect", "worker", "start", "--pool", "medr1-process", "--type", "process"],
@@ -250,8 +252,10 @@ def test_deployment_runs_on_a_real_server_through_a_process_worker(first_run, re
         assert ARTIFACTS <= keys
         summary = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"key": {"any_": ["medr1-run-summary"]}}}).json()
         assert summary and "Med-R1 pipeline run" in summary[0]["data"]
+        assert any(path.is_file() for path in remote.rglob("*"))  # `dvc push` ran
     finally:
         _stop(worker)
+        run(["dvc", "remote", "remove", "scratch"], repo)
 
 
 def test_deploy_without_a_server_says_what_to_do(tmp_path):
