@@ -15,7 +15,7 @@ def heatmap(table: dict[str, dict[str, float]], rows: list[str], columns: list[s
     import numpy as np
 
     values = np.array([[table.get(r, {}).get(c, np.nan) for c in columns] for r in rows], dtype=float)
-    width = 2.2 + 1.15 * len(columns)
+    width = max(5.5, 2.2 + 1.15 * len(columns))
     figure, axis = plt.subplots(figsize=(width, 1.2 + 0.55 * len(rows)))
     limit = 1.0
     if diverging:

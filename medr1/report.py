@@ -170,7 +170,7 @@ def build_report(files: dict[str, dict], mode: str, figures: Path, train_curve: 
             matrix = study[family]
             report.sections += [
                 Figure(title, heatmap(matrix["accuracy"], matrix["groups"], matrix["groups"],
-                                      f"{title}: GRPO {study['steps_per_model']} steps per model",
+                                      f"accuracy, GRPO {study['steps_per_model']} steps per model",
                                       figures / f"{name}.png", "trained on", "tested on")),
                 matrix_table(metrics, family, f"{title} (accuracy)"),
             ]

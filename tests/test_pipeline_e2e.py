@@ -15,11 +15,9 @@ SMALL = {
                    "warmup": {"images": 16, "steps": 3, "eyesight_steps": 3, "batch_size": 4}},
     "train": {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4, "logging_steps": 1},
     "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1},
-    "study": {"modalities": ["CT", "MRI"], "question_types": ["Modality Recognition", "Anatomy Identification"],
-              "max_steps": 1},
+    "study": {"modalities": ["CT", "MRI"], "question_types": ["Modality Recognition"], "max_steps": 1},
 }
-STUDY = {"study_modality@CT", "study_modality@MRI", "study_question_type@Modality Recognition",
-         "study_question_type@Anatomy Identification"}
+STUDY = {"study_modality@CT", "study_modality@MRI", "study_question_type@Modality Recognition"}
 
 
 def _merge(base: dict, changes: dict) -> dict:
@@ -79,7 +77,8 @@ def test_report_numbers_equal_the_metrics_of_the_run(pipeline):
     assert check_numbers(repo / "reports", repo / "metrics") > 20
     matrix = json.loads((repo / "metrics/generalization.json").read_text())
     assert matrix["modality"]["groups"] == ["CT", "MRI"]
-    assert set(matrix["question_type"]["accuracy"]["Anatomy Identification"]) == {"Modality Recognition", "Anatomy Identification"}
+    assert set(matrix["modality"]["accuracy"]["MRI"]) == {"CT", "MRI"}
+    assert list(matrix["question_type"]["accuracy"]) == ["Modality Recognition"]
     assert (repo / "models/study/modality/CT/config.json").is_file()
 
 
@@ -110,8 +109,10 @@ def test_train_param_reruns_only_downstream(pipeline):
     params["train"]["learning_rate"] = 0.0005
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = run(["dvc", "repro"], repo)
-    # The study's models use train's recipe too, so they (and the report) follow; nothing upstream runs.
-    assert _ran(result.stdout) == {"train", "evaluate", "register", "report"} | STUDY
+    # The study's models use train's recipe too, so they follow (and the report, when a number moved).
+    ran = _ran(result.stdout)
+    assert {"train", "evaluate", "register"} | STUDY <= ran <= {"train", "evaluate", "register", "report"} | STUDY
+    assert not ran & {"synthesize", "ingest", "validate", "base_model", "sft"}
     assert len(json.loads(run(["medr1", "registry", "list", "--json"], repo).stdout)) == 2
 
 
