@@ -5,18 +5,21 @@
   completion stops at the end-of-turn token. A model that rambles costs a few tokens, not
   max_new_tokens, and the extracted answers and format verdicts equal a full generation's.
 - Processed images come from an `ImageCache`, filled once and shared by every model
-  evaluated on the same split.
+  evaluated on the same split; the vision tower's output for an image is computed once per
+  model and reused by every question about that image (`VisionFeatures`).
 """
 
 from __future__ import annotations
 
+import inspect
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from medr1.encoding import ImageCache, encode, prompt_text
+from medr1.encoding import ImageCache, ProcessedImage, encode, prompt_text
 from medr1.prompts import ReasoningMode
 from medr1.records import Record
 from medr1.rewards import verdict_settled
@@ -33,6 +36,33 @@ class VerdictSettled(StoppingCriteria):
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.BoolTensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width :], skip_special_tokens=True)
         return torch.tensor([verdict_settled(text, self.mode) for text in texts], device=input_ids.device)
+
+
+class VisionFeatures:
+    """One model's vision-tower output per image, computed once, passed to generate as
+    precomputed encoder outputs; the least recently used images go beyond `capacity`."""
+
+    def __init__(self, model, capacity: int = 4096):
+        self.model = model
+        self.capacity = capacity
+        self._items: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.usable = "mm_encoder_outputs" in inspect.signature(model.forward).parameters
+
+    def encoder_outputs(self, keys: list[str], images: list[ProcessedImage]) -> dict:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        missing = {key: image for key, image in zip(keys, images) if key not in self._items}
+        if missing:
+            device = self.model.device
+            pixels = torch.cat([image.pixel_values for image in missing.values()]).to(device, self.model.dtype)
+            grids = torch.cat([image.grid_thw for image in missing.values()]).to(device)
+            features = self.model.get_image_features(pixels, grids, return_dict=True).pooler_output
+            self._items.update(zip(missing, features, strict=True))
+        for key in keys:
+            self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return {"image": BaseModelOutputWithPooling(pooler_output=tuple(self._items[key] for key in keys))}
 
 
 def length_buckets(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -58,7 +88,9 @@ def generate_completions(
     cache = cache or ImageCache(processor)
     model.eval()
     tokenizer = processor.tokenizer
-    images = [cache.get(str(image_root / record.image)) for record in records]
+    keys = [str(image_root / record.image) for record in records]
+    images = [cache.get(key) for key in keys]
+    vision = VisionFeatures(model)
     prompts = [prompt_text(processor, r.question, r.options, mode, image) for r, image in zip(records, images)]
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     completions: list[str] = [""] * len(records)
@@ -70,7 +102,12 @@ def generate_completions(
             batch = encode(processor, [prompts[i] for i in batch_indices], [images[i] for i in batch_indices],
                            padding_side="left")
             batch = {name: tensor.to(model.device) for name, tensor in batch.items()}
-            batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+            if vision.usable:
+                del batch["pixel_values"]
+                batch["mm_encoder_outputs"] = vision.encoder_outputs([keys[i] for i in batch_indices],
+                                                                     [images[i] for i in batch_indices])
+            else:
+                batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
             width = batch["input_ids"].shape[1]
             output = model.generate(
                 **batch,
