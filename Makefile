@@ -7,10 +7,11 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := False
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install run test lint clean
+.PHONY: install run run-flow stack test lint clean browser
 
 install: $(STAMP)
 
@@ -26,11 +27,30 @@ run: $(STAMP)
 	test -d .dvc || $(BIN)/dvc init --quiet
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 
-test: $(STAMP)
+# The same pipeline through Prefect: a task per stage, data checks first, artifacts. No server needed
+# (Prefect's ephemeral local API); overrides as `dvc exp run -S` takes them: make run-flow SET="train.max_steps=100"
+run-flow: $(STAMP)
+	test -d .git || git init --quiet
+	test -d .dvc || $(BIN)/dvc init --quiet
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m flows.pipeline $(foreach setting,$(SET),-S $(setting))
+
+# Prefect server on PostgreSQL, a worker with the deployments, MinIO with its bucket (Docker Compose).
+# The first time, infra/.env gets random passwords (git ignores it).
+stack:
+	test -f infra/.env || (umask 077 && $(PYTHON) -c "import secrets; print(f'POSTGRES_PASSWORD={secrets.token_hex(16)}\nMINIO_ROOT_USER=medr1\nMINIO_ROOT_PASSWORD={secrets.token_hex(16)}\nMINIO_BUCKET=medr1')" > infra/.env)
+	docker compose -f infra/docker-compose.yml --env-file infra/.env up -d --build
+
+# The report's test renders reports/index.html in headless Chromium (Debian's package, about 20 s to install).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+	  echo "chromium is not installed and cannot be here: the report's browser test will be skipped"
+
+test: $(STAMP) browser
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check medr1 stages tests
+	$(BIN)/ruff check medr1 stages tests flows benchmarks
 
 clean:
 	rm -rf data/raw data/processed models metrics reports .dvc/cache
