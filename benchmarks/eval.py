@@ -72,6 +72,10 @@ def main() -> None:
     def letters(completions):
         return [extract_answer_letter(c, "".join(r.options)) for r, c in zip(records, completions)]
 
+    for model, processor in loaded.values():  # warm both paths up, so neither pays first-call costs in the timing
+        reference_completions(model, processor, records[:batch_size], DATA, mode, batch_size)
+        generate_completions(model, processor, records[:batch_size], DATA, mode, batch_size, 256, progress=False)
+
     rows = []
     for label, names in (("grpo alone", ["grpo"]), ("base + sft + grpo (the evaluate stage)", list(loaded))):
         reference_seconds = ours_seconds = 0.0

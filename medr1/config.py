@@ -85,7 +85,7 @@ class LoraParams(Section):
 
 
 class TrainParams(Section):
-    reasoning: Literal["think_before", "no_think", "think_after"] = "no_think"
+    reasoning: Literal["think_before", "no_think", "think_after"] = "think_after"
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     max_steps: int = Field(200, ge=1)
     checkpoint_steps: int = Field(50, ge=1, description="save a resumable checkpoint every this many steps")

@@ -67,7 +67,7 @@ def evaluate_command(
 ) -> None:
     """Evaluate one model on one split: accuracy with its 95% interval, format rate, per modality,
     question type and source dataset, with the same decoding and grading as the evaluate stage."""
-    from medr1.config import EvaluateParams, load_params
+    from medr1.config import EvaluateParams, TrainParams, load_params
     from medr1.evaluation import load_for_evaluation, predict, write_predictions
     from medr1.metrics import chance_accuracy, summarize
     from medr1.prompts import REASONING_MODES
@@ -78,7 +78,7 @@ def evaluate_command(
         defaults = params.evaluate if params else EvaluateParams()
         settings = defaults.model_copy(update={key: value for key, value in (
             ("batch_size", batch_size), ("max_new_tokens", max_new_tokens), ("device", device)) if value is not None})
-        mode = reasoning or (params.train.reasoning if params else "think_after")
+        mode = reasoning or (params.train if params else TrainParams()).reasoning
         if mode not in REASONING_MODES:
             raise ValueError(f"--reasoning {mode!r}: use one of {', '.join(REASONING_MODES)}")
         records = list(read_jsonl(data))
@@ -89,13 +89,13 @@ def evaluate_command(
             folder = resolve_model(model, store, Path(workdir))
             loaded_model, processor = load_for_evaluation(folder, settings.device)
             graded = predict(loaded_model, processor, records, root, mode, settings, desc=f"evaluate {model}")
-    except EXPECTED as error:
+        if predictions is not None:
+            write_predictions(graded, predictions)
+    except (*EXPECTED, OSError) as error:  # OSError: a folder from_pretrained cannot load, an unreadable image
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from None
     summary = {"model": model, "data": str(data), "reasoning": mode,
                "chance_accuracy": round(chance_accuracy(records), 4), **summarize(graded)}
-    if predictions is not None:
-        write_predictions(graded, predictions)
     if as_json:
         print(json.dumps(summary, indent=1))
         return

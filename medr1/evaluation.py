@@ -66,6 +66,7 @@ def evaluate_models(
         summaries[name] = summarize(predictions)
         if predictions_dir is not None:
             write_predictions(predictions, predictions_dir / f"{name}.jsonl")
+        del model  # one model on the device at a time
     for name, summary in summaries.items():
         prefix = "" if name == "grpo" else f"{name}_"
         metrics.update({f"{prefix}{key}": value for key, value in summary.items()})

@@ -13,10 +13,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medr1.errors import PipelineError
 from medr1.figures import heatmap
 from medr1.records import MODALITIES, QUESTION_TYPES
 
 MODEL_PREFIXES = {"base": "base_", "SFT": "sft_", "GRPO": ""}  # row label -> key prefix in eval.json
+REQUIRED = ("accuracy", "base_accuracy", "per_modality", "per_question_type", "per_modality_question_type",
+            "gain_over_base", "letter_confusion", "per_dataset", "chance_accuracy")
 
 
 @dataclass(frozen=True)
@@ -68,19 +71,19 @@ class Metrics:
             elif isinstance(value, dict) and key in value:
                 value = value[key]
             else:
-                raise KeyError(f"metrics/{source} has no {'.'.join(path)}: rerun the stage that writes it")
+                raise PipelineError(f"metrics/{source} has no {'.'.join(path)}: rerun the stage that writes it")
         return value
 
     def __call__(self, source: str, *path: str) -> Sourced:
         value = self._find(source, path)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"metrics/{source} {'.'.join(path)} is not a number")
+            raise PipelineError(f"metrics/{source} {'.'.join(path)} is not a number")
         return Sourced(value, source, tuple(path))
 
     def has(self, source: str, *path: str) -> bool:
         try:
             self._find(source, path)
-        except KeyError:
+        except PipelineError:
             return False
         return True
 
@@ -146,6 +149,10 @@ def build_report(files: dict[str, dict], mode: str, figures: Path, train_curve: 
     """The report's content from the metrics files (eval.json, and generalization.json when present)."""
     metrics = Metrics(files)
     evaluation = files["eval.json"]
+    missing = [key for key in REQUIRED if key not in evaluation]
+    if missing:
+        raise PipelineError(f"metrics/eval.json has no {', '.join(missing)}: rerun `dvc repro evaluate` "
+                            "(the report needs the base, SFT and GRPO models' metrics)")
     report = Report("Med-R1 evaluation report", [
         f"Reasoning layout: {mode}. Test split: {evaluation.get('split', '?')}.",
         "Every number below is read from metrics/*.json (the file and key are on each cell in the HTML).",

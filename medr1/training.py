@@ -15,7 +15,8 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise PipelineError("train.device is cuda but no CUDA GPU is visible; set train.device: cpu or auto")
+        raise PipelineError("the device is set to cuda but no CUDA GPU is visible; set it to cpu or auto "
+                            "(train.device, evaluate.device or --device)")
     return device
 
 

@@ -42,7 +42,8 @@ def report(tmp_path_factory):
     study = StudyParams()
     for family, groups in (("modality", study.modalities), ("question_type", study.question_types)):
         for index, trained_on in enumerate(groups):
-            cell = {"accuracy": {g: round(0.3 + 0.1 * index + (0.2 if g == trained_on else 0), 4) for g in groups}}
+            cell = {"steps": study.max_steps,
+                    "accuracy": {g: round(0.3 + 0.1 * index + (0.2 if g == trained_on else 0), 4) for g in groups}}
             (metrics / "study" / family).mkdir(parents=True, exist_ok=True)
             (metrics / "study" / family / f"{trained_on}.json").write_text(json.dumps(cell))
     matrices = generalization(metrics / "study", study, evaluation)
