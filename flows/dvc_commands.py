@@ -14,8 +14,10 @@ from pathlib import Path
 # A failure that a second try can cure: the stage was killed (out of memory, pre-empted), another
 # `dvc` held the repository's lock, or the remote did not answer. Everything else (a failed data
 # check, a bad param, a bug) fails the same way again, so it is not retried.
+# A killed stage reads "exited with -9" when DVC's shell execs the command (bash) and "exited with 137"
+# (128 + signal) when the shell waits for it and reports the signal itself (dash, the /bin/sh of Debian).
 TRANSIENT = re.compile(
-    r"exited with -\d+|Unable to acquire lock|Connection (?:refused|reset|aborted)|ConnectionError"
+    r"exited with (?:-\d+|129|1[3-5]\d)\b|Unable to acquire lock|Connection (?:refused|reset|aborted)|ConnectionError"
     r"|timed out|Temporary failure in name resolution|SlowDown|ServiceUnavailable|RequestTimeout"
     r"|Too Many Requests|\b50[234]\b",
     re.IGNORECASE,
