@@ -94,24 +94,24 @@ def build_processor(tokenizer: Qwen2Tokenizer, image_side: int) -> Qwen2VLProces
     )
 
 
-def build_model(tokenizer: Qwen2Tokenizer, arch: TinyArchitecture, seed: int) -> Qwen2VLForConditionalGeneration:
-    import torch
-
-    torch.manual_seed(seed)
+def qwen2vl_config(tokenizer: Qwen2Tokenizer, arch: TinyArchitecture, vision_mlp_ratio: int = 2,
+                   max_positions: int = 1024, vocab_size: int | None = None) -> Qwen2VLConfig:
+    """Qwen2-VL's configuration at `arch`'s sizes, its special token ids taken from `tokenizer`.
+    `vocab_size` may exceed the tokenizer's (Qwen2-VL-2B pads its 151,657 tokens to 151,936)."""
     head_dim = arch.hidden_size // arch.num_attention_heads
     # M-RoPE splits head_dim/2 rotary frequencies into (temporal, height, width) sections.
     half = head_dim // 2
     section = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]
     token_id = tokenizer.convert_tokens_to_ids
-    config = Qwen2VLConfig(
+    return Qwen2VLConfig(
         text_config={
-            "vocab_size": len(tokenizer),
+            "vocab_size": max(vocab_size or 0, len(tokenizer)),
             "hidden_size": arch.hidden_size,
             "intermediate_size": arch.intermediate_size,
             "num_hidden_layers": arch.num_hidden_layers,
             "num_attention_heads": arch.num_attention_heads,
             "num_key_value_heads": arch.num_key_value_heads,
-            "max_position_embeddings": 1024,
+            "max_position_embeddings": max_positions,
             "rope_parameters": {"rope_type": "default", "mrope_section": section, "rope_theta": 10000.0},
             "bos_token_id": token_id("<|endoftext|>"),
             "eos_token_id": token_id("<|im_end|>"),
@@ -122,7 +122,7 @@ def build_model(tokenizer: Qwen2Tokenizer, arch: TinyArchitecture, seed: int) ->
             "embed_dim": arch.vision_embed_dim,
             "hidden_size": arch.hidden_size,
             "num_heads": arch.vision_num_heads,
-            "mlp_ratio": 2,
+            "mlp_ratio": vision_mlp_ratio,
         },
         image_token_id=token_id("<|image_pad|>"),
         video_token_id=token_id("<|video_pad|>"),
@@ -130,8 +130,20 @@ def build_model(tokenizer: Qwen2Tokenizer, arch: TinyArchitecture, seed: int) ->
         vision_end_token_id=token_id("<|vision_end|>"),
         tie_word_embeddings=True,
     )
+
+
+def set_generation_tokens(model, tokenizer: Qwen2Tokenizer) -> None:
+    """Generation stops at <|im_end|> and pads with <|endoftext|>, as Qwen2-VL-Instruct does."""
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.pad_token_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+
+
+def build_model(tokenizer: Qwen2Tokenizer, arch: TinyArchitecture, seed: int) -> Qwen2VLForConditionalGeneration:
+    import torch
+
+    torch.manual_seed(seed)
+    config = qwen2vl_config(tokenizer, arch)
     model = Qwen2VLForConditionalGeneration(config)
-    wire_option_reader(model, [token_id(letter) for letter in LETTERS])
-    model.generation_config.eos_token_id = token_id("<|im_end|>")
-    model.generation_config.pad_token_id = token_id("<|endoftext|>")
+    wire_option_reader(model, tokenizer.convert_tokens_to_ids(list(LETTERS)))
+    set_generation_tokens(model, tokenizer)
     return model

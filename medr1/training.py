@@ -43,6 +43,17 @@ def load_for_training(model_dir: Path, params: TrainParams):
     return model, processor
 
 
+def peak_gpu_memory() -> str | None:
+    """This process's peak CUDA memory, for the stage's log line; None on the CPU."""
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    gib = 2**30
+    return (f"peak GPU memory {torch.cuda.max_memory_allocated() / gib:.1f} GiB allocated, "
+            f"{torch.cuda.max_memory_reserved() / gib:.1f} GiB reserved ({torch.cuda.get_device_name()})")
+
+
 def save_trained(trainer, processor, output_dir: Path) -> list[dict]:
     """Save the trained model (gathering sharded weights), processor and log; returns the log."""
     trainer.save_model(str(output_dir))  # writes on the main process only

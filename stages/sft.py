@@ -8,6 +8,7 @@ from medr1.errors import run_main
 from medr1.records import read_jsonl
 from medr1.sft import train_sft
 from medr1.staging import publish, staging_for
+from medr1.training import peak_gpu_memory
 
 DATA = Path("data/processed")
 OUT = Path("models/sft")
@@ -21,6 +22,8 @@ def main() -> None:
     publish(staging, OUT, leave_out=("checkpoints",))
     losses = [entry["loss"] for entry in history if "loss" in entry]
     print(f"[sft] {params.sft.max_steps} steps; loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "[sft] done")
+    if memory := peak_gpu_memory():
+        print(f"[sft] {memory}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from medr1.errors import run_main
 from medr1.grpo import train_grpo
 from medr1.records import read_jsonl
 from medr1.staging import publish, staging_for
+from medr1.training import peak_gpu_memory
 from medr1.training_log import write_training_curves
 
 DATA = Path("data/processed")
@@ -72,6 +73,8 @@ def main() -> None:
     publish(staging, OUT, leave_out=("checkpoints", FINGERPRINT))
     summary = write_training_curves(history, Path("metrics"), Path("reports"))
     print(f"[train] {params.max_steps} GRPO steps; reward {json.dumps(summary)}")
+    if memory := peak_gpu_memory():
+        print(f"[train] {memory}")
 
 
 if __name__ == "__main__":
