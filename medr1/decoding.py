@@ -4,9 +4,10 @@
 - Each row stops once its verdict is settled (`medr1.rewards.verdict_settled`); a well-formed
   completion stops at the end-of-turn token. A model that rambles costs a few tokens, not
   max_new_tokens, and the extracted answers and format verdicts equal a full generation's.
-- Processed images come from an `ImageCache`, filled once and shared by every model
-  evaluated on the same split; the vision tower's output for an image is computed once per
-  model and reused by every question about that image (`VisionFeatures`).
+- Processed images come from an `ImageCache`, filled once (files decoded in threads, processed
+  in large batches) and shared by every model evaluated on the same split; the vision tower's
+  output for an image is computed once per model and reused by every question about that
+  image (`VisionFeatures`).
 """
 
 from __future__ import annotations
@@ -89,17 +90,18 @@ def generate_completions(
     model.eval()
     tokenizer = processor.tokenizer
     keys = [str(image_root / record.image) for record in records]
-    images = [cache.get(key) for key in keys]
+    images = cache.get_files(keys)
     vision = VisionFeatures(model)
     prompts = [prompt_text(processor, r.question, r.options, mode, image) for r, image in zip(records, images)]
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    lengths = [len(ids) for ids in prompt_ids]
     completions: list[str] = [""] * len(records)
     configured = model.generation_config.eos_token_id
     configured = configured if isinstance(configured, list) else [configured] if configured is not None else []
     end_ids = sorted({tokenizer.convert_tokens_to_ids("<|im_end|>"), *configured})
     with tqdm(total=len(records), desc=desc, unit="question", disable=not progress) as bar:
         for batch_indices in length_buckets(lengths, batch_size):
-            batch = encode(processor, [prompts[i] for i in batch_indices], [images[i] for i in batch_indices],
+            batch = encode(processor, [prompt_ids[i] for i in batch_indices], [images[i] for i in batch_indices],
                            padding_side="left")
             batch = {name: tensor.to(model.device) for name, tensor in batch.items()}
             if vision.usable:

@@ -6,6 +6,8 @@ and its patch tensor reused by every question and every model that looks at it.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +35,24 @@ class ImageCache:
     def get(self, key: str, image: Image.Image | None = None) -> ProcessedImage:
         if key not in self._items:
             if image is None:
-                with Image.open(Path(key)) as opened:
-                    image = opened.convert("RGB")
+                image = _open_rgb(key)
             self._items[key] = self.process(image)
         return self._items[key]
+
+    def get_files(self, paths: list[str], chunk: int = 256) -> list[ProcessedImage]:
+        """`get` for many image files at once: the missing ones are decoded in threads (PIL lets go
+        of the GIL while it decodes) and processed `chunk` at a time, since the processor's cost per
+        call is larger than a small image's own work. The tensors equal `get`'s one by one."""
+        missing = list(dict.fromkeys(path for path in paths if path not in self._items))
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            for start in range(0, len(missing), chunk):
+                part = missing[start : start + chunk]
+                out = self.processor.image_processor(images=list(pool.map(_open_rgb, part)), return_tensors="pt")
+                grids = out["image_grid_thw"]
+                pixels = out["pixel_values"].split(grids.prod(dim=1).tolist())
+                for path, pixel_values, grid in zip(part, pixels, grids, strict=True):
+                    self._items[path] = ProcessedImage(pixel_values, grid.unsqueeze(0))
+        return [self._items[path] for path in paths]
 
     def process(self, image: Image.Image) -> ProcessedImage:
         out = self.processor.image_processor(images=[image], return_tensors="pt")
@@ -44,6 +60,11 @@ class ImageCache:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def _open_rgb(path: str) -> Image.Image:
+    with Image.open(Path(path)) as opened:
+        return opened.convert("RGB")
 
 
 def prompt_text(processor, question: str, options: dict[str, str], mode: ReasoningMode, image: ProcessedImage) -> str:
@@ -56,17 +77,18 @@ def prompt_text(processor, question: str, options: dict[str, str], mode: Reasoni
 
 def encode(
     processor,
-    prompts: list[str],
+    prompts: list[str] | list[list[int]],
     images: list[ProcessedImage],
     completions: list[str] | None = None,
     padding_side: str = "right",
 ) -> dict[str, torch.Tensor]:
-    """Batch of model inputs; with completions, labels mask everything but the completion and its end token."""
+    """Batch of model inputs; with completions, labels mask everything but the completion and its end token.
+    `prompts` are texts, or their token ids when the caller has tokenized them already."""
     tokenizer = processor.tokenizer
     end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     rows, label_rows = [], []
     for index, prompt in enumerate(prompts):
-        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if isinstance(prompt, str) else list(prompt)
         labels = [IGNORE_INDEX] * len(ids)
         if completions is not None:
             completion_ids = tokenizer(completions[index], add_special_tokens=False)["input_ids"] + [end_id]

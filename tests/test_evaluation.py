@@ -109,6 +109,26 @@ def test_cached_vision_features_give_the_completions_of_plain_generation(random_
     assert ours == plain
 
 
+def test_image_files_processed_together_equal_one_by_one(random_tiny, processed):
+    """get_files (threads, one processor call per chunk) gives `get`'s tensors, in the asked order,
+    repeats included, and processes each file once."""
+    import torch
+
+    from medr1.encoding import ImageCache
+
+    _, processor, records = random_tiny
+    paths = [str(processed / r.image) for r in records[:15]]
+    paths = paths + paths[:3]
+    together = ImageCache(processor).get_files(paths, chunk=4)
+    alone = ImageCache(processor)
+    for path, image in zip(paths, together, strict=True):
+        assert torch.equal(image.pixel_values, alone.get(path).pixel_values)
+        assert torch.equal(image.grid_thw, alone.get(path).grid_thw)
+    cache = ImageCache(processor)
+    cache.get_files(paths, chunk=4)
+    assert len(cache) == len(set(paths)) < len(paths)
+
+
 def test_stopping_criterion_marks_only_settled_rows(random_tiny):
     _, processor, _ = random_tiny
     tokenizer = processor.tokenizer
