@@ -3,8 +3,8 @@
     python benchmarks/gpu_train.py                     # on a machine with a CUDA GPU
     python benchmarks/gpu_train.py --preset smoke --device cpu --steps 2   # the same path, tiny, on a CPU
 
-It prepares a working folder of its own (the repository's params.yaml with the GPU settings below,
-the synthetic data, a random model with Qwen2-VL-2B's architecture saved as a local checkpoint)
+It prepares a working folder of its own (the repository's params.yaml with Med-R1's GPU recipe:
+learning rate 1e-6, beta 0.04, bf16, gradient checkpointing on CUDA; the synthetic data; a random model with Qwen2-VL-2B's architecture saved as a local checkpoint)
 and runs the stages there exactly as dvc.yaml runs them: `python -m stages.synthesize`, `ingest`,
 `base_model` (kind local), `train`, then `medr1 evaluate` on the test split. It prints one table:
 steps/s, completions/s and peak GPU memory of the train stage, questions/s of the evaluation.
@@ -103,7 +103,7 @@ def run(work: Path, log: Path, *command: str) -> tuple[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="qwen2-vl-2b", help="model sizes (default: qwen2-vl-2b)")
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="train.device and evaluate.device")
     parser.add_argument("--steps", type=int, default=20, help="GRPO optimizer steps (default 20)")
     parser.add_argument("--batch", type=int, default=16, help="completions per step (train.per_device_train_batch_size)")
     parser.add_argument("--generations", type=int, default=8, help="completions per prompt (train.num_generations)")
