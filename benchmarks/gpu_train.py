@@ -4,8 +4,8 @@
     python benchmarks/gpu_train.py --preset smoke --device cpu --steps 2   # the same path, tiny, on a CPU
 
 It prepares a working folder of its own (the repository's params.yaml with Med-R1's GPU recipe:
-learning rate 1e-6, beta 0.04, bf16, gradient checkpointing on CUDA; the synthetic data; a random model with Qwen2-VL-2B's architecture saved as a local checkpoint)
-and runs the stages there exactly as dvc.yaml runs them: `python -m stages.synthesize`, `ingest`,
+learning rate 1e-6, beta 0.04, bf16, gradient checkpointing on CUDA; the synthetic data; a random
+model with Qwen2-VL-2B's architecture saved as a local checkpoint) and runs the stages there exactly as dvc.yaml runs them: `python -m stages.synthesize`, `ingest`,
 `base_model` (kind local), `train`, then `medr1 evaluate` on the test split. It prints one table:
 steps/s, completions/s and peak GPU memory of the train stage, questions/s of the evaluation.
 The model is random, so its rewards stay near 0: this measures the machinery, not learning.
@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # medr1, for building the random model in this process
 
 # Qwen2-VL-2B-Instruct's config.json, except the vocabulary: our tokenizer's 1,024 tokens, padded to
 # Qwen2-VL's 151,936 rows so the embedding matrices are as large as the real model's.
@@ -115,8 +117,6 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    import shutil
-
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     for package in ("medr1", "stages"):
@@ -129,7 +129,6 @@ def main() -> None:
 
     for stage in ("synthesize", "ingest"):
         run(args.work, log, python, "-m", f"stages.{stage}")
-    sys.path.insert(0, str(REPO))
     started = time.perf_counter()
     results["parameters"] = build_random_model(args.work, PRESETS[args.preset], args.device)
     results["build_model_s"] = round(time.perf_counter() - started, 1)
@@ -147,7 +146,7 @@ def main() -> None:
         results.update(peak_allocated_gib=float(memory[1]), peak_reserved_gib=float(memory[2]), gpu=memory[3])
 
     test = args.work / "data/processed/test.jsonl"
-    questions = sum(1 for _ in test.open())
+    questions = len(test.read_text().splitlines())
     output, seconds = run(args.work, log, python, "-m", "medr1.cli", "evaluate", "--model", "models/grpo",
                           "--data", str(test), "--device", args.device, "--json")
     results.update(eval_questions=questions, eval_s=round(seconds, 1), eval_questions_per_s=round(questions / seconds, 2))

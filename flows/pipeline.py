@@ -164,13 +164,12 @@ def medr1_pipeline(overrides: list[str] | None = None, repo: str = ".") -> dict 
 
 
 def _import_check_libraries() -> None:
-    """Great Expectations and medr1.config (which loads torch) take seconds to import: a thread loads
-    them while Prefect starts its local API, and the data checks find them loaded."""
+    """Great Expectations takes seconds to import: a thread loads it while Prefect starts its local
+    API, and the data checks find it loaded."""
     try:
         import great_expectations  # noqa: F401
 
-        import medr1.checks
-        import medr1.config  # noqa: F401
+        import medr1.checks  # noqa: F401
     except ImportError:
         pass  # the checks task imports them itself and reports the problem
 

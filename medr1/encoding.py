@@ -44,6 +44,8 @@ class ImageCache:
         of the GIL while it decodes) and processed `chunk` at a time, since the processor's cost per
         call is larger than a small image's own work. The tensors equal `get`'s one by one."""
         missing = list(dict.fromkeys(path for path in paths if path not in self._items))
+        if not missing:  # every model after the first on a split
+            return [self._items[path] for path in paths]
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             for start in range(0, len(missing), chunk):
                 part = missing[start : start + chunk]
