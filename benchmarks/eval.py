@@ -4,8 +4,9 @@ The reference follows Med-R1's published evaluation (src/eval_vqa): for every ba
 the chat messages, opens and processes the batch's images anew, calls the processor with
 padding, and generates greedily with max_new_tokens=256 and no stopping criteria of its own
 (the model's end-of-turn token still ends a row, as it does there). Ours
-(`medr1.decoding.generate_completions`) buckets batches by prompt length, stops each row once
-its grade is settled, and processes each image once for all models. Same models, same test
+(`medr1.decoding.generate_completions`) buckets batches by prompt length, checks the rest of the
+answer's format as drafted tokens in one pass (`medr1.greedy`), stops each row once its grade is
+settled, and processes each image once for all models. Same models, same test
 split, same batch size, one run; the extracted answers must be identical.
 
     .venv/bin/python benchmarks/eval.py                  # after `dvc repro` (models/ and data/processed/)
@@ -85,7 +86,7 @@ def main() -> None:
             model, processor = loaded[name]
             theirs, seconds = timed(reference_completions, model, processor, records, DATA, mode, batch_size)
             reference_seconds += seconds
-            cache = cache or ImageCache(processor)
+            cache = cache if cache is not None else ImageCache(processor)
             ours, seconds = timed(generate_completions, model, processor, records, DATA, mode, batch_size, 256, cache,
                                   progress=False)
             ours_seconds += seconds

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from medr1.decoding import VerdictSettled, generate_completions, length_buckets
+from medr1.decoding import generate_completions, length_buckets
+from medr1.greedy import FormatDrafts, greedy_decode, rope_positions
 from medr1.metrics import Prediction, bootstrap_interval, grade, letter_confusion, summarize
 from medr1.records import read_jsonl
 from medr1.rewards import extract_answer_letter, format_score, verdict_settled
@@ -129,15 +130,120 @@ def test_image_files_processed_together_equal_one_by_one(random_tiny, processed)
     assert len(cache) == len(set(paths)) < len(paths)
 
 
-def test_stopping_criterion_marks_only_settled_rows(random_tiny):
+def _left_padded_batch(processor, records, processed, mode="no_think"):
+    from medr1.encoding import ImageCache, encode, prompt_text
+
+    cache = ImageCache(processor)
+    images = [cache.get(str(processed / r.image)) for r in records]
+    return encode(processor, [prompt_text(processor, r.question, r.options, mode, i) for r, i in zip(records, images)],
+                  images, padding_side="left")
+
+
+def _plain_greedy(model, processor, batch, new_tokens):
+    """generate's greedy rows, each cut after its first end-of-turn token."""
+    end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    output = model.generate(**batch, max_new_tokens=new_tokens, do_sample=False, eos_token_id=end,
+                            pad_token_id=processor.tokenizer.pad_token_id)
+    rows = output[:, batch["input_ids"].shape[1] :].tolist()
+    return [row[: row.index(end) + 1] if end in row else row for row in rows]
+
+
+def _never_settled(token_lists):
+    return [False] * len(token_lists)
+
+
+@pytest.mark.parametrize("guess", ["right", "wrong", "half right", "right in even rows"])
+def test_checked_drafts_give_plain_greedy_tokens_and_right_ones_save_passes(random_tiny, processed, guess):
+    """Whatever the drafts, the tokens are generate's; drafts of generate's own tokens save passes."""
+    model, processor, records = random_tiny
+    batch = _left_padded_batch(processor, records[:6], processed)
+    end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    plain = _plain_greedy(model, processor, batch, 12)
+
+    def draft(row, so_far):
+        truth = plain[row][len(so_far) : len(so_far) + 4]
+        if guess == "wrong" or (guess == "right in even rows" and row % 2):
+            return [(token + 1) % 300 for token in truth]
+        return truth[:2] + [(token + 1) % 300 for token in truth[2:]] if guess == "half right" else truth
+
+    passes = []
+    hook = model.register_forward_hook(lambda *args: passes.append(1))
+    try:
+        ours = greedy_decode(model, dict(batch), draft, {end}, 12, _never_settled, processor.tokenizer.pad_token_id)
+    finally:
+        hook.remove()
+    assert ours == plain
+    if guess == "right":
+        assert len(passes) <= 12 // 5 + 1 < max(len(row) for row in plain)
+
+
+def test_a_row_stops_at_its_first_settled_prefix(random_tiny, processed):
+    """Right drafts bring several tokens in one pass; a row settled inside them keeps only the
+    settling prefix, as generate with a stopping criterion would."""
+    model, processor, records = random_tiny
+    batch = _left_padded_batch(processor, records[:4], processed)
+    plain = _plain_greedy(model, processor, batch, 8)
+
+    def settled(token_lists):  # like verdict_settled, more tokens never unsettle
+        return [len(tokens) >= 3 for tokens in token_lists]
+
+    def draft(row, so_far):
+        return plain[row][len(so_far) : len(so_far) + 6]
+
+    ours = greedy_decode(model, dict(batch), draft, {processor.tokenizer.convert_tokens_to_ids("<|im_end|>")}, 8,
+                         settled, processor.tokenizer.pad_token_id)
+    assert ours == [row[:3] for row in plain] and min(len(row) for row in plain) > 3
+
+
+def test_format_drafts_propose_the_rest_of_the_shortest_well_formed_answer(random_tiny):
     _, processor, _ = random_tiny
     tokenizer = processor.tokenizer
-    prompt = [7, 8, 9]
-    rows = [prompt + tokenizer(text, add_special_tokens=False)["input_ids"]
-            for text in ("<answer>A</answer> B", "<answer>A</answer>", "<answer>A")]
-    width = max(len(row) for row in rows)
-    ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in rows])
-    assert VerdictSettled(tokenizer, len(prompt), "no_think")(ids, None).tolist() == [True, False, False]
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+    drafts = FormatDrafts(tokenizer, "think_after", ["ABC", "AB"], end)
+    assert drafts(0, []) == ids("<answer>")  # the letter is open until the model writes it
+    assert drafts(1, ids("<answer>B")) == ids("</answer><think></think>") + [end]
+    assert drafts(0, ids("<answer>B</answer><think>because")) == []  # a rationale: no guess
+    assert drafts(1, ids("<answer>C")) == []  # not one of the row's letters
+    assert FormatDrafts(tokenizer, "think_before", ["AB"], end)(0, []) == ids("<think></think><answer>")
+
+
+def test_rope_positions_equal_get_rope_index(random_tiny, processed):
+    model, processor, records = random_tiny
+    batch = _left_padded_batch(processor, records[:9], processed)
+    assert len(set(batch["attention_mask"].sum(dim=1).tolist())) > 1  # rows of several lengths
+    args = (batch["input_ids"], batch["mm_token_type_ids"], batch["image_grid_thw"], batch["attention_mask"])
+    positions, deltas = rope_positions(model, *args)
+    expected, expected_deltas = model.model.get_rope_index(batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
+                                                           image_grid_thw=batch["image_grid_thw"],
+                                                           attention_mask=batch["attention_mask"])
+    valid = batch["attention_mask"].bool()
+    assert torch.equal(positions[:, valid], expected[:, valid]) and torch.equal(deltas, expected_deltas)
+
+
+def test_an_empty_image_cache_passed_in_is_filled_and_shared(random_tiny, processed):
+    """An ImageCache with nothing in it yet is falsy; decoding must still fill the caller's cache."""
+    from medr1.encoding import ImageCache
+
+    model, processor, records = random_tiny
+    cache = ImageCache(processor)
+    generate_completions(model, processor, records[:5], processed, "no_think", batch_size=4, max_new_tokens=2,
+                         cache=cache, progress=False)
+    assert len(cache) == len({r.image for r in records[:5]}) > 0
+
+
+def test_the_prompt_rendered_once_around_a_slot_equals_the_full_chat_template(random_tiny, processed):
+    from medr1.encoding import ImageCache, prompt_text
+    from medr1.prompts import chat_prompt
+
+    _, processor, records = random_tiny
+    record = records[0]
+    image = ImageCache(processor).get(str(processed / record.image))
+    full = processor.apply_chat_template(chat_prompt(record.question, record.options, "think_after"), tokenize=False,
+                                         add_generation_prompt=True)
+    count = int(image.grid_thw.prod()) // processor.image_processor.merge_size**2
+    assert prompt_text(processor, record.question, record.options, "think_after", image) == \
+        full.replace(processor.image_token, processor.image_token * count, 1)
 
 
 def test_grade_uses_the_reward_extractor(processed):

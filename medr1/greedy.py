@@ -1,0 +1,160 @@
+"""Greedy decoding that checks drafted tokens in one forward pass: plain greedy output, fewer passes.
+
+A row's draft is a guess at its next tokens. One forward pass feeds each row its newest token
+followed by its draft; the model's argmax at every position says which drafted tokens greedy
+decoding would have produced itself. The accepted tokens, plus the model's own token at the
+first mismatch, are appended; the rest leaves the KV cache. Every appended token is the argmax
+after a prefix of accepted tokens only, so the output is plain greedy decoding's, whatever the
+drafts are; a good draft only saves passes.
+
+Evaluation drafts with `FormatDrafts`: the shortest well-formed completions that extend what a
+row has written so far. A think-after answer then takes two passes instead of six: the prompt
+plus "<answer>" (which gives the letter), then the letter plus the closing tags and end-of-turn.
+A model that reasons at length gets no draft for its rationale and decodes one token a pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from medr1.prompts import ReasoningMode, target_completion
+
+Draft = Callable[[int, list[int]], list[int]]  # (row, tokens generated so far) -> guessed next tokens
+
+
+class FormatDrafts:
+    """Drafts for row r: what every shortest well-formed completion extending the row's tokens
+    agrees on next (the letter is open until the model writes it; the rationale is guessed empty)."""
+
+    def __init__(self, tokenizer, mode: ReasoningMode, letters: Sequence[str], end_id: int):
+        shapes: dict[str, list[list[int]]] = {}
+        for options in set(letters):
+            shapes[options] = [tokenizer(target_completion(letter, mode), add_special_tokens=False)["input_ids"] + [end_id]
+                               for letter in options]
+        self._shapes = [shapes[options] for options in letters]
+
+    def for_rows(self, indices: list[int]) -> Draft:
+        """The drafts of a batch made of these rows."""
+        return lambda row, generated: self(indices[row], generated)
+
+    def __call__(self, row: int, generated: list[int]) -> list[int]:
+        done = len(generated)
+        rests = [shape[done:] for shape in self._shapes[row] if len(shape) > done and shape[:done] == generated]
+        if not rests:
+            return []
+        common = rests[0]
+        for rest in rests[1:]:
+            same = next((i for i, (a, b) in enumerate(zip(common, rest)) if a != b), min(len(common), len(rest)))
+            common = common[:same]
+        return common
+
+
+@torch.inference_mode()
+def greedy_decode(
+    model,
+    inputs: dict[str, torch.Tensor],
+    draft: Draft,
+    end_ids: set[int],
+    max_new_tokens: int,
+    settled: Callable[[list[list[int]]], list[bool]],
+    pad_id: int,
+) -> list[list[int]]:
+    """Each row's greedy tokens (its end token included), for a left-padded Qwen2-VL batch.
+
+    `inputs` holds input_ids, attention_mask, mm_token_type_ids, image_grid_thw and either
+    pixel_values or mm_encoder_outputs. A row stops at an end token, at max_new_tokens, or at the
+    first token after which its tokens are settled (`settled` answers for many token lists at
+    once): where `generate` with that stopping criterion stops it.
+    """
+    rows = inputs["input_ids"].shape[0]
+    device = inputs["input_ids"].device
+    generated: list[list[int]] = [[] for _ in range(rows)]
+    finished = [False] * rows
+    drafts = [draft(row, []) for row in range(rows)]
+    width = max(len(guess) for guess in drafts)
+    ids = torch.cat([inputs["input_ids"], _padded(drafts, width, pad_id, device)], dim=1)
+    mask = torch.cat([inputs["attention_mask"], torch.ones(rows, width, dtype=inputs["attention_mask"].dtype, device=device)], dim=1)
+    kinds = torch.cat([inputs["mm_token_type_ids"], torch.zeros(rows, width, dtype=inputs["mm_token_type_ids"].dtype, device=device)], dim=1)
+    positions, deltas = rope_positions(model, ids, kinds, inputs["image_grid_thw"], mask)
+    vision = {name: inputs[name] for name in ("pixel_values", "mm_encoder_outputs", "image_grid_thw") if name in inputs}
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=width + 1, **vision)
+    cache = out.cache
+    while True:
+        predicted = out.logits.argmax(-1).tolist()  # (rows, width + 1): the greedy token after each fed position
+        accepted = min(_accepted(predicted[row], drafts[row]) for row in range(rows) if not finished[row])
+        if accepted < width:  # the rejected drafted tokens leave the cache (a negative count removes that many)
+            cache.crop(accepted - width)
+            mask = mask[:, : mask.shape[1] - (width - accepted)]
+        grown = {row: predicted[row][: accepted + 1] for row in range(rows) if not finished[row]}
+        for row, tokens in grown.items():
+            ends = [count for count, token in enumerate(tokens, start=1)
+                    if token in end_ids or len(generated[row]) + count >= max_new_tokens]
+            grown[row] = tokens[: ends[0]] if ends else tokens
+            finished[row] = bool(ends)
+        # Settling is checked on all of a row's new tokens at once; when they settle it, the first
+        # settling prefix is searched for (more text never unsettles a verdict).
+        rows_settled = [row for row, flag in zip(grown, settled([generated[row] + tokens for row, tokens in grown.items()])) if flag]
+        for row in rows_settled:
+            tokens = grown[row]
+            flags = settled([generated[row] + tokens[:count] for count in range(1, len(tokens))]) + [True]
+            grown[row], finished[row] = tokens[: flags.index(True) + 1], True
+        for row, tokens in grown.items():
+            generated[row] += tokens
+        if all(finished):
+            return generated
+        drafts = [[] if finished[row] else draft(row, generated[row]) for row in range(rows)]
+        width = max(len(guess) for guess in drafts)
+        newest = [[generated[row][-1]] for row in range(rows)]
+        step = torch.cat([torch.tensor(newest, device=device), _padded(drafts, width, pad_id, device)], dim=1)
+        start = mask.sum(dim=1, keepdim=True) + deltas.to(device)
+        steps = (start + torch.arange(width + 1, device=device)).unsqueeze(0).expand(3, -1, -1)
+        mask = torch.cat([mask, torch.ones(rows, width + 1, dtype=mask.dtype, device=device)], dim=1)
+        out = model(input_ids=step, attention_mask=mask, position_ids=steps, cache=cache, use_cache=True)
+
+
+def rope_positions(model, ids: torch.Tensor, kinds: torch.Tensor, grids: torch.Tensor, mask: torch.Tensor):
+    """`get_rope_index`'s (positions, deltas) for a left-padded batch, computed for one row per layout.
+
+    Rows whose valid tokens share a layout (where each image starts, and its grid) differ only in
+    how much text follows the last image, and text positions count up by one; so a row's positions
+    are the first ones of its layout's longest row, and its delta is the same. get_rope_index
+    walks each row in Python, which costs as much as a small model's decode step.
+    """
+    rows = ids.shape[0]
+    lengths = mask.sum(dim=1).tolist()
+    images = (kinds * mask).diff(dim=1, prepend=torch.zeros_like(kinds[:, :1])).gt(0).sum(dim=1).tolist()
+    firsts = [sum(images[:row]) for row in range(rows)]
+    layouts: dict[tuple, list[int]] = {}
+    for row in range(rows):
+        valid = kinds[row, ids.shape[1] - lengths[row] :]
+        starts = torch.nonzero(valid.diff(prepend=valid[:1] * 0)).flatten().tolist()
+        key = (tuple(starts), tuple(map(tuple, grids[firsts[row] : firsts[row] + images[row]].tolist())))
+        layouts.setdefault(key, []).append(row)
+    longest = [max(members, key=lambda row: lengths[row]) for members in layouts.values()]
+    picked = torch.tensor(longest, device=ids.device)
+    grid_rows = torch.cat([grids[firsts[row] : firsts[row] + images[row]] for row in longest]) if any(images) else None
+    positions, deltas = model.model.get_rope_index(ids[picked], mm_token_type_ids=kinds[picked], image_grid_thw=grid_rows,
+                                                   attention_mask=mask[picked])
+    full = torch.zeros(3, rows, ids.shape[1], dtype=positions.dtype, device=ids.device)
+    all_deltas = torch.zeros(rows, 1, dtype=deltas.dtype, device=deltas.device)
+    width = ids.shape[1]
+    for index, members in enumerate(layouts.values()):
+        source = positions[:, index, width - lengths[longest[index]] :]
+        for row in members:
+            full[:, row, width - lengths[row] :] = source[:, : lengths[row]]
+            all_deltas[row] = deltas[index]
+    return full, all_deltas
+
+
+def _accepted(predicted: list[int], guess: list[int]) -> int:
+    """How many leading drafted tokens equal the model's own greedy choices."""
+    count = 0
+    while count < len(guess) and predicted[count] == guess[count]:
+        count += 1
+    return count
+
+
+def _padded(drafts: list[list[int]], width: int, pad_id: int, device) -> torch.Tensor:
+    return torch.tensor([guess + [pad_id] * (width - len(guess)) for guess in drafts], dtype=torch.long, device=device).view(len(drafts), width)
