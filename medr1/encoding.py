@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from medr1.prompts import ReasoningMode, chat_prompt
+from medr1.prompts import ReasoningMode, chat_prompt, image_question_messages, user_prompt
 
 IGNORE_INDEX = -100
 
@@ -71,10 +71,33 @@ def _open_rgb(path: str) -> Image.Image:
 
 def prompt_text(processor, question: str, options: dict[str, str], mode: ReasoningMode, image: ProcessedImage) -> str:
     """The chat-templated prompt with the image placeholder expanded to the image's token count."""
-    text = processor.apply_chat_template(chat_prompt(question, options, mode), tokenize=False, add_generation_prompt=True)
+    frame = _chat_frame(processor)
+    if frame is None:
+        text = processor.apply_chat_template(chat_prompt(question, options, mode), tokenize=False, add_generation_prompt=True)
+    else:
+        text = frame.replace(_TEXT_SLOT, user_prompt(question, options, mode), 1)
     merge = processor.image_processor.merge_size**2
     count = int(image.grid_thw.prod().item()) // merge
     return text.replace(processor.image_token, processor.image_token * count, 1)
+
+
+_TEXT_SLOT = "\x00medr1 user text\x00"
+_FRAMES: dict[str, str | None] = {}
+
+
+def _chat_frame(processor) -> str | None:
+    """The chat template rendered once around a slot for the user's text (rendering it for every
+    question costs about as much as a small model's decode step), or None for a template that
+    does not put the text in verbatim; each prompt is then rendered in full."""
+    template = processor.chat_template or ""
+    if template not in _FRAMES:
+        def render(text: str) -> str:
+            return processor.apply_chat_template(image_question_messages(text), tokenize=False, add_generation_prompt=True)
+
+        frame, probe = render(_TEXT_SLOT), " Which organ? liver(A), lung(B)\nOutput <answer> </answer>. "
+        verbatim = frame.count(_TEXT_SLOT) == 1 and frame.replace(_TEXT_SLOT, probe) == render(probe)
+        _FRAMES[template] = frame if verbatim else None
+    return _FRAMES[template]
 
 
 def encode(

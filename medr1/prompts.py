@@ -33,12 +33,12 @@ def user_prompt(question: str, options: dict[str, str], mode: ReasoningMode = "n
 
 def chat_prompt(question: str, options: dict[str, str], mode: ReasoningMode = "no_think") -> list[dict]:
     """Conversational prompt with one image placeholder, as TRL and the Qwen2-VL chat template expect."""
-    return [
-        {
-            "role": "user",
-            "content": [{"type": "image"}, {"type": "text", "text": user_prompt(question, options, mode)}],
-        }
-    ]
+    return image_question_messages(user_prompt(question, options, mode))
+
+
+def image_question_messages(text: str) -> list[dict]:
+    """One user turn: an image placeholder, then `text`."""
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
 
 
 def target_completion(answer: str, mode: ReasoningMode = "no_think", rationale: str = "") -> str:
