@@ -102,6 +102,8 @@ class TrainParams(Section):
     num_generations: int = Field(8, ge=2)
     temperature: float = Field(1.0, gt=0)
     beta: float = Field(0.0, ge=0)
+    num_iterations: int = Field(1, ge=1, description="GRPO's mu: optimizer steps on each generated batch")
+    epsilon: float = Field(0.2, gt=0, description="clipping of the policy ratio (matters when num_iterations > 1)")
     max_completion_length: int = Field(16, ge=1)
     format_weight: float = Field(1.0, ge=0)
     accuracy_weight: float = Field(1.0, ge=0)

@@ -47,6 +47,8 @@ def grpo_config(params: TrainParams, output_dir: Path):
         num_generations=params.num_generations,
         temperature=params.temperature,
         beta=params.beta,
+        num_iterations=params.num_iterations,
+        epsilon=params.epsilon,
         max_completion_length=params.max_completion_length,
         reward_weights=[params.format_weight, params.accuracy_weight],
         logging_steps=params.logging_steps,

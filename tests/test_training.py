@@ -73,3 +73,12 @@ def test_gpu_only_options_fail_clearly_on_the_cpu(tmp_path):
     with pytest.raises(RuntimeError, match="use_vllm needs a CUDA GPU"):
         grpo_config(TrainParams(use_vllm=True, device="cpu"), tmp_path)
     assert json.dumps(TrainParams().model_dump(mode="json"))  # the run fingerprint is JSON
+
+
+def test_params_reach_grpo_config(tmp_path):
+    from medr1.grpo import grpo_config
+
+    knobs = {"num_generations": 4, "temperature": 1.3, "beta": 0.04, "num_iterations": 2, "epsilon": 0.3,
+             "max_completion_length": 24, "learning_rate": 0.01, "seed": 5, "gradient_accumulation_steps": 2}
+    config = grpo_config(TrainParams(device="cpu", per_device_train_batch_size=8, **knobs), tmp_path)
+    assert {name: getattr(config, name) for name in knobs} == knobs
