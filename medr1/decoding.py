@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from medr1.encoding import ImageCache, ProcessedImage, encode, prompt_text
+from medr1.errors import PipelineError
 from medr1.greedy import FormatDrafts, greedy_decode
 from medr1.prompts import ReasoningMode
 from medr1.records import Record
@@ -54,6 +55,25 @@ class VisionFeatures:
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)
         return {"image": BaseModelOutputWithPooling(pooler_output=tuple(self._items[key] for key in keys))}
+
+
+# generation_config settings that change greedy choices, with their neutral values; of these,
+# greedy_decode applies only repetition_penalty.
+_UNAPPLIED = {"no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,), "suppress_tokens": (None,),
+              "begin_suppress_tokens": (None,), "min_new_tokens": (None, 0), "min_length": (None, 0),
+              "sequence_bias": (None,), "forced_bos_token_id": (None,), "forced_eos_token_id": (None,),
+              "encoder_repetition_penalty": (None, 1.0), "exponential_decay_length_penalty": (None,)}
+
+
+def greedy_repetition_penalty(config) -> float:
+    """The model's repetition penalty (as `generate` would apply it); a setting that greedy
+    decoding does not apply stops evaluation rather than silently giving other answers."""
+    for name, neutral in _UNAPPLIED.items():
+        value = getattr(config, name, None)
+        if not any(value is allowed or value == allowed for allowed in neutral):
+            raise PipelineError(f"the model's generation_config.json sets {name}={value!r}, which evaluation does not "
+                                f"apply; remove it there (Med-R1 evaluates with plain greedy decoding)")
+    return float(getattr(config, "repetition_penalty", None) or 1.0)
 
 
 def length_buckets(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -91,6 +111,7 @@ def generate_completions(
     end_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
     end_ids = [end_turn] + sorted(set(configured) - {end_turn})
 
+    penalty = greedy_repetition_penalty(model.generation_config)
     drafts = FormatDrafts(tokenizer, mode, ["".join(record.options) for record in records], end_turn)
 
     def settled(token_lists: list[list[int]]) -> list[bool]:
@@ -108,7 +129,7 @@ def generate_completions(
             else:
                 batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
             tokens = greedy_decode(model, batch, drafts.for_rows(batch_indices), set(end_ids),
-                                   max_new_tokens, settled, tokenizer.pad_token_id)
+                                   max_new_tokens, settled, tokenizer.pad_token_id, penalty)
             texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
             for index, text in zip(batch_indices, texts):
                 completions[index] = text

@@ -60,6 +60,7 @@ def greedy_decode(
     max_new_tokens: int,
     settled: Callable[[list[list[int]]], list[bool]],
     pad_id: int,
+    repetition_penalty: float = 1.0,
 ) -> list[list[int]]:
     """Each row's greedy tokens (its end token included), for a left-padded Qwen2-VL batch.
 
@@ -67,6 +68,9 @@ def greedy_decode(
     pixel_values or mm_encoder_outputs. A row stops at an end token, at max_new_tokens, or at the
     first token after which its tokens are settled (`settled` answers for many token lists at
     once): where `generate` with that stopping criterion stops it.
+    `repetition_penalty` is applied as `generate` applies it (to every token of the padded
+    prompt and of the row so far). Equal means equal in exact arithmetic: a pass that scores
+    several tokens runs other kernels than one-token steps, so in bf16 a near tie may flip.
     """
     rows = inputs["input_ids"].shape[0]
     device = inputs["input_ids"].device
@@ -81,8 +85,10 @@ def greedy_decode(
     vision = {name: inputs[name] for name in ("pixel_values", "mm_encoder_outputs", "image_grid_thw") if name in inputs}
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=width + 1, **vision)
     cache = out.cache
+    penalty = RepetitionPenalty(repetition_penalty, inputs["input_ids"], out.logits.shape[-1])
+    fed = ids[:, ids.shape[1] - width - 1 :]
     while True:
-        predicted = out.logits.argmax(-1).tolist()  # (rows, width + 1): the greedy token after each fed position
+        predicted = penalty(out.logits, fed).argmax(-1).tolist()  # (rows, width + 1): greedy token after each fed position
         accepted = min(_accepted(predicted[row], drafts[row]) for row in range(rows) if not finished[row])
         if accepted < width:  # the rejected drafted tokens leave the cache (a negative count removes that many)
             cache.crop(accepted - width)
@@ -102,6 +108,7 @@ def greedy_decode(
             grown[row], finished[row] = tokens[: flags.index(True) + 1], True
         for row, tokens in grown.items():
             generated[row] += tokens
+            penalty.saw(row, tokens)
         if all(finished):
             return generated
         drafts = [[] if finished[row] else draft(row, generated[row]) for row in range(rows)]
@@ -112,6 +119,7 @@ def greedy_decode(
         steps = (start + torch.arange(width + 1, device=device)).unsqueeze(0).expand(3, -1, -1)
         mask = torch.cat([mask, torch.ones(rows, width + 1, dtype=mask.dtype, device=device)], dim=1)
         out = model(input_ids=step, attention_mask=mask, position_ids=steps, cache=cache, use_cache=True)
+        fed = step
 
 
 def rope_positions(model, ids: torch.Tensor, kinds: torch.Tensor, grids: torch.Tensor, mask: torch.Tensor):
@@ -146,6 +154,34 @@ def rope_positions(model, ids: torch.Tensor, kinds: torch.Tensor, grids: torch.T
             full[:, row, width - lengths[row] :] = source[:, : lengths[row]]
             all_deltas[row] = deltas[index]
     return full, all_deltas
+
+
+class RepetitionPenalty:
+    """`generate`'s repetition penalty for scored positions: a token already in the row (padded
+    prompt included) has its logit divided by the penalty, or multiplied when negative. Position
+    j of a pass also counts the drafted tokens fed before it."""
+
+    def __init__(self, penalty: float, prompt_ids: torch.Tensor, vocab: int):
+        self.penalty = penalty
+        self.seen = None
+        if penalty != 1.0:
+            self.seen = torch.zeros(prompt_ids.shape[0], vocab, dtype=torch.bool, device=prompt_ids.device)
+            self.seen.scatter_(1, prompt_ids, True)
+
+    def saw(self, row: int, tokens: list[int]) -> None:
+        if self.seen is not None:
+            self.seen[row, tokens] = True
+
+    def __call__(self, logits: torch.Tensor, fed: torch.Tensor) -> torch.Tensor:
+        """`fed` (rows, positions): the pass's inputs; the first is already in the row."""
+        if self.seen is None:
+            return logits
+        seen = self.seen.unsqueeze(1).repeat(1, logits.shape[1], 1)
+        for position in range(1, logits.shape[1]):
+            seen[:, position] = seen[:, position - 1]
+            seen[:, position].scatter_(1, fed[:, position : position + 1], True)
+        penalized = torch.where(logits < 0, logits * self.penalty, logits / self.penalty)
+        return torch.where(seen, penalized, logits)
 
 
 def _accepted(predicted: list[int], guess: list[int]) -> int:

@@ -174,7 +174,41 @@ def test_checked_drafts_give_plain_greedy_tokens_and_right_ones_save_passes(rand
         hook.remove()
     assert ours == plain
     if guess == "right":
-        assert len(passes) <= 12 // 5 + 1 < max(len(row) for row in plain)
+        assert len(passes) < max(len(row) for row in plain)
+
+
+@pytest.mark.parametrize("guess", ["right", "wrong"])
+def test_checked_drafts_apply_the_models_repetition_penalty_as_generate_does(random_tiny, processed, guess):
+    model, processor, records = random_tiny
+    batch = _left_padded_batch(processor, records[:5], processed)
+    end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    unpenalized = _plain_greedy(model, processor, batch, 10)
+    model.generation_config.repetition_penalty = 100.0  # strong enough to move this random model
+    try:
+        plain = _plain_greedy(model, processor, batch, 10)
+
+        def draft(row, so_far):
+            truth = plain[row][len(so_far) : len(so_far) + 4]
+            return truth if guess == "right" else [(token + 1) % 300 for token in truth]
+
+        ours = greedy_decode(model, dict(batch), draft, {end}, 10, _never_settled, processor.tokenizer.pad_token_id,
+                             repetition_penalty=100.0)
+    finally:
+        model.generation_config.repetition_penalty = 1.0
+    assert plain != unpenalized  # the penalty changes the answers here
+    assert ours == plain
+
+
+def test_generation_settings_that_decoding_does_not_apply_stop_evaluation():
+    from transformers import GenerationConfig
+
+    from medr1.decoding import greedy_repetition_penalty
+    from medr1.errors import PipelineError
+
+    assert greedy_repetition_penalty(GenerationConfig(repetition_penalty=1.05)) == 1.05
+    assert greedy_repetition_penalty(GenerationConfig()) == 1.0
+    with pytest.raises(PipelineError, match="no_repeat_ngram_size=3"):
+        greedy_repetition_penalty(GenerationConfig(no_repeat_ngram_size=3))
 
 
 def test_a_row_stops_at_its_first_settled_prefix(random_tiny, processed):
