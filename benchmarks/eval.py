@@ -81,12 +81,12 @@ def main() -> None:
     for label, names in (("grpo alone", ["grpo"]), ("base + sft + grpo (the evaluate stage)", list(loaded))):
         reference_seconds = ours_seconds = 0.0
         identical = total = 0
-        cache = None  # ours: one cache per run, shared by the models of that run
+        caches: dict[str, ImageCache] = {}  # ours: shared by the models of a run with the same image processor
         for name in names:
             model, processor = loaded[name]
             theirs, seconds = timed(reference_completions, model, processor, records, DATA, mode, batch_size)
             reference_seconds += seconds
-            cache = cache if cache is not None else ImageCache(processor)
+            cache = caches.setdefault(processor.image_processor.to_json_string(), ImageCache(processor))
             ours, seconds = timed(generate_completions, model, processor, records, DATA, mode, batch_size, 256, cache,
                                   progress=False)
             ours_seconds += seconds

@@ -89,7 +89,7 @@ def _chat_frame(processor) -> str | None:
     """The chat template rendered once around a slot for the user's text (rendering it for every
     question costs about as much as a small model's decode step), or None for a template that
     does not put the text in verbatim; each prompt is then rendered in full."""
-    template = processor.chat_template or ""
+    template = repr(processor.chat_template)  # a string, or a dict of named templates
     if template not in _FRAMES:
         def render(text: str) -> str:
             return processor.apply_chat_template(image_question_messages(text), tokenize=False, add_generation_prompt=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 
 from medr1.config import TrainParams
@@ -164,7 +165,7 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
     if is_wired(model) and not params.lora.enabled:
         train_option_words_only(model, processor.tokenizer, records)
     # Beside the checkpoints, which publishing leaves out; one folder per process under a launcher.
-    fast_copies = output_dir / "checkpoints" / f"train-images-{os.getpid()}"
+    fast_copies = output_dir / "checkpoints" / f"train-images-{socket.gethostname()}-{os.getpid()}"
     fast_copies.mkdir(parents=True, exist_ok=True)
     trainer = GRPOTrainer(
         model=model,

@@ -68,6 +68,7 @@ def main() -> None:
         reuse_or_clear(staging, run_fingerprint(params))
     state.wait_for_everyone()
     history = train_grpo(base_model_dir(BASE), records, DATA, params, staging)
+    state.wait_for_everyone()  # every process has cleaned up its own files before the folder is published
     if not state.is_main_process:
         return
     publish(staging, OUT, leave_out=("checkpoints", FINGERPRINT))
