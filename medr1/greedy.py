@@ -16,6 +16,7 @@ A model that reasons at length gets no draft for its rationale and decodes one t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 
 import torch
 
@@ -115,7 +116,7 @@ def greedy_decode(
         width = max(len(guess) for guess in drafts)
         newest = [[generated[row][-1]] for row in range(rows)]
         step = torch.cat([torch.tensor(newest, device=device), _padded(drafts, width, pad_id, device)], dim=1)
-        start = mask.sum(dim=1, keepdim=True) + deltas.to(device)
+        start = mask.sum(dim=1, keepdim=True) + deltas
         steps = (start + torch.arange(width + 1, device=device)).unsqueeze(0).expand(3, -1, -1)
         mask = torch.cat([mask, torch.ones(rows, width + 1, dtype=mask.dtype, device=device)], dim=1)
         out = model(input_ids=step, attention_mask=mask, position_ids=steps, cache=cache, use_cache=True)
@@ -133,7 +134,7 @@ def rope_positions(model, ids: torch.Tensor, kinds: torch.Tensor, grids: torch.T
     rows = ids.shape[0]
     lengths = mask.sum(dim=1).tolist()
     images = (kinds * mask).diff(dim=1, prepend=torch.zeros_like(kinds[:, :1])).gt(0).sum(dim=1).tolist()
-    firsts = [sum(images[:row]) for row in range(rows)]
+    firsts = [0, *accumulate(images)][:rows]  # each row's first image in `grids`
     layouts: dict[tuple, list[int]] = {}
     for row in range(rows):
         valid = kinds[row, ids.shape[1] - lengths[row] :]
@@ -146,7 +147,7 @@ def rope_positions(model, ids: torch.Tensor, kinds: torch.Tensor, grids: torch.T
     positions, deltas = model.model.get_rope_index(ids[picked], mm_token_type_ids=kinds[picked], image_grid_thw=grid_rows,
                                                    attention_mask=mask[picked])
     full = torch.zeros(3, rows, ids.shape[1], dtype=positions.dtype, device=ids.device)
-    all_deltas = torch.zeros(rows, 1, dtype=deltas.dtype, device=deltas.device)
+    all_deltas = torch.zeros(rows, 1, dtype=deltas.dtype, device=ids.device)
     width = ids.shape[1]
     for index, members in enumerate(layouts.values()):
         source = positions[:, index, width - lengths[longest[index]] :]

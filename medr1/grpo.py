@@ -47,11 +47,7 @@ def _uncompressed_copies(paths: list[str], folder: Path, budget: int = 1 << 30) 
     from PIL import Image
 
     distinct = list(dict.fromkeys(paths))
-    sizes = []
-    for path in distinct:
-        with Image.open(path) as image:
-            sizes.append(image.width * image.height * 3)
-    if sum(sizes) > budget:
+    if sum(_raw_rgb_bytes(path) for path in distinct) > budget:  # headers only: opening does not decode
         return paths
     copies = {}
     for index, path in enumerate(distinct):
@@ -59,6 +55,13 @@ def _uncompressed_copies(paths: list[str], folder: Path, budget: int = 1 << 30) 
         with Image.open(path) as image:
             image.convert("RGB").save(copies[path], format="TIFF")  # no compression: decoding is a copy
     return [copies[path] for path in paths]
+
+
+def _raw_rgb_bytes(path: str) -> int:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.width * image.height * 3
 
 
 def grpo_config(params: TrainParams, output_dir: Path):
