@@ -4,7 +4,8 @@ The reference follows Med-R1's published evaluation (src/eval_vqa): for every ba
 the chat messages, opens and processes the batch's images anew, calls the processor with
 padding, and generates greedily with max_new_tokens=256 and no stopping criteria of its own
 (the model's end-of-turn token still ends a row, as it does there). Ours
-(`medr1.decoding.generate_completions`) buckets batches by prompt length, checks the rest of the
+(`medr1.decoding.generate_completions`) buckets batches by prompt length, computes the prompt up to
+the end of an image once for all the questions about it (`medr1.heads`), checks the rest of the
 answer's format as drafted tokens in one pass (`medr1.greedy`), stops each row once its grade is
 settled, and processes each image once for all models. Same models, same test
 split, same batch size, one run; the extracted answers must be identical.

@@ -1,6 +1,8 @@
 """Batched greedy decoding of answers, the fast way.
 
-- Left padding, and batches bucketed by prompt length, so little of a batch is padding.
+- Left padding, and batches bucketed by prompt length, so little of a batch is padding; the
+  questions about one image go in one batch, where the prompt up to the end of the image (the
+  head) is computed once for all of them (`medr1.heads`).
 - Greedy decoding checks drafted tokens, the rest of the shortest well-formed answer, in one
   forward pass (`medr1.greedy`): a think-after answer takes two passes instead of six, and the
   tokens are plain greedy decoding's.
@@ -22,9 +24,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from medr1.encoding import ImageCache, ProcessedImage, encode, prompt_text
+from medr1.encoding import ImageCache, ProcessedImage, prompt_text
 from medr1.errors import PipelineError
 from medr1.greedy import FormatDrafts, greedy_decode
+from medr1.heads import split_prompts
 from medr1.prompts import ReasoningMode
 from medr1.records import Record
 from medr1.rewards import verdict_settled
@@ -76,9 +79,15 @@ def greedy_repetition_penalty(config) -> float:
     return float(getattr(config, "repetition_penalty", None) or 1.0)
 
 
-def length_buckets(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length (longest first, so memory peaks early)."""
-    order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
+def length_buckets(lengths: list[int], batch_size: int, together: list | None = None) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first, so memory peaks early).
+    Indices with the same `together` key (the questions about one image) are kept next to each
+    other, in the place of their longest, so that a batch holds few distinct images."""
+    together = together if together is not None else list(range(len(lengths)))
+    groups: dict = {}
+    for index in sorted(range(len(lengths)), key=lambda index: -lengths[index]):
+        groups.setdefault(together[index], []).append(index)
+    order = [index for members in groups.values() for index in members]
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
@@ -118,17 +127,15 @@ def generate_completions(
         return [verdict_settled(text, mode) for text in tokenizer.batch_decode(token_lists, skip_special_tokens=True)]
 
     with tqdm(total=len(records), desc=desc, unit="question", disable=not progress) as bar:
-        for batch_indices in length_buckets(lengths, batch_size):
-            batch = encode(processor, [prompt_ids[i] for i in batch_indices], [images[i] for i in batch_indices],
-                           padding_side="left")
-            batch = {name: tensor.to(model.device) for name, tensor in batch.items()}
+        for batch_indices in length_buckets(lengths, batch_size, together=keys):
+            prompts = split_prompts(processor, [prompt_ids[i] for i in batch_indices], [images[i] for i in batch_indices],
+                                    [keys[i] for i in batch_indices]).to(model.device)
             if vision.usable:
-                del batch["pixel_values"]
-                batch["mm_encoder_outputs"] = vision.encoder_outputs([keys[i] for i in batch_indices],
-                                                                     [images[i] for i in batch_indices])
+                del prompts.heads["pixel_values"]
+                prompts.heads["mm_encoder_outputs"] = vision.encoder_outputs(prompts.head_keys, prompts.head_images)
             else:
-                batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
-            tokens = greedy_decode(model, batch, drafts.for_rows(batch_indices), set(end_ids),
+                prompts.heads["pixel_values"] = prompts.heads["pixel_values"].to(model.dtype)
+            tokens = greedy_decode(model, prompts, drafts.for_rows(batch_indices), set(end_ids),
                                    max_new_tokens, settled, tokenizer.pad_token_id, penalty)
             texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
             for index, text in zip(batch_indices, texts):

@@ -20,6 +20,7 @@ from itertools import accumulate
 
 import torch
 
+from medr1.heads import Prompts
 from medr1.prompts import ReasoningMode, target_completion
 
 Draft = Callable[[int, list[int]], list[int]]  # (row, tokens generated so far) -> guessed next tokens
@@ -55,7 +56,7 @@ class FormatDrafts:
 @torch.inference_mode()
 def greedy_decode(
     model,
-    inputs: dict[str, torch.Tensor],
+    prompts: Prompts,
     draft: Draft,
     end_ids: set[int],
     max_new_tokens: int,
@@ -63,33 +64,41 @@ def greedy_decode(
     pad_id: int,
     repetition_penalty: float = 1.0,
 ) -> list[list[int]]:
-    """Each row's greedy tokens (its end token included), for a left-padded Qwen2-VL batch.
+    """Each row's greedy tokens (its end token included), for a batch of Qwen2-VL prompts.
 
-    `inputs` holds input_ids, attention_mask, mm_token_type_ids, image_grid_thw and either
-    pixel_values or mm_encoder_outputs. A row stops at an end token, at max_new_tokens, or at the
-    first token after which its tokens are settled (`settled` answers for many token lists at
-    once): where `generate` with that stopping criterion stops it.
-    `repetition_penalty` is applied as `generate` applies it (to every token of the padded
-    prompt and of the row so far). Equal means equal in exact arithmetic: a pass that scores
-    several tokens runs other kernels than one-token steps, so in bf16 a near tie may flip.
+    The heads (`prompts.heads`: input_ids, attention_mask, mm_token_type_ids, image_grid_thw and
+    either pixel_values or mm_encoder_outputs) run once each; every row then continues its head's
+    cache with its own text. A row stops at an end token, at max_new_tokens, or at the first token
+    after which its tokens are settled (`settled` answers for many token lists at once): where
+    `generate` with that stopping criterion stops it. `repetition_penalty` is applied as
+    `generate` applies it. Equal means equal in exact arithmetic: a pass that scores several
+    tokens runs other kernels than one-token steps, so in bf16 a near tie may flip.
     """
-    rows = inputs["input_ids"].shape[0]
-    device = inputs["input_ids"].device
+    heads, owner = prompts.heads, prompts.head_of_row
+    rows = owner.shape[0]
+    device = prompts.text_ids.device
+    head_positions, head_deltas = rope_positions(model, heads["input_ids"], heads["mm_token_type_ids"],
+                                                 heads["image_grid_thw"], heads["attention_mask"])
+    vision = {name: heads[name] for name in ("pixel_values", "mm_encoder_outputs", "image_grid_thw") if name in heads}
+    cache = model(input_ids=heads["input_ids"], attention_mask=heads["attention_mask"], position_ids=head_positions,
+                  use_cache=True, logits_to_keep=1, **vision).cache
+    cache.batch_select_indices(owner)
+    mask, deltas = heads["attention_mask"][owner], head_deltas[owner]
+    penalty = RepetitionPenalty(repetition_penalty, prompts, pad_id)
     generated: list[list[int]] = [[] for _ in range(rows)]
     finished = [False] * rows
     drafts = [draft(row, []) for row in range(rows)]
     width = max(len(guess) for guess in drafts)
-    ids = torch.cat([inputs["input_ids"], _padded(drafts, width, pad_id, device)], dim=1)
-    mask = torch.cat([inputs["attention_mask"], torch.ones(rows, width, dtype=inputs["attention_mask"].dtype, device=device)], dim=1)
-    kinds = torch.cat([inputs["mm_token_type_ids"], torch.zeros(rows, width, dtype=inputs["mm_token_type_ids"].dtype, device=device)], dim=1)
-    positions, deltas = rope_positions(model, ids, kinds, inputs["image_grid_thw"], mask)
-    vision = {name: inputs[name] for name in ("pixel_values", "mm_encoder_outputs", "image_grid_thw") if name in inputs}
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=width + 1, **vision)
-    cache = out.cache
-    penalty = RepetitionPenalty(repetition_penalty, inputs["input_ids"], out.logits.shape[-1])
-    fed = ids[:, ids.shape[1] - width - 1 :]
+    fed = torch.cat([prompts.text_ids, _padded(drafts, width, pad_id, device)], dim=1)
+    fed_mask = torch.cat([prompts.text_mask, torch.ones(rows, width, dtype=mask.dtype, device=device)], dim=1)
     while True:
-        predicted = penalty(out.logits, fed).argmax(-1).tolist()  # (rows, width + 1): greedy token after each fed position
+        # text positions count up from where the row's valid tokens so far end (padding takes none)
+        steps = (mask.sum(dim=1, keepdim=True) + deltas + fed_mask.cumsum(dim=1) - 1).clamp(min=0)
+        mask = torch.cat([mask, fed_mask], dim=1)
+        out = model(input_ids=fed, attention_mask=mask, position_ids=steps.unsqueeze(0).expand(3, -1, -1), cache=cache,
+                    use_cache=True, logits_to_keep=width + 1)
+        scored = fed[:, fed.shape[1] - width - 1 :]
+        predicted = penalty(out.logits, scored).argmax(-1).tolist()  # (rows, width + 1): greedy token after each scored position
         accepted = min(_accepted(predicted[row], drafts[row]) for row in range(rows) if not finished[row])
         if accepted < width:  # the rejected drafted tokens leave the cache (a negative count removes that many)
             cache.crop(accepted - width)
@@ -115,12 +124,8 @@ def greedy_decode(
         drafts = [[] if finished[row] else draft(row, generated[row]) for row in range(rows)]
         width = max(len(guess) for guess in drafts)
         newest = [[generated[row][-1]] for row in range(rows)]
-        step = torch.cat([torch.tensor(newest, device=device), _padded(drafts, width, pad_id, device)], dim=1)
-        start = mask.sum(dim=1, keepdim=True) + deltas
-        steps = (start + torch.arange(width + 1, device=device)).unsqueeze(0).expand(3, -1, -1)
-        mask = torch.cat([mask, torch.ones(rows, width + 1, dtype=mask.dtype, device=device)], dim=1)
-        out = model(input_ids=step, attention_mask=mask, position_ids=steps, cache=cache, use_cache=True)
-        fed = step
+        fed = torch.cat([torch.tensor(newest, device=device), _padded(drafts, width, pad_id, device)], dim=1)
+        fed_mask = torch.ones(rows, width + 1, dtype=mask.dtype, device=device)
 
 
 def rope_positions(model, ids: torch.Tensor, kinds: torch.Tensor, grids: torch.Tensor, mask: torch.Tensor):
@@ -158,16 +163,16 @@ def rope_positions(model, ids: torch.Tensor, kinds: torch.Tensor, grids: torch.T
 
 
 class RepetitionPenalty:
-    """`generate`'s repetition penalty for scored positions: a token already in the row (padded
-    prompt included) has its logit divided by the penalty, or multiplied when negative. Position
+    """`generate`'s repetition penalty for scored positions: a token already in the row has its
+    logit divided by the penalty, or multiplied when negative. Like `generate`, which sees a
+    left-padded prompt, the padding token counts for rows shorter than the batch's longest. Position
     j of a pass also counts the drafted tokens fed before it."""
 
-    def __init__(self, penalty: float, prompt_ids: torch.Tensor, vocab: int):
+    def __init__(self, penalty: float, prompts: Prompts, pad_id: int):
         self.penalty = penalty
-        self.seen = None
-        if penalty != 1.0:
-            self.seen = torch.zeros(prompt_ids.shape[0], vocab, dtype=torch.bool, device=prompt_ids.device)
-            self.seen.scatter_(1, prompt_ids, True)
+        self.prompts = prompts
+        self.pad_id = pad_id
+        self.seen = None  # (rows, vocab), made at the first scoring
 
     def saw(self, row: int, tokens: list[int]) -> None:
         if self.seen is not None:
@@ -175,8 +180,14 @@ class RepetitionPenalty:
 
     def __call__(self, logits: torch.Tensor, fed: torch.Tensor) -> torch.Tensor:
         """`fed` (rows, positions): the pass's inputs; the first is already in the row."""
-        if self.seen is None:
+        if self.penalty == 1.0:
             return logits
+        if self.seen is None:
+            rows = self.prompts.row_tokens()
+            self.seen = torch.zeros(len(rows), logits.shape[-1], dtype=torch.bool, device=logits.device)
+            longest = max(len(tokens) for tokens in rows)
+            for row, tokens in enumerate(rows):
+                self.seen[row, tokens + ([self.pad_id] if len(tokens) < longest else [])] = True
         seen = self.seen.unsqueeze(1).repeat(1, logits.shape[1], 1)
         for position in range(1, logits.shape[1]):
             seen[:, position] = seen[:, position - 1]

@@ -48,6 +48,14 @@ def test_length_buckets_cover_every_index_once_and_group_similar_lengths():
     assert [sorted(lengths[i] for i in bucket) for bucket in buckets] == [[49, 50], [7, 48], [5, 6]]
 
 
+def test_length_buckets_keep_the_questions_about_one_image_together():
+    lengths = [5, 50, 6, 49, 7, 48]
+    images = ["x", "y", "x", "z", "y", "z"]
+    buckets = length_buckets(lengths, 2, together=images)
+    assert [[images[i] for i in bucket] for bucket in buckets] == [["y", "y"], ["z", "z"], ["x", "x"]]
+    assert buckets[0] == [1, 4]  # placed by its longest question, longest first
+
+
 def _prediction(answer, predicted, modality="CT"):
     return Prediction("q", "d", modality, "Modality Recognition", answer, predicted, "", True)
 
@@ -130,13 +138,22 @@ def test_image_files_processed_together_equal_one_by_one(random_tiny, processed)
     assert len(cache) == len(set(paths)) < len(paths)
 
 
-def _left_padded_batch(processor, records, processed, mode="no_think"):
+def _batch_and_prompts(processor, records, processed, mode="no_think"):
+    """generate's left-padded batch of these records, and the same prompts split into shared heads."""
     from medr1.encoding import ImageCache, encode, prompt_text
+    from medr1.heads import split_prompts
 
     cache = ImageCache(processor)
-    images = [cache.get(str(processed / r.image)) for r in records]
-    return encode(processor, [prompt_text(processor, r.question, r.options, mode, i) for r, i in zip(records, images)],
-                  images, padding_side="left")
+    keys = [str(processed / r.image) for r in records]
+    images = [cache.get(key) for key in keys]
+    texts = [prompt_text(processor, r.question, r.options, mode, i) for r, i in zip(records, images)]
+    prompts = split_prompts(processor, processor.tokenizer(texts, add_special_tokens=False)["input_ids"], images, keys)
+    return encode(processor, texts, images, padding_side="left"), prompts
+
+
+def _sharing_images(records, count):
+    """`count` records, several about each image, with questions of different lengths."""
+    return sorted(records, key=lambda r: r.image)[:count]
 
 
 def _plain_greedy(model, processor, batch, new_tokens):
@@ -156,7 +173,8 @@ def _never_settled(token_lists):
 def test_checked_drafts_give_plain_greedy_tokens_and_right_ones_save_passes(random_tiny, processed, guess):
     """Whatever the drafts, the tokens are generate's; drafts of generate's own tokens save passes."""
     model, processor, records = random_tiny
-    batch = _left_padded_batch(processor, records[:6], processed)
+    batch, prompts = _batch_and_prompts(processor, _sharing_images(records, 7), processed)
+    assert len(prompts.head_keys) < 7  # rows continue shared heads
     end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     plain = _plain_greedy(model, processor, batch, 12)
 
@@ -169,7 +187,7 @@ def test_checked_drafts_give_plain_greedy_tokens_and_right_ones_save_passes(rand
     passes = []
     hook = model.register_forward_hook(lambda *args: passes.append(1))
     try:
-        ours = greedy_decode(model, dict(batch), draft, {end}, 12, _never_settled, processor.tokenizer.pad_token_id)
+        ours = greedy_decode(model, prompts, draft, {end}, 12, _never_settled, processor.tokenizer.pad_token_id)
     finally:
         hook.remove()
     assert ours == plain
@@ -180,7 +198,7 @@ def test_checked_drafts_give_plain_greedy_tokens_and_right_ones_save_passes(rand
 @pytest.mark.parametrize("guess", ["right", "wrong"])
 def test_checked_drafts_apply_the_models_repetition_penalty_as_generate_does(random_tiny, processed, guess):
     model, processor, records = random_tiny
-    batch = _left_padded_batch(processor, records[:5], processed)
+    batch, prompts = _batch_and_prompts(processor, _sharing_images(records, 5), processed)
     end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     unpenalized = _plain_greedy(model, processor, batch, 10)
     model.generation_config.repetition_penalty = 100.0  # strong enough to move this random model
@@ -191,7 +209,7 @@ def test_checked_drafts_apply_the_models_repetition_penalty_as_generate_does(ran
             truth = plain[row][len(so_far) : len(so_far) + 4]
             return truth if guess == "right" else [(token + 1) % 300 for token in truth]
 
-        ours = greedy_decode(model, dict(batch), draft, {end}, 10, _never_settled, processor.tokenizer.pad_token_id,
+        ours = greedy_decode(model, prompts, draft, {end}, 10, _never_settled, processor.tokenizer.pad_token_id,
                              repetition_penalty=100.0)
     finally:
         model.generation_config.repetition_penalty = 1.0
@@ -215,7 +233,7 @@ def test_a_row_stops_at_its_first_settled_prefix(random_tiny, processed):
     """Right drafts bring several tokens in one pass; a row settled inside them keeps only the
     settling prefix, as generate with a stopping criterion would."""
     model, processor, records = random_tiny
-    batch = _left_padded_batch(processor, records[:4], processed)
+    batch, prompts = _batch_and_prompts(processor, records[:4], processed)
     plain = _plain_greedy(model, processor, batch, 8)
 
     def settled(token_lists):  # like verdict_settled, more tokens never unsettle
@@ -224,7 +242,7 @@ def test_a_row_stops_at_its_first_settled_prefix(random_tiny, processed):
     def draft(row, so_far):
         return plain[row][len(so_far) : len(so_far) + 6]
 
-    ours = greedy_decode(model, dict(batch), draft, {processor.tokenizer.convert_tokens_to_ids("<|im_end|>")}, 8,
+    ours = greedy_decode(model, prompts, draft, {processor.tokenizer.convert_tokens_to_ids("<|im_end|>")}, 8,
                          settled, processor.tokenizer.pad_token_id)
     assert ours == [row[:3] for row in plain] and min(len(row) for row in plain) > 3
 
@@ -244,7 +262,7 @@ def test_format_drafts_propose_the_rest_of_the_shortest_well_formed_answer(rando
 
 def test_rope_positions_equal_get_rope_index(random_tiny, processed):
     model, processor, records = random_tiny
-    batch = _left_padded_batch(processor, records[:9], processed)
+    batch, _ = _batch_and_prompts(processor, records[:9], processed)
     assert len(set(batch["attention_mask"].sum(dim=1).tolist())) > 1  # rows of several lengths
     args = (batch["input_ids"], batch["mm_token_type_ids"], batch["image_grid_thw"], batch["attention_mask"])
     positions, deltas = rope_positions(model, *args)
@@ -253,6 +271,31 @@ def test_rope_positions_equal_get_rope_index(random_tiny, processed):
                                                            attention_mask=batch["attention_mask"])
     valid = batch["attention_mask"].bool()
     assert torch.equal(positions[:, valid], expected[:, valid]) and torch.equal(deltas, expected_deltas)
+
+
+def test_shared_heads_are_fed_the_positions_of_the_whole_prompt(random_tiny, processed):
+    """A head and each row's text after it, then each new token, get get_rope_index's positions
+    for the whole prompt (a random model barely notices a shift, so this is checked directly)."""
+    model, processor, records = random_tiny
+    batch, prompts = _batch_and_prompts(processor, _sharing_images(records, 7), processed)
+    expected, _ = model.model.get_rope_index(batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
+                                             image_grid_thw=batch["image_grid_thw"], attention_mask=batch["attention_mask"])
+    fed = []
+    hook = model.register_forward_pre_hook(lambda _, args, kwargs: fed.append((kwargs["position_ids"], kwargs["attention_mask"])),
+                                           with_kwargs=True)
+    try:
+        greedy_decode(model, prompts, lambda row, so_far: [], set(), 3, _never_settled, processor.tokenizer.pad_token_id)
+    finally:
+        hook.remove()
+    (head_positions, head_mask), (text_positions, _), *steps = fed
+    assert len(steps) == 2
+    for row, head in enumerate(prompts.head_of_row.tolist()):
+        whole = expected[:, row, batch["attention_mask"][row].bool()]
+        head_part = head_positions[:, head, head_mask[head].bool()]
+        text_part = text_positions[:, row, prompts.text_mask[row].bool()]
+        assert torch.equal(torch.cat([head_part, text_part], dim=1), whole)
+        later = torch.stack([positions[:, row, 0] for positions, _ in steps], dim=1)
+        assert torch.equal(later, whole[:, -1:] + torch.tensor([[1, 2]]))
 
 
 def test_an_empty_image_cache_passed_in_is_filled_and_shared(random_tiny, processed):
