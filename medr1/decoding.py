@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -84,6 +85,8 @@ def length_buckets(lengths: list[int], batch_size: int, together: list | None = 
     Indices with the same `together` key (the questions about one image) are kept next to each
     other, in the place of their longest, so that a batch holds few distinct images."""
     together = together if together is not None else list(range(len(lengths)))
+    if len(together) != len(lengths):
+        raise ValueError(f"{len(together)} group keys for {len(lengths)} lengths")
     groups: dict = {}
     for index in sorted(range(len(lengths)), key=lambda index: -lengths[index]):
         groups.setdefault(together[index], []).append(index)
@@ -130,11 +133,13 @@ def generate_completions(
         for batch_indices in length_buckets(lengths, batch_size, together=keys):
             prompts = split_prompts(processor, [prompt_ids[i] for i in batch_indices], [images[i] for i in batch_indices],
                                     [keys[i] for i in batch_indices]).to(model.device)
+            heads = dict(prompts.heads)
             if vision.usable:
-                del prompts.heads["pixel_values"]
-                prompts.heads["mm_encoder_outputs"] = vision.encoder_outputs(prompts.head_keys, prompts.head_images)
+                del heads["pixel_values"]
+                heads["mm_encoder_outputs"] = vision.encoder_outputs(prompts.head_keys, prompts.head_images)
             else:
-                prompts.heads["pixel_values"] = prompts.heads["pixel_values"].to(model.dtype)
+                heads["pixel_values"] = heads["pixel_values"].to(model.dtype)
+            prompts = replace(prompts, heads=heads)
             tokens = greedy_decode(model, prompts, drafts.for_rows(batch_indices), set(end_ids),
                                    max_new_tokens, settled, tokenizer.pad_token_id, penalty)
             texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)

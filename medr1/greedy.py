@@ -92,13 +92,15 @@ def greedy_decode(
     fed = torch.cat([prompts.text_ids, _padded(drafts, width, pad_id, device)], dim=1)
     fed_mask = torch.cat([prompts.text_mask, torch.ones(rows, width, dtype=mask.dtype, device=device)], dim=1)
     while True:
-        # text positions count up from where the row's valid tokens so far end (padding takes none)
-        steps = (mask.sum(dim=1, keepdim=True) + deltas + fed_mask.cumsum(dim=1) - 1).clamp(min=0)
+        # text positions count up from where the row's valid tokens so far end (padding takes none;
+        # a padding token's own position is never used, since it is masked)
+        steps = mask.sum(dim=1, keepdim=True) + deltas + fed_mask.cumsum(dim=1) - 1
         mask = torch.cat([mask, fed_mask], dim=1)
         out = model(input_ids=fed, attention_mask=mask, position_ids=steps.unsqueeze(0).expand(3, -1, -1), cache=cache,
                     use_cache=True, logits_to_keep=width + 1)
         scored = fed[:, fed.shape[1] - width - 1 :]
-        predicted = penalty(out.logits, scored).argmax(-1).tolist()  # (rows, width + 1): greedy token after each scored position
+        # (rows, width + 1): the greedy token after each scored position; penalized in float32, as generate does
+        predicted = penalty(out.logits.float(), scored).argmax(-1).tolist()
         accepted = min(_accepted(predicted[row], drafts[row]) for row in range(rows) if not finished[row])
         if accepted < width:  # the rejected drafted tokens leave the cache (a negative count removes that many)
             cache.crop(accepted - width)

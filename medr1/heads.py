@@ -46,7 +46,11 @@ def split_prompts(processor, prompt_ids: list[list[int]], images: list[Processed
     heads: dict[tuple, int] = {}
     head_ids, head_keys, head_images, head_of_row, texts = [], [], [], [], []
     for ids, image, key in zip(prompt_ids, images, image_keys, strict=True):
-        cut = len(ids) - ids[::-1].index(image_token)
+        kinds = [token == image_token for token in ids]
+        runs = sum(1 for index, kind in enumerate(kinds) if kind and (index == 0 or not kinds[index - 1]))
+        if runs != 1:
+            raise ValueError(f"a prompt has {runs} images; evaluation asks about one image per question")
+        cut = len(ids) - kinds[::-1].index(True)
         if cut == len(ids):
             raise ValueError("a prompt ends with its image; the chat template's generation prompt should follow it")
         head = (key, tuple(ids[:cut]))

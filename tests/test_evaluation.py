@@ -195,6 +195,65 @@ def test_checked_drafts_give_plain_greedy_tokens_and_right_ones_save_passes(rand
         assert len(passes) < max(len(row) for row in plain)
 
 
+@pytest.fixture
+def uneven_images(random_tiny, processed, tmp_path):
+    """Records about a few images, copied at several sizes: heads of several lengths, so a batch
+    has padding before a head and before a row's text."""
+    from PIL import Image
+
+    records = _sharing_images(random_tiny[2], 8)
+    for index, name in enumerate(sorted({r.image for r in records})):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(processed / name) as image:
+            image.convert("RGB").resize([(112, 112), (56, 56), (56, 112)][index % 3]).save(tmp_path / name)
+    return records, tmp_path
+
+
+def test_heads_of_different_lengths_give_plain_greedy_tokens(random_tiny, uneven_images):
+    model, processor, _ = random_tiny
+    batch, prompts = _batch_and_prompts(processor, *uneven_images)
+    assert len(set(prompts.heads["attention_mask"].sum(dim=1).tolist())) > 1
+    end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    plain = _plain_greedy(model, processor, batch, 8)
+    ours = greedy_decode(model, prompts, lambda row, so_far: plain[row][len(so_far) : len(so_far) + 2] + [7], {end}, 8,
+                         _never_settled, processor.tokenizer.pad_token_id)
+    assert ours == plain
+
+
+def test_a_prompt_without_one_image_is_refused_by_name(random_tiny, processed):
+    from medr1.encoding import ImageCache
+    from medr1.heads import split_prompts
+
+    _, processor, records = random_tiny
+    image = ImageCache(processor).get(str(processed / records[0].image))
+    text, picture = processor.tokenizer("Which organ?")["input_ids"], [processor.image_token_id] * 4
+    with pytest.raises(ValueError, match="has 0 images"):
+        split_prompts(processor, [text], [image], ["x"])
+    with pytest.raises(ValueError, match="has 2 images"):
+        split_prompts(processor, [picture + text + picture + text], [image], ["x"])
+    with pytest.raises(ValueError, match="ends with its image"):
+        split_prompts(processor, [text + picture], [image], ["x"])
+
+
+def test_shared_heads_score_every_next_token_as_the_whole_prompt_does(random_tiny, uneven_images):
+    """Logits, not only tokens: a random tiny model's argmax barely depends on the context, so a
+    mask or position error could keep its tokens; its logits still move."""
+    model, processor, _ = random_tiny
+    batch, prompts = _batch_and_prompts(processor, *uneven_images)
+    steps = 3
+    plain = model.generate(**batch, max_new_tokens=steps, do_sample=False, eos_token_id=None, output_logits=True,
+                           return_dict_in_generate=True, pad_token_id=processor.tokenizer.pad_token_id).logits
+    scored = []
+    hook = model.register_forward_hook(lambda _, args, out: scored.append(out.logits[:, -1]))
+    try:
+        greedy_decode(model, prompts, lambda row, so_far: [], set(), steps, _never_settled, processor.tokenizer.pad_token_id)
+    finally:
+        hook.remove()
+    assert len(scored) == 1 + steps  # the heads, then one pass a token
+    for ours, theirs in zip(scored[1:], plain, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("guess", ["right", "wrong"])
 def test_checked_drafts_apply_the_models_repetition_penalty_as_generate_does(random_tiny, processed, guess):
     model, processor, records = random_tiny
