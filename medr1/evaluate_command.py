@@ -31,6 +31,8 @@ def resolve_model(model: str, store: str | None, workdir: Path) -> Path:
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder} has no config.json: give a model folder or a registered version")
         return folder
+    if "/" in model or "\\" in model:  # version ids have no separators: this was meant as a folder
+        raise FileNotFoundError(f"no model folder {folder}: give a model folder or a registered version")
     from medr1.cli import _store
     from medr1.registry import pull
 
@@ -81,6 +83,9 @@ def evaluate_command(
         mode = reasoning or (params.train if params else TrainParams()).reasoning
         if mode not in REASONING_MODES:
             raise ValueError(f"--reasoning {mode!r}: use one of {', '.join(REASONING_MODES)}")
+        if not data.is_file():
+            raise FileNotFoundError(f"no split file {data}: `dvc repro ingest` writes data/processed/test.jsonl "
+                                    "and the per-group splits under data/processed/splits/")
         records = list(read_jsonl(data))
         if not records:
             raise ValueError(f"{data} holds no records")

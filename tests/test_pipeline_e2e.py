@@ -93,6 +93,10 @@ def test_medr1_evaluate_agrees_with_the_evaluate_stage(pipeline):
         assert set(result["per_modality"]) == {"CT"}
     failed = run(["medr1", "evaluate", "--model", "no-such-model", "--data", "data/processed/test.jsonl"], repo, check=False)
     assert failed.returncode == 1 and "no-such-model" in failed.stdout and "Traceback" not in failed.stdout + failed.stderr
+    for args, problem in ((["--model", "models/grpo-typo", "--data", "data/processed/test.jsonl"], "no model folder"),
+                          (["--model", "models/grpo", "--data", "data/processed/tset.jsonl"], "no split file")):
+        failed = run(["medr1", "evaluate", *args], repo, check=False)
+        assert failed.returncode == 1 and problem in failed.stdout and "Traceback" not in failed.stdout + failed.stderr
 
 
 def test_second_repro_runs_nothing(pipeline):
