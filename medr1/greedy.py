@@ -1,9 +1,10 @@
 """Greedy decoding that checks drafted tokens in one forward pass: plain greedy output, fewer passes.
 
 A row's draft is a guess at its next tokens. One forward pass feeds each row its newest token
-(the first pass: its prompt's text after the shared head, `medr1.heads`) followed by its draft; the model's argmax at every position says which drafted tokens greedy
-decoding would have produced itself. The accepted tokens, plus the model's own token at the
-first mismatch, are appended; the rest leaves the KV cache. Every appended token is the argmax
+(in the first pass, its prompt's text after the shared head, `medr1.heads`) followed by its
+draft; the model's argmax at every position says which drafted tokens greedy decoding would
+have produced itself. The accepted tokens, plus the model's own token at the first mismatch,
+are appended; the rest leaves the KV cache. Every appended token is the argmax
 after a prefix of accepted tokens only, so the output is plain greedy decoding's, whatever the
 drafts are; a good draft only saves passes.
 

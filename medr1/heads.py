@@ -4,8 +4,8 @@ A prompt is the system prompt, the image and then the question. Up to the end of
 the prompts of every question about that image are the same tokens, so the keys and values of
 that head are the same too (a token's state depends only on the tokens before it). A batch then
 computes each distinct head once and every row's own text after it; with five questions per
-image (32 of about 90 tokens are the head) that is about a quarter fewer prefill tokens. Masks and positions are those of the whole prompt, so the
-result is the plain prompt's.
+image (32 of about 90 tokens are the head) that is about a quarter fewer prefill tokens. Masks
+and positions are those of the whole prompt, so the result is the plain prompt's.
 """
 
 from __future__ import annotations
