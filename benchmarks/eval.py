@@ -4,9 +4,9 @@ The reference follows Med-R1's published evaluation (src/eval_vqa): for every ba
 the chat messages, opens and processes the batch's images anew, calls the processor with
 padding, and generates greedily with max_new_tokens=256 and no stopping criteria of its own
 (the model's end-of-turn token still ends a row, as it does there). Ours
-(`medr1.decoding.generate_completions`) buckets batches by prompt length, computes the prompt up to
-the end of an image once for all the questions about it (`medr1.heads`), checks the rest of the
-answer's format as drafted tokens in one pass (`medr1.greedy`), stops each row once its grade is
+(`medr1.evaluate.decoding.generate_completions`) buckets batches by prompt length, computes the prompt up to
+the end of an image once for all the questions about it (`medr1.evaluate.heads`), checks the rest of the
+answer's format as drafted tokens in one pass (`medr1.evaluate.greedy`), stops each row once its grade is
 settled, and processes each image once for all models. Same models, same test
 split, same batch size, one run; the extracted answers must be identical.
 
@@ -24,14 +24,14 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from medr1.base_model import base_model_dir
 from medr1.config import load_params
-from medr1.decoding import generate_completions
-from medr1.encoding import ImageCache
-from medr1.evaluation import load_for_evaluation
-from medr1.prompts import chat_prompt
-from medr1.records import read_jsonl
-from medr1.rewards import extract_answer_letter
+from medr1.data.records import read_jsonl
+from medr1.evaluate.decoding import generate_completions
+from medr1.evaluate.evaluation import load_for_evaluation
+from medr1.model.base import base_model_dir
+from medr1.model.encoding import ImageCache
+from medr1.task.prompts import chat_prompt
+from medr1.task.rewards import extract_answer_letter
 
 DATA = Path("data/processed")
 

@@ -68,10 +68,10 @@ def build_random_model(work: Path, preset: dict, device: str) -> int:
     import torch
     from transformers import Qwen2VLForConditionalGeneration
 
-    from medr1.base_model import tokenizer_corpus
     from medr1.config import TinyArchitecture
-    from medr1.records import read_jsonl
-    from medr1.tiny_model import build_processor, qwen2vl_config, set_generation_tokens, train_tokenizer
+    from medr1.data.records import read_jsonl
+    from medr1.model.base import tokenizer_corpus
+    from medr1.tiny.model import build_processor, qwen2vl_config, set_generation_tokens, train_tokenizer
 
     records = list(read_jsonl(work / "data/processed/train.jsonl"))
     tokenizer = train_tokenizer(tokenizer_corpus(records, 0), 1024)

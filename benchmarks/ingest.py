@@ -22,10 +22,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from medr1.checks import run_checks, splits_frame
-from medr1.ingest import ingest
-from medr1.records import MODALITIES
-from medr1.sources.synthetic import write_synthetic
+from medr1.data.checks import run_checks, splits_frame
+from medr1.data.ingest import ingest
+from medr1.data.records import MODALITIES
+from medr1.synthetic.dataset import write_synthetic
 
 QUESTIONS_PER_IMAGE = 5
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from medr1.sources.medr1_splits import FAMILIES, split_files
+from medr1.data.sources.medr1_splits import FAMILIES, split_files
 
 
 def write_placeholders(splits: Path, images_root: Path) -> int:

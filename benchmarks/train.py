@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/train.py              # after `make run` (needs models/base, data/processed)
     .venv/bin/python benchmarks/train.py --steps 40 --repeats 2
 
-"ours" is `medr1.grpo.train_grpo`, what `python -m stages.train` runs: load, dataset, trainer,
+"ours" is `medr1.train.grpo.train_grpo`, what `python -m stages.train` runs: load, dataset, trainer,
 checkpoints every train.checkpoint_steps, resume check, save. "bare" is the few lines a user
 would write with TRL alone, on the same base model with the same trainable weights, the same
 rewards and GRPOConfig values, and no checkpoints. Both are timed from loading the model to the
@@ -29,10 +29,10 @@ def bare_grpo(model_dir: Path, records, params, output_dir: Path) -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import GRPOConfig, GRPOTrainer
 
-    from medr1.grpo import train_option_words_only
-    from medr1.option_reader import is_wired
-    from medr1.prompts import chat_prompt
-    from medr1.rewards import accuracy_reward, make_format_reward
+    from medr1.task.prompts import chat_prompt
+    from medr1.task.rewards import accuracy_reward, make_format_reward
+    from medr1.tiny.option_reader import is_wired
+    from medr1.train.grpo import train_option_words_only
 
     torch.manual_seed(params.seed)
     processor = AutoProcessor.from_pretrained(model_dir)
@@ -69,10 +69,10 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers.utils import logging as hf_logging
 
-    from medr1.base_model import base_model_dir
     from medr1.config import load_params
-    from medr1.grpo import train_grpo
-    from medr1.records import read_jsonl
+    from medr1.data.records import read_jsonl
+    from medr1.model.base import base_model_dir
+    from medr1.train.grpo import train_grpo
 
     if not (BASE.is_dir() and (DATA / "train.jsonl").is_file()):
         raise SystemExit("run `make run` first: the benchmark trains the pipeline's base model on its train split")

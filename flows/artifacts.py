@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medr1.checks import describe_failures
-from medr1.lineage import data_dependencies, git_state, read_lock
-from medr1.redaction import strip_credentials
+from medr1.data.checks import describe_failures
+from medr1.registry.lineage import data_dependencies, git_state, read_lock
+from medr1.registry.redaction import strip_credentials
 
 EVAL = Path("metrics/eval.json")
 REGISTERED = Path("metrics/registered.json")

@@ -18,6 +18,7 @@ from prefect.states import Completed, Failed, State
 from flows.dvc_commands import changed_paths, status
 from flows.dvc_graph import read_graph
 from flows.pipeline import RETRY_DELAYS, medr1_pipeline, only_transient
+from medr1.errors import PipelineError
 
 
 def watched_path(root: Path, data: str | None) -> str:
@@ -25,7 +26,7 @@ def watched_path(root: Path, data: str | None) -> str:
     if data is None:
         data = (yaml.safe_load((root / "params.yaml").read_text()) or {}).get("ingest", {}).get("root")
         if not data:
-            raise ValueError("no data folder to watch: pass `data` or set ingest.root in params.yaml")
+            raise PipelineError("no data folder to watch: pass `data` or set ingest.root in params.yaml")
     absolute = (root / data).resolve()
     return absolute.relative_to(root).as_posix() if absolute.is_relative_to(root) else str(absolute)
 
@@ -48,8 +49,8 @@ def medr1_data_arrival(data: str | None = None, overrides: list[str] | None = No
     try:
         path = watched_path(root, data)
         if os.path.normpath(path) not in {os.path.normpath(dep) for dep in read_graph(root).dependencies}:
-            raise ValueError(f"{path} is not a dependency of any stage in dvc.yaml, so DVC keeps no hash of it to compare")
-    except ValueError as error:
+            raise PipelineError(f"{path} is not a dependency of any stage in dvc.yaml, so DVC keeps no hash of it to compare")
+    except PipelineError as error:
         return Failed(message=str(error))
     if not data_changed(root, path):
         get_run_logger().info("%s is as dvc.lock recorded it: nothing to run", path)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from medr1.errors import PipelineError
+
 
 @dataclass(frozen=True)
 class PipelineGraph:
@@ -19,7 +21,7 @@ class PipelineGraph:
 
     def require(self, stage: str) -> str:
         if stage not in self.upstream:
-            raise ValueError(f"dvc.yaml has no stage {stage!r} (stages: {', '.join(self.order)})")
+            raise PipelineError(f"dvc.yaml has no stage {stage!r} (stages: {', '.join(self.order)})")
         return stage
 
 
@@ -42,7 +44,7 @@ def read_graph(root: Path) -> PipelineGraph:
                 dependencies=frozenset(dep.def_path for stage in stages for dep in stage.deps),
             )
     except DvcException as error:
-        raise ValueError(f"cannot read the pipeline in {root}: {error}") from None
+        raise PipelineError(f"cannot read the pipeline in {root}: {error}") from None
 
 
 def _target(stage, root: Path) -> str:

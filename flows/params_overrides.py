@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from medr1.errors import PipelineError
 
-class OverrideError(ValueError):
+
+class OverrideError(PipelineError):
     """An override is malformed or names a key params.yaml does not have."""
 
 

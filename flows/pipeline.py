@@ -21,6 +21,7 @@ from flows.artifacts import REPORT, data_checks_markdown, per_modality_rows, run
 from flows.dvc_commands import DvcFailed, TransientDvcError, has_remote, run_dvc, stages_that_ran, status
 from flows.dvc_graph import read_graph
 from flows.params_overrides import OverrideError, check_shape, overridden_params
+from medr1.errors import PipelineError
 
 CHECKED_STAGE = "validate"        # the data checks run as soon as the stages it depends on have run
 PUBLISH_STAGE = "register"        # after `dvc push`: a registered version never names data the remote lacks
@@ -69,8 +70,8 @@ def check_data(root: Path) -> State | None:
     """The Great Expectations checkpoint over the ingested data, every run, even when DVC would skip
     the validate stage. A failure stops the run before any training; its artifact names each failed
     expectation."""
-    from medr1.checks import check_ingested
     from medr1.config import ParamsError, load_params
+    from medr1.data.checks import check_ingested
 
     if not (root / INGESTED / "train.jsonl").is_file():
         return Failed(message=f"no ingested data in {root / INGESTED}: the stages before {CHECKED_STAGE!r} did not write it")
@@ -132,7 +133,7 @@ def medr1_pipeline(overrides: list[str] | None = None, repo: str = ".") -> dict 
         graph = read_graph(root)
         before_checks = graph.before(CHECKED_STAGE)
         graph.require(PUBLISH_STAGE)
-    except ValueError as error:
+    except PipelineError as error:
         return Failed(message=str(error))
     after_checks = [stage for stage in graph.order if stage not in before_checks and stage != PUBLISH_STAGE]
     try:
@@ -169,7 +170,7 @@ def _import_check_libraries() -> None:
     try:
         import great_expectations  # noqa: F401
 
-        import medr1.checks  # noqa: F401
+        import medr1.data.checks  # noqa: F401
     except ImportError:
         pass  # the checks task imports them itself and reports the problem
 

@@ -1,4 +1,9 @@
-"""params.yaml as typed configuration: one section per stage, unknown or ill-typed keys rejected."""
+"""params.yaml as typed configuration: one section per stage, unknown or ill-typed keys rejected.
+
+params.yaml is the one source of every value: the types below carry bounds and descriptions but
+no defaults, so a key missing from params.yaml is an error that names it, never a second,
+silently different number.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from medr1.records import MODALITIES, QUESTION_TYPES
+from medr1.data.records import MODALITIES, QUESTION_TYPES
+from medr1.errors import PipelineError
 
 
 class Section(BaseModel):
@@ -18,138 +24,139 @@ class Section(BaseModel):
 class TinyArchitecture(Section):
     """Sizes of the tiny Qwen2-VL (Qwen2-VL-2B's architecture, scaled down)."""
 
-    vocab_size: int = 1024
-    hidden_size: int = 128
-    intermediate_size: int = 384
-    num_hidden_layers: int = 3
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 4
-    vision_depth: int = 2
-    vision_embed_dim: int = 96
-    vision_num_heads: int = 4
-    image_side: int = 112  # the processor resizes the 384x384 images to this side
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    vision_depth: int
+    vision_embed_dim: int
+    vision_num_heads: int
+    image_side: int
 
 
 class WarmupSettings(Section):
-    images: int = 600
-    steps: int = 600
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    seed: int = 0
-    eyesight_steps: int = 300
-    eyesight_learning_rate: float = 3e-3
+    images: int
+    steps: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    eyesight_steps: int
+    eyesight_learning_rate: float
 
 
 class SyntheticSource(Section):
-    images_per_modality: int = Field(40, ge=1)
-    seed: int = 7
+    images_per_modality: int = Field(ge=1)
+    seed: int
 
 
 class Medr1SplitsSource(Section):
-    family: Literal["modality", "question_type"] = Field("modality", description="which of Med-R1's split families to read")
-    keep_source_split: bool = Field(False, description="use Med-R1's own train/test files (they share images) instead of splitting by image hash")
-    images_root: str | None = Field(None, description="the OmniMedVQA folder holding Images/; default: ingest.root")
+    family: Literal["modality", "question_type"] = Field(description="which of Med-R1's split families to read")
+    keep_source_split: bool = Field(
+        description="use Med-R1's own train/test files (they share images) instead of splitting by image hash")
+    images_root: str | None = Field(description="the OmniMedVQA folder holding Images/; default: ingest.root")
 
 
 class IngestParams(Section):
-    source: Literal["synthetic", "omnimedvqa", "medr1-splits"] = "synthetic"
-    root: str = Field("data/raw/synthetic", description="the source folder (OmniMedVQA layout, or Med-R1's Splits/)")
-    synthetic: SyntheticSource = SyntheticSource()
-    medr1_splits: Medr1SplitsSource = Medr1SplitsSource()
-    image_size: int = Field(384, ge=28)
-    image_cache: str | None = Field("data/cache/images", description="resized images by source content hash; null: no cache")
-    test_fraction: float = Field(0.3, gt=0, lt=1)
-    seed: int = 13
+    source: Literal["synthetic", "omnimedvqa", "medr1-splits"]
+    root: str = Field(description="the source folder (OmniMedVQA layout, or Med-R1's Splits/)")
+    synthetic: SyntheticSource
+    medr1_splits: Medr1SplitsSource
+    image_size: int = Field(ge=28)
+    image_cache: str | None = Field(description="resized images by source content hash; null: no cache")
+    test_fraction: float = Field(gt=0, lt=1)
+    seed: int
 
 
 class ValidateParams(Section):
-    min_rows_per_modality: int = Field(1, ge=0)
-    max_answer_share: float = Field(1.0, gt=0, le=1, description="no answer letter above this share of a split")
-    max_modality_share: float = Field(1.0, gt=0, le=1, description="no modality above this share of a split")
+    min_rows_per_modality: int = Field(ge=0)
+    max_answer_share: float = Field(gt=0, le=1, description="no answer letter above this share of a split")
+    max_modality_share: float = Field(gt=0, le=1, description="no modality above this share of a split")
 
 
 class BaseModelParams(Section):
-    kind: Literal["tiny", "local"] = "tiny"
-    path: str | None = Field(None, description="with kind: local, a Qwen2-VL checkpoint folder")
-    seed: int = 0
-    architecture: TinyArchitecture = TinyArchitecture()
-    warmup: WarmupSettings = WarmupSettings()
+    kind: Literal["tiny", "local"]
+    path: str | None = Field(description="with kind: local, a Qwen2-VL checkpoint folder")
+    seed: int
+    architecture: TinyArchitecture
+    warmup: WarmupSettings
 
 
 class LoraParams(Section):
-    enabled: bool = Field(False, description="train LoRA adapters (peft) instead of the full model")
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1)
+    enabled: bool = Field(description="train LoRA adapters (peft) instead of the full model")
+    r: int = Field(ge=1)
+    alpha: int = Field(ge=1)
+    dropout: float = Field(ge=0, lt=1)
+    target_modules: list[str] = Field(min_length=1)
 
 
 class TrainParams(Section):
-    reasoning: Literal["think_before", "no_think", "think_after"] = "think_after"
-    device: Literal["auto", "cpu", "cuda"] = "cpu"
-    max_steps: int = Field(200, ge=1)
-    checkpoint_steps: int = Field(50, ge=1, description="save a resumable checkpoint every this many steps")
-    launcher: str = Field("python", description='the command that runs `-m stages.train`: python, or "accelerate launch --config_file ..."')
-    gradient_checkpointing: bool = False
+    reasoning: Literal["think_before", "no_think", "think_after"]
+    device: Literal["auto", "cpu", "cuda"]
+    max_steps: int = Field(ge=1)
+    checkpoint_steps: int = Field(ge=1, description="save a resumable checkpoint every this many steps")
+    launcher: str = Field(
+        description='the command that runs `-m stages.train`: python, or "accelerate launch --config_file ..."')
+    gradient_checkpointing: bool
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
-        "auto", description="auto: flash_attention_2 on CUDA when flash-attn is installed, else sdpa")
-    use_vllm: bool = Field(False, description="generate with TRL's vLLM integration (GPU only)")
-    vllm_mode: Literal["colocate", "server"] = "colocate"
-    lora: LoraParams = LoraParams()
-    learning_rate: float = Field(1e-3, gt=0)
-    per_device_train_batch_size: int = Field(16, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    num_generations: int = Field(8, ge=2)
-    temperature: float = Field(1.0, gt=0)
-    beta: float = Field(0.0, ge=0)
-    num_iterations: int = Field(1, ge=1, description="GRPO's mu: optimizer steps on each generated batch")
-    epsilon: float = Field(0.2, gt=0, description="clipping of the policy ratio (matters when num_iterations > 1)")
-    max_completion_length: int = Field(16, ge=1)
-    format_weight: float = Field(1.0, ge=0)
-    accuracy_weight: float = Field(1.0, ge=0)
-    logging_steps: int = Field(5, ge=1)
-    seed: int = 42
+        description="auto: flash_attention_2 on CUDA when flash-attn is installed, else sdpa")
+    use_vllm: bool = Field(description="generate with TRL's vLLM integration (GPU only)")
+    vllm_mode: Literal["colocate", "server"]
+    lora: LoraParams
+    learning_rate: float = Field(gt=0)
+    per_device_train_batch_size: int = Field(ge=1)
+    gradient_accumulation_steps: int = Field(ge=1)
+    num_generations: int = Field(ge=2)
+    temperature: float = Field(gt=0)
+    beta: float = Field(ge=0)
+    num_iterations: int = Field(ge=1, description="GRPO's mu: optimizer steps on each generated batch")
+    epsilon: float = Field(gt=0, description="clipping of the policy ratio (matters when num_iterations > 1)")
+    max_completion_length: int = Field(ge=1)
+    format_weight: float = Field(ge=0)
+    accuracy_weight: float = Field(ge=0)
+    logging_steps: int = Field(ge=1)
+    seed: int
 
 
 class SftParams(Section):
-    max_steps: int = Field(300, ge=1)
-    learning_rate: float = Field(0.02, gt=0)
-    per_device_train_batch_size: int = Field(8, ge=1, description="questions per step")
-    logging_steps: int = Field(10, ge=1)
-    seed: int = 42
+    max_steps: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    per_device_train_batch_size: int = Field(ge=1, description="questions per step")
+    logging_steps: int = Field(ge=1)
+    seed: int
 
 
 class EvaluateParams(Section):
-    batch_size: int = Field(32, ge=1)
-    max_new_tokens: int = Field(256, ge=1, description="Med-R1's limit; rows stop earlier once their verdict is settled")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: a CUDA GPU when there is one")
+    batch_size: int = Field(ge=1)
+    max_new_tokens: int = Field(ge=1, description="Med-R1's limit; rows stop earlier once their verdict is settled")
+    device: Literal["auto", "cpu", "cuda"] = Field(description="auto: a CUDA GPU when there is one")
 
 
 class PromotionGate(Section):
     """What a version must show before `medr1 registry promote` gives it an alias."""
 
-    min_accuracy: float = Field(0.0, ge=0, le=1, description="metrics.accuracy at least this")
-    min_gain_over_base: float = Field(0.0, ge=-1, le=1, description="accuracy - base_accuracy at least this")
-    require_validation: bool = Field(True, description="the data checks before its training passed")
+    min_accuracy: float = Field(ge=0, le=1, description="metrics.accuracy at least this")
+    min_gain_over_base: float = Field(ge=-1, le=1, description="accuracy - base_accuracy at least this")
+    require_validation: bool = Field(description="the data checks before its training passed")
 
 
 class PromotionGates(Section):
-    candidate: PromotionGate = PromotionGate()
-    staging: PromotionGate = PromotionGate(min_accuracy=0.4, min_gain_over_base=0.1)
-    production: PromotionGate = PromotionGate(min_accuracy=0.45, min_gain_over_base=0.15)
+    candidate: PromotionGate
+    staging: PromotionGate
+    production: PromotionGate
 
 
 class RegisterParams(Section):
-    store: str = Field("file://models/store", description="file://<folder> or s3://<bucket>/<prefix>")
-    name: str = "med-r1"
-    gates: PromotionGates = PromotionGates()
+    store: str = Field(description="file://<folder> or s3://<bucket>/<prefix>")
+    name: str
+    gates: PromotionGates
 
 
 class StudyParams(Section):
-    modalities: list[str] = Field(["CT", "MRI", "X-Ray"], description="one GRPO model per entry, tested on each; the paper: all 8")
-    question_types: list[str] = Field(["Modality Recognition", "Anatomy Identification", "Disease Diagnosis"],
-                                      description="likewise for question types; the paper: all 5")
-    max_steps: int = Field(150, ge=1, description="GRPO steps of each study model (the rest of the recipe is train's)")
+    modalities: list[str] = Field(description="one GRPO model per entry, tested on each; the paper: all 8")
+    question_types: list[str] = Field(description="likewise for question types; the paper: all 5")
+    max_steps: int = Field(ge=1, description="GRPO steps of each study model (the rest of the recipe is train's)")
 
     @field_validator("modalities")
     @classmethod
@@ -172,19 +179,19 @@ def _known(names: list[str], vocabulary: tuple[str, ...], what: str) -> list[str
 
 
 class Params(Section):
-    ingest: IngestParams = IngestParams()
-    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
-    base_model: BaseModelParams = BaseModelParams()
-    train: TrainParams = TrainParams()
-    sft: SftParams = SftParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    study: StudyParams = StudyParams()
-    register_: RegisterParams = Field(RegisterParams(), alias="register")
+    ingest: IngestParams
+    validate_: ValidateParams = Field(alias="validate")
+    base_model: BaseModelParams
+    train: TrainParams
+    sft: SftParams
+    evaluate: EvaluateParams
+    study: StudyParams
+    register_: RegisterParams = Field(alias="register")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class ParamsError(ValueError):
+class ParamsError(PipelineError):
     """params.yaml is malformed; the message names every bad key."""
 
 

@@ -2,11 +2,12 @@
 
 from pathlib import Path
 
-from medr1.base_model import build_tiny_base, reference_local_base
 from medr1.config import load_params
+from medr1.data.records import read_jsonl
 from medr1.errors import PipelineError, run_main
-from medr1.records import read_jsonl
-from medr1.staging import publish, staging_for
+from medr1.model.base import reference_local_base
+from medr1.pipeline.staging import publish, staging_for
+from medr1.tiny.build import build_tiny_base
 
 OUT = Path("models/base")
 

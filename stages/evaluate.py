@@ -4,10 +4,10 @@ import csv
 import json
 from pathlib import Path
 
-from medr1.base_model import base_model_dir
 from medr1.config import load_params
 from medr1.errors import run_main
-from medr1.evaluation import evaluate_models
+from medr1.evaluate.evaluation import evaluate_models
+from medr1.model.base import base_model_dir
 
 DATA = Path("data/processed")
 METRICS = Path("metrics/eval.json")

@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 from medr1.config import load_params
-from medr1.errors import PipelineError, run_main
-from medr1.ingest import ingest
-from medr1.staging import publish, staging_for
+from medr1.data.ingest import ingest
+from medr1.errors import MissingFileError, PipelineError, run_main
+from medr1.pipeline.staging import publish, staging_for
 
 OUT = Path("data/processed")
 SUMMARY = Path("metrics/ingest.json")
@@ -16,7 +16,7 @@ def main() -> None:
     params = load_params().ingest
     root = Path(params.root)
     if not root.is_dir():
-        raise FileNotFoundError(f"ingest.root {root} is not a folder; set ingest.root in params.yaml")
+        raise MissingFileError(f"ingest.root {root} is not a folder; set ingest.root in params.yaml")
     staging = staging_for(OUT)
     summary = ingest(root, staging, params.image_size, params.test_fraction, params.seed, kind=params.source,
                      family=params.medr1_splits.family, keep_source_split=params.medr1_splits.keep_source_split,

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import yaml
 
-from medr1.base_model import base_reference
 from medr1.config import load_params
 from medr1.errors import PipelineError, run_main
-from medr1.lineage import data_dependencies, git_state, package_versions, read_lock, record_counts
-from medr1.registry import register
-from medr1.store import open_store
+from medr1.model.base import base_reference
+from medr1.registry.backends import open_store
+from medr1.registry.lineage import data_dependencies, git_state, package_versions, read_lock, record_counts
+from medr1.registry.versions import register
 
 OUT = Path("metrics/registered.json")
 UPSTREAM = ("synthesize", "ingest", "validate", "base_model", "train", "evaluate")

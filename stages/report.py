@@ -5,8 +5,9 @@ from pathlib import Path
 
 from medr1.config import load_params
 from medr1.errors import run_main
-from medr1.generalization import generalization
-from medr1.report import build_report, write_report
+from medr1.report.build import build_report
+from medr1.report.render import write_report
+from medr1.study.generalization import generalization
 
 METRICS = Path("metrics")
 REPORTS = Path("reports")

@@ -2,13 +2,13 @@
 
 from pathlib import Path
 
-from medr1.base_model import base_model_dir
 from medr1.config import load_params
+from medr1.data.records import read_jsonl
 from medr1.errors import run_main
-from medr1.records import read_jsonl
-from medr1.sft import train_sft
-from medr1.staging import publish, staging_for
-from medr1.training import peak_gpu_memory
+from medr1.model.base import base_model_dir
+from medr1.model.loading import peak_gpu_memory
+from medr1.pipeline.staging import publish, staging_for
+from medr1.train.sft import train_sft
 
 DATA = Path("data/processed")
 OUT = Path("models/sft")

@@ -8,11 +8,11 @@ import json
 import sys
 from pathlib import Path
 
-from medr1.base_model import base_model_dir
 from medr1.config import load_params
 from medr1.errors import PipelineError, run_main
-from medr1.staging import publish, staging_for
-from medr1.study import evaluate_cell, study_groups, train_cell
+from medr1.model.base import base_model_dir
+from medr1.pipeline.staging import publish, staging_for
+from medr1.study.cells import evaluate_cell, study_groups, train_cell
 
 DATA = Path("data/processed")
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from medr1.config import load_params
 from medr1.errors import run_main
-from medr1.sources.synthetic import write_synthetic
+from medr1.synthetic.dataset import write_synthetic
 
 OUT = Path("data/raw/synthetic")
 

@@ -4,8 +4,8 @@ import json
 import shutil
 from pathlib import Path
 
-from medr1.checks import check_ingested, describe_failures
 from medr1.config import load_params
+from medr1.data.checks import check_ingested, describe_failures
 from medr1.errors import PipelineError, run_main
 
 DATA = Path("data/processed")

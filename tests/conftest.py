@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """A small synthetic OmniMedVQA-layout set (3 images per modality)."""
-    from medr1.sources.synthetic import write_synthetic
+    from medr1.synthetic.dataset import write_synthetic
 
     root = tmp_path_factory.mktemp("synthetic")
     write_synthetic(root, images_per_modality=3, seed=1, progress=False)
@@ -27,7 +27,7 @@ def synthetic_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def processed(tmp_path_factory, synthetic_root) -> Path:
-    from medr1.ingest import ingest
+    from medr1.data.ingest import ingest
 
     out = tmp_path_factory.mktemp("processed")
     ingest(synthetic_root, out, image_size=384, test_fraction=0.34, seed=0, progress=False)

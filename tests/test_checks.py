@@ -2,7 +2,7 @@ import json
 
 import pandas as pd
 
-from medr1.checks import describe_failures, records_frame, run_checks
+from medr1.data.checks import describe_failures, records_frame, run_checks
 
 
 def _frame(processed):

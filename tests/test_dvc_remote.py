@@ -6,7 +6,7 @@ import pytest
 from conftest import run
 from typer.testing import CliRunner
 
-from medr1.cli import app
+from medr1.cli.app import app
 
 DVC_YAML = """stages:
   produce:

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from medr1.decoding import generate_completions, length_buckets
-from medr1.greedy import FormatDrafts, greedy_decode, rope_positions
-from medr1.metrics import Prediction, bootstrap_interval, grade, letter_confusion, summarize
-from medr1.records import read_jsonl
-from medr1.rewards import extract_answer_letter, format_score, verdict_settled
-from medr1.tiny_model import TinyArchitecture, build_model, build_processor, train_tokenizer
+from medr1.data.records import read_jsonl
+from medr1.evaluate.decoding import generate_completions, length_buckets
+from medr1.evaluate.greedy import FormatDrafts, greedy_decode, rope_positions
+from medr1.evaluate.metrics import Prediction, bootstrap_interval, grade, letter_confusion, summarize
+from medr1.task.rewards import extract_answer_letter, format_score, verdict_settled
+from medr1.tiny.model import TinyArchitecture, build_model, build_processor, train_tokenizer
 
 
 @pytest.mark.parametrize(("mode", "completion", "settled"), [
@@ -101,7 +101,7 @@ def test_bucketed_batches_return_completions_in_record_order(random_tiny, proces
 def test_cached_vision_features_give_the_completions_of_plain_generation(random_tiny, processed):
     """Our decoding (image features computed once per image, passed as encoder outputs) against
     the plain path: pixel values through generate, batch by batch, no stopping criterion."""
-    from medr1.encoding import ImageCache, encode, prompt_text
+    from medr1.model.encoding import ImageCache, encode, prompt_text
 
     model, processor, records = random_tiny
     records = records[:12]
@@ -123,7 +123,7 @@ def test_image_files_processed_together_equal_one_by_one(random_tiny, processed)
     repeats included, and processes each file once."""
     import torch
 
-    from medr1.encoding import ImageCache
+    from medr1.model.encoding import ImageCache
 
     _, processor, records = random_tiny
     paths = [str(processed / r.image) for r in records[:15]]
@@ -140,8 +140,8 @@ def test_image_files_processed_together_equal_one_by_one(random_tiny, processed)
 
 def _batch_and_prompts(processor, records, processed, mode="no_think"):
     """generate's left-padded batch of these records, and the same prompts split into shared heads."""
-    from medr1.encoding import ImageCache, encode, prompt_text
-    from medr1.heads import split_prompts
+    from medr1.evaluate.heads import split_prompts
+    from medr1.model.encoding import ImageCache, encode, prompt_text
 
     cache = ImageCache(processor)
     keys = [str(processed / r.image) for r in records]
@@ -221,8 +221,8 @@ def test_heads_of_different_lengths_give_plain_greedy_tokens(random_tiny, uneven
 
 
 def test_a_prompt_without_one_image_is_refused_by_name(random_tiny, processed):
-    from medr1.encoding import ImageCache
-    from medr1.heads import split_prompts
+    from medr1.evaluate.heads import split_prompts
+    from medr1.model.encoding import ImageCache
 
     _, processor, records = random_tiny
     image = ImageCache(processor).get(str(processed / records[0].image))
@@ -279,8 +279,8 @@ def test_checked_drafts_apply_the_models_repetition_penalty_as_generate_does(ran
 def test_generation_settings_that_decoding_does_not_apply_stop_evaluation():
     from transformers import GenerationConfig
 
-    from medr1.decoding import greedy_repetition_penalty
     from medr1.errors import PipelineError
+    from medr1.evaluate.decoding import greedy_repetition_penalty
 
     assert greedy_repetition_penalty(GenerationConfig(repetition_penalty=1.05)) == 1.05
     assert greedy_repetition_penalty(GenerationConfig()) == 1.0
@@ -359,7 +359,7 @@ def test_shared_heads_are_fed_the_positions_of_the_whole_prompt(random_tiny, pro
 
 def test_an_empty_image_cache_passed_in_is_filled_and_shared(random_tiny, processed):
     """An ImageCache with nothing in it yet is falsy; decoding must still fill the caller's cache."""
-    from medr1.encoding import ImageCache
+    from medr1.model.encoding import ImageCache
 
     model, processor, records = random_tiny
     cache = ImageCache(processor)
@@ -369,8 +369,8 @@ def test_an_empty_image_cache_passed_in_is_filled_and_shared(random_tiny, proces
 
 
 def test_the_prompt_rendered_once_around_a_slot_equals_the_full_chat_template(random_tiny, processed):
-    from medr1.encoding import ImageCache, prompt_text
-    from medr1.prompts import chat_prompt
+    from medr1.model.encoding import ImageCache, prompt_text
+    from medr1.task.prompts import chat_prompt
 
     _, processor, records = random_tiny
     record = records[0]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medr1.images import resize_to_png
-from medr1.png import encode_rgb_png
+from medr1.data.images import resize_to_png
+from medr1.data.png import encode_rgb_png
 
 
 def _decoded(data: bytes) -> np.ndarray:

@@ -2,7 +2,7 @@ import json
 
 from PIL import Image
 
-from medr1.records import MODALITIES, read_jsonl
+from medr1.data.records import MODALITIES, read_jsonl
 
 
 def test_ingest_writes_resized_images_and_splits(processed):
@@ -31,7 +31,7 @@ def test_every_modality_is_in_both_splits(processed):
 def test_corrupt_image_is_dropped_with_its_reason(tmp_path, synthetic_root):
     import shutil
 
-    from medr1.ingest import ingest
+    from medr1.data.ingest import ingest
 
     root = tmp_path / "src"
     shutil.copytree(synthetic_root, root)
@@ -46,8 +46,8 @@ def test_corrupt_image_is_dropped_with_its_reason(tmp_path, synthetic_root):
 def test_a_grown_source_resizes_only_its_new_images(tmp_path, synthetic_root):
     import shutil
 
-    from medr1.ingest import ingest
-    from medr1.sources.omnimedvqa import QA_FOLDER
+    from medr1.data.ingest import ingest
+    from medr1.data.sources.omnimedvqa import QA_FOLDER
 
     root, cache = tmp_path / "src", tmp_path / "cache"
     shutil.copytree(synthetic_root, root)

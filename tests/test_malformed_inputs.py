@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medr1.ingest import ingest
+from medr1.data.ingest import ingest
 
 GOOD = {"dataset": "Set", "question_type": "Disease Diagnosis", "question": "What is shown?", "gt_answer": "Tumor",
         "option_A": "Cyst", "option_B": "Tumor", "modality_type": "CT(Computed Tomography)"}

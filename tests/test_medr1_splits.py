@@ -7,8 +7,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from medr1.sources.medr1_splits import parse_problem, read_medr1_splits
-from medr1.sources.omnimedvqa import Dropped
+from medr1.data.sources.base import Dropped
+from medr1.data.sources.medr1_splits import parse_problem, read_medr1_splits
 
 
 def test_parse_problem_keeps_commas_and_parentheses_inside_options():

@@ -54,8 +54,8 @@ def test_repro_produces_metrics_and_a_registered_version(pipeline):
 
 def test_audit_names_dvc_lock_md5s_and_hashes_match(pipeline):
     repo, _ = pipeline
-    from medr1.lineage import read_lock
-    from medr1.registry import verify_local
+    from medr1.registry.lineage import read_lock
+    from medr1.registry.versions import verify_local
 
     version = json.loads((repo / "metrics/registered.json").read_text())["version"]
     audit = json.loads(run(["medr1", "audit", "model", version, "--json"], repo).stdout)

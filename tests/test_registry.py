@@ -3,8 +3,8 @@ import threading
 
 import pytest
 
-from medr1.registry import RegistryError, find_version, list_versions, pull, register, versions_trained_on
-from medr1.store import LocalStore
+from medr1.registry.local_store import LocalStore
+from medr1.registry.versions import RegistryError, find_version, list_versions, pull, register, versions_trained_on
 
 
 def _model(folder, content="weights"):

@@ -7,9 +7,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from medr1.cli import app
-from medr1.registry import list_versions, register
-from medr1.store import open_store
+from medr1.cli.app import app
+from medr1.registry.backends import open_store
+from medr1.registry.versions import list_versions, register
 
 PROCESSED_MD5 = "0123456789abcdef0123456789abcdef.dir"
 GATES = {"candidate": {"min_accuracy": 0.0, "min_gain_over_base": 0.0, "require_validation": True},
@@ -39,9 +39,9 @@ def _lineage(accuracy: float, base_accuracy: float = 0.3, validation: bool = Tru
 
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch):
-    from medr1 import cli
+    from medr1.cli import common
 
-    monkeypatch.setattr(cli.console, "width", 300)  # tables as a wide terminal shows them, cells unwrapped
+    monkeypatch.setattr(common.console, "width", 300)  # tables as a wide terminal shows them, cells unwrapped
 
 
 def _text(*args: str, ok: bool = True):
@@ -161,7 +161,7 @@ def test_the_same_model_registered_concurrently_is_published_once(store_url, tmp
 def test_concurrent_promotions_are_all_logged(workspace, store_url, tmp_path):
     version = register(open_store(store_url), "med-r1", _model(tmp_path / "m"), _lineage(0.6))["version"]
     from medr1.config import load_params
-    from medr1.promotion import history, promote
+    from medr1.registry.promotion import history, promote
 
     gates = load_params().register_.gates
     aliases = ["candidate", "staging"] * 4
@@ -180,7 +180,7 @@ def test_tampered_object_fails_pull_naming_the_file(workspace, store_url, tmp_pa
     assert not (tmp_path / "pulled" / "model.safetensors").exists()
 
     # A manifest rewritten to vouch for the tampered file no longer matches its content-addressed version.
-    from medr1.lineage import sha256_file
+    from medr1.pipeline.hashing import sha256_file
 
     altered = {**manifest, "files": {**manifest["files"], "model.safetensors": {"sha256": sha256_file(evil), "size": 12}}}
     (tmp_path / "manifest.json").write_text(json.dumps(altered))

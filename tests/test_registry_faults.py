@@ -12,9 +12,9 @@ import yaml
 from conftest import REPO, MotoServer
 from typer.testing import CliRunner
 
-from medr1.cli import app
-from medr1.registry import register
-from medr1.store import open_store
+from medr1.cli.app import app
+from medr1.registry.backends import open_store
+from medr1.registry.versions import register
 
 URL_PASSWORD = "FAKE-SECRET-url-password-5e2a"
 
@@ -115,9 +115,9 @@ def test_no_credential_reaches_a_manifest_a_log_an_output_or_the_store(tmp_path,
     version = json.loads((workspace / "metrics/registered.json").read_text())["version"]
 
     monkeypatch.chdir(workspace)  # promote reads its gates from params.yaml here
-    from medr1 import cli
+    from medr1.cli import common
 
-    monkeypatch.setattr(cli.console, "width", 300)
+    monkeypatch.setattr(common.console, "width", 300)
     commands = [["registry", "list"], ["registry", "list", "--json"], ["registry", "pull", version, "pulled"],
                 ["registry", "promote", version, "staging"], ["registry", "promote", version, "production"],
                 ["registry", "history"], ["registry", "history", "--json"], ["audit", "model", version],

@@ -10,11 +10,12 @@ from PIL import Image
 from report_checks import CHROMIUM, check_numbers, parse, render_in_chromium
 
 from medr1.config import StudyParams
-from medr1.generalization import generalization
-from medr1.metrics import Prediction, gain_over_base, summarize
-from medr1.records import MODALITIES, QUESTION_TYPES
-from medr1.report import build_report, write_report
-from medr1.training_log import write_training_curves
+from medr1.data.records import MODALITIES, QUESTION_TYPES
+from medr1.evaluate.metrics import Prediction, gain_over_base, summarize
+from medr1.report.build import build_report
+from medr1.report.render import write_report
+from medr1.study.generalization import generalization
+from medr1.train.curves import write_training_curves
 
 
 def _predictions(skill: float, seed: int) -> list[Prediction]:

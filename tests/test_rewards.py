@@ -1,6 +1,6 @@
 import pytest
 
-from medr1.rewards import accuracy_reward, accuracy_score, extract_answer_letter, format_score, make_format_reward
+from medr1.task.rewards import accuracy_reward, accuracy_score, extract_answer_letter, format_score, make_format_reward
 
 
 @pytest.mark.parametrize(

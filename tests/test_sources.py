@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from medr1.records import MODALITIES, QUESTION_TYPES
-from medr1.sources.omnimedvqa import QA_FOLDER, Dropped, canonical_modality, read_omnimedvqa
+from medr1.data.records import MODALITIES, QUESTION_TYPES
+from medr1.data.sources.base import Dropped
+from medr1.data.sources.omnimedvqa import QA_FOLDER, canonical_modality, read_omnimedvqa
 
 
 def test_synthetic_set_uses_the_omnimedvqa_layout(synthetic_root):
@@ -31,7 +32,7 @@ def test_reader_reads_the_synthetic_set_back(synthetic_root):
 
 
 def test_synthetic_is_deterministic(tmp_path):
-    from medr1.sources.synthetic import write_synthetic
+    from medr1.synthetic.dataset import write_synthetic
 
     write_synthetic(tmp_path / "a", 1, seed=3, progress=False)
     write_synthetic(tmp_path / "b", 1, seed=3, progress=False)

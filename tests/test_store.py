@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from medr1.store import StoreError, open_store
+from medr1.registry.backends import open_store
+from medr1.registry.store import StoreError
 
 
 def test_put_get_list_delete(store_url, tmp_path):
@@ -45,7 +46,7 @@ def test_put_if_absent_has_one_winner_among_eight_writers(store_url):
 
 
 def test_large_file_goes_up_in_parts(s3_environment, moto_server, tmp_path):
-    from medr1.s3_store import MIB, S3Store
+    from medr1.registry.s3_store import MIB, S3Store
 
     bucket = moto_server.new_bucket()
     store = S3Store(bucket, "p", multipart_threshold=5 * MIB)  # S3's smallest part size

@@ -1,10 +1,10 @@
 import numpy as np
 import torch
 
-from medr1.encoding import ImageCache, encode, prompt_text
-from medr1.prompts import user_prompt
-from medr1.scenes import Scene, render
-from medr1.tiny_model import TinyArchitecture, build_model, build_processor, train_tokenizer
+from medr1.model.encoding import ImageCache, encode, prompt_text
+from medr1.synthetic.scenes import Scene, render
+from medr1.task.prompts import user_prompt
+from medr1.tiny.model import TinyArchitecture, build_model, build_processor, train_tokenizer
 
 SMALL = TinyArchitecture(intermediate_size=128, num_hidden_layers=2, vision_embed_dim=32, vision_depth=1)
 
@@ -62,7 +62,7 @@ def test_option_binding_head_looks_two_tokens_back():
 
 
 def test_option_reader_survives_training_steps():
-    from medr1.option_reader import LETTER
+    from medr1.tiny.option_reader import LETTER
 
     _, _, model = _parts()
     first = model.model.language_model.layers[0].self_attn
@@ -83,8 +83,8 @@ def test_option_reader_survives_training_steps():
 def test_grpo_on_the_tiny_model_moves_only_option_word_meanings(tmp_path):
     from transformers import AutoModelForImageTextToText
 
-    from medr1.grpo import option_word_ids, train_option_words_only
-    from medr1.records import Record
+    from medr1.data.records import Record
+    from medr1.train.grpo import option_word_ids, train_option_words_only
 
     prompt = user_prompt("What organ is shown?", {"A": "Brain", "B": "Lung"}) + " <answer>A</answer>"
     tokenizer, _, model = _parts([prompt] * 20)
@@ -114,7 +114,7 @@ def test_grpo_on_the_tiny_model_moves_only_option_word_meanings(tmp_path):
 
 def test_picture_vectors_are_what_the_pooling_head_writes():
     """Eyesight trains on picture_vectors; the matching head reads PICTURE. They must agree."""
-    from medr1.option_reader import PICTURE, picture_vectors
+    from medr1.tiny.option_reader import PICTURE, picture_vectors
 
     _, processor, model = _parts()
     with torch.no_grad():  # trained eyes give image tokens of unequal norms, which the head weighs unequally

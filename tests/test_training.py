@@ -5,15 +5,15 @@ import json
 import pytest
 
 from medr1.config import LoraParams, SftParams, TrainParams
-from medr1.records import read_jsonl
+from medr1.data.records import read_jsonl
 
 FAST = {"max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 4, "logging_steps": 1, "checkpoint_steps": 1}
 
 
 @pytest.fixture(scope="module")
 def small_base(tmp_path_factory, processed):
-    from medr1.base_model import tokenizer_corpus
-    from medr1.tiny_model import TinyArchitecture, build_model, build_processor, train_tokenizer
+    from medr1.model.base import tokenizer_corpus
+    from medr1.tiny.model import TinyArchitecture, build_model, build_processor, train_tokenizer
 
     records = list(read_jsonl(processed / "train.jsonl"))[:8]
     tokenizer = train_tokenizer(tokenizer_corpus(records, 0), 512)
@@ -31,7 +31,7 @@ def _load(folder):
 
 
 def test_lora_training_saves_one_plain_merged_model(small_base, processed, tmp_path):
-    from medr1.grpo import train_grpo
+    from medr1.train.grpo import train_grpo
 
     base, records = small_base
     params = TrainParams(**FAST, lora=LoraParams(enabled=True, r=4, alpha=8))
@@ -44,7 +44,7 @@ def test_lora_training_saves_one_plain_merged_model(small_base, processed, tmp_p
 
 
 def test_sft_baseline_trains_and_saves_a_loadable_model(small_base, processed, tmp_path):
-    from medr1.sft import sft_dataset, train_sft
+    from medr1.train.sft import sft_dataset, train_sft
 
     base, records = small_base
     example = sft_dataset(records[:1], processed, "think_after")[0]
@@ -56,7 +56,7 @@ def test_sft_baseline_trains_and_saves_a_loadable_model(small_base, processed, t
 
 
 def test_resume_picks_the_newest_complete_checkpoint(tmp_path):
-    from medr1.grpo import last_checkpoint
+    from medr1.train.grpo import last_checkpoint
 
     folder = tmp_path / "checkpoints"
     assert last_checkpoint(tmp_path) is None
@@ -68,7 +68,7 @@ def test_resume_picks_the_newest_complete_checkpoint(tmp_path):
 
 
 def test_gpu_only_options_fail_clearly_on_the_cpu(tmp_path):
-    from medr1.grpo import grpo_config
+    from medr1.train.grpo import grpo_config
 
     with pytest.raises(RuntimeError, match="use_vllm needs a CUDA GPU"):
         grpo_config(TrainParams(use_vllm=True, device="cpu"), tmp_path)
@@ -76,7 +76,7 @@ def test_gpu_only_options_fail_clearly_on_the_cpu(tmp_path):
 
 
 def test_params_reach_grpo_config(tmp_path):
-    from medr1.grpo import grpo_config
+    from medr1.train.grpo import grpo_config
 
     knobs = {"num_generations": 4, "temperature": 1.3, "beta": 0.04, "num_iterations": 2, "epsilon": 0.3,
              "max_completion_length": 24, "learning_rate": 0.01, "seed": 5, "gradient_accumulation_steps": 2}

@@ -1,0 +1,95 @@
+"""Ingest: read a source, resize its images in parallel, normalize records, split them."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from tqdm import tqdm
+
+from medr1.data.images import ImageError, default_workers, process_image
+from medr1.data.records import Record
+from medr1.data.sources.base import Dropped, SourceItem
+from medr1.data.sources.medr1_splits import read_medr1_splits
+from medr1.data.sources.omnimedvqa import read_omnimedvqa
+from medr1.data.splits import split_by_image, write_splits
+from medr1.errors import PipelineError
+
+SOURCE_KINDS = ("synthetic", "omnimedvqa", "medr1-splits")
+
+
+def read_source(kind: str, root: Path, dropped: Dropped, per_file: Counter, family: str = "modality",
+                images_root: Path | None = None) -> list[SourceItem]:
+    """Every record of the source folder that its reader accepts; the rest land in `dropped`."""
+    if kind in ("synthetic", "omnimedvqa"):  # the synthetic set is written in OmniMedVQA's layout
+        return list(read_omnimedvqa(root, dropped, per_file))
+    if kind == "medr1-splits":
+        return list(read_medr1_splits(root, family, dropped, per_file, images_root))
+    raise PipelineError(f"unknown source kind {kind!r}: use one of {', '.join(SOURCE_KINDS)}")
+
+
+def _process(args: tuple[Path, Path, int, Path | None]) -> tuple[str, str, bool] | str:
+    source, out_folder, size, cache = args
+    try:
+        return process_image(source, out_folder, size, cache)
+    except ImageError as error:
+        return str(error)
+
+
+def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, seed: int, progress: bool = True,
+           kind: str = "omnimedvqa", family: str = "modality", keep_source_split: bool = False,
+           images_root: Path | None = None, workers: int | None = None, cache: Path | None = None) -> dict:
+    """Write `out/{train,test}.jsonl`, `out/splits/...`, `out/images/`, `out/dropped.jsonl` (every
+    record refused, with its reason) and return the ingest summary; no splits when nothing is usable."""
+    dropped, per_file = Dropped(), Counter()
+    items = read_source(kind, source_root, dropped, per_file, family, images_root)
+    image_folder = out / "images"
+    image_folder.mkdir(parents=True, exist_ok=True)
+    sources = sorted({item.image_path for item in items})
+    workers = workers or default_workers()
+    if cache is not None:
+        Path(cache).mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        jobs = [(path, image_folder, image_size, cache) for path in sources]
+        results = list(tqdm(pool.map(_process, jobs, chunksize=16), total=len(jobs), desc="images", disable=not progress))
+    processed = dict(zip(sources, results))
+    records, sides = [], {}
+    for item in items:
+        result = processed[item.image_path]
+        if isinstance(result, str):
+            dropped.add(result.split(":")[0], f"{item.question_id} ({item.image_path})")
+            continue
+        digest, name, _ = result
+        sides[item.question_id] = item.split
+        records.append(
+            Record(
+                question_id=item.question_id,
+                dataset=item.dataset,
+                modality=item.modality,
+                question_type=item.question_type,
+                question=item.question,
+                options=item.options,
+                answer=item.answer,
+                image=f"images/{name}",
+                image_sha256=digest,
+            )
+        )
+    summary = {"source": str(source_root), "kind": kind, "records_per_file": dict(sorted(per_file.items())),
+               "records": len(records), "images": len({r.image_sha256 for r in records}),
+               "images_processed": sum(1 for r in results if not isinstance(r, str) and not r[2]),
+               "images_from_cache": sum(1 for r in results if not isinstance(r, str) and r[2])}
+    if records:
+        if keep_source_split and all(sides.values()):  # Med-R1's own train/test files
+            train = [r for r in records if sides[r.question_id] == "train"]
+            test = [r for r in records if sides[r.question_id] == "test"]
+        else:
+            train, test = split_by_image(records, test_fraction, seed)
+        summary.update(write_splits(train, test, out))
+    summary["dropped"] = dropped.as_dict()
+    summary["dropped_total"] = len(dropped.every)
+    with (out / "dropped.jsonl").open("w", encoding="utf-8") as handle:  # every dropped record, named
+        for reason, where in dropped.every:
+            handle.write(json.dumps({"record": where, "reason": reason}) + "\n")
+    return summary

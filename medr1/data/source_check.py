@@ -1,0 +1,28 @@
+"""`medr1 check`: ingest and validate a source folder without training, before any GPU hour is spent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medr1.config import ValidateParams
+from medr1.data.checks import run_checks, splits_frame
+from medr1.data.ingest import ingest
+
+
+def check_source(kind: str, root: Path, out: Path, thresholds: ValidateParams, family: str = "modality",
+                 images_root: Path | None = None, image_size: int = 384, test_fraction: float = 0.3, seed: int = 13,
+                 keep_source_split: bool = False, progress: bool = True) -> dict:
+    """Ingest `root` into `out` and run the data checks (Data Docs in `out/data_docs`); `success`
+    only when records survive and every check passes."""
+    summary = ingest(Path(root), Path(out), image_size, test_fraction, seed, progress=progress, kind=kind, family=family,
+                     keep_source_split=keep_source_split, images_root=images_root)
+    validation = None
+    if summary["records"]:
+        validation = run_checks(splits_frame(Path(out), image_size), thresholds.min_rows_per_modality, thresholds.max_answer_share,
+                                thresholds.max_modality_share, data_docs=Path(out) / "data_docs")
+    return {
+        "success": bool(validation and validation["success"]),
+        "ingest": summary,
+        "validation": validation,
+        "dropped_list": str(Path(out) / "dropped.jsonl"),
+    }

@@ -1,0 +1,78 @@
+"""What every source reader shares: the item a reader yields, the record of what it dropped,
+and the safe ways to read a question file and find an image inside the source root."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    question_id: str
+    dataset: str
+    modality: str
+    question_type: str
+    question: str
+    options: dict[str, str]
+    answer: str
+    image_path: Path  # absolute, inside the source root
+    split: str | None = None  # "train"/"test" when the source fixes it (Med-R1's split files)
+
+
+@dataclass
+class Dropped:
+    """Every record the readers refused, with its reason."""
+
+    every: list[tuple[str, str]] = field(default_factory=list)  # (reason, record)
+
+    def add(self, reason: str, where: str) -> None:
+        self.every.append((reason, where))
+
+    @property
+    def counts(self) -> Counter:
+        return Counter(reason for reason, _ in self.every)
+
+    def as_dict(self, examples: int = 5) -> dict:
+        """Count and the first few records per reason."""
+        summary: dict[str, dict] = {}
+        for reason, where in self.every:
+            entry = summary.setdefault(reason, {"count": 0, "examples": []})
+            entry["count"] += 1
+            if len(entry["examples"]) < examples:
+                entry["examples"].append(where)
+        return summary
+
+
+def json_list(file: Path, dropped: Dropped) -> list:
+    """The JSON list a question file holds, or [] with the file dropped saying why."""
+    try:
+        entries = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        dropped.add("file is not valid JSON", f"{file.name}: {error}")
+        return []
+    if not isinstance(entries, list):
+        dropped.add("file is not a JSON list", file.name)
+        return []
+    return entries
+
+
+def safe_image_path(root: Path, relative: str) -> Path | None:
+    """The image's absolute path, or None when it would escape the data root."""
+    if not relative or Path(relative).is_absolute() or ".." in Path(relative).parts:
+        return None
+    resolved = (root / relative).resolve()
+    return resolved if resolved.is_relative_to(root.resolve()) else None
+
+
+def existing_image(root: Path, relative: str, where: str, dropped: Dropped) -> Path | None:
+    """The image's absolute path when it is a file inside the root; otherwise drop the record saying why."""
+    image_path = safe_image_path(root, relative)
+    if image_path is None:
+        dropped.add("image path escapes the data root", where)
+    elif not image_path.is_file():
+        dropped.add("image file not found", where)
+        image_path = None
+    return image_path

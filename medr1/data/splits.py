@@ -1,0 +1,42 @@
+"""Leakage-safe train/test splits: stratified by modality, grouped by image content hash."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from medr1.data.records import MODALITIES, QUESTION_TYPES, Record, write_jsonl
+
+
+def split_by_image(records: list[Record], test_fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
+    """Every question about one image lands on the same side; each modality keeps the same test share."""
+    rng = np.random.default_rng(seed)
+    images_by_modality: dict[str, list[str]] = defaultdict(list)
+    for record in records:
+        if record.image_sha256 not in images_by_modality[record.modality]:
+            images_by_modality[record.modality].append(record.image_sha256)
+    test_images: set[str] = set()
+    for modality in sorted(images_by_modality):
+        images = sorted(images_by_modality[modality])
+        rng.shuffle(images)
+        count = round(len(images) * test_fraction) if len(images) > 1 else 0
+        test_images.update(images[:count])
+    train = [r for r in records if r.image_sha256 not in test_images]
+    test = [r for r in records if r.image_sha256 in test_images]
+    return train, test
+
+
+def write_splits(train: list[Record], test: list[Record], out: Path) -> dict:
+    """train/test JSONL overall, per modality and per question type (Med-R1 trains per modality and per task)."""
+    counts: dict = {"train": len(train), "test": len(test), "modality": {}, "question_type": {}}
+    for side, records in (("train", train), ("test", test)):
+        write_jsonl(records, out / f"{side}.jsonl")
+        for key, names in (("modality", MODALITIES), ("question_type", QUESTION_TYPES)):
+            for name in names:
+                subset = [r for r in records if getattr(r, key) == name]
+                if subset:
+                    write_jsonl(subset, out / "splits" / key / side / f"{name}.jsonl")
+                counts[key].setdefault(name, {})[side] = len(subset)
+    return counts

@@ -1,0 +1,149 @@
+"""Batched greedy decoding of answers, the fast way.
+
+- Left padding, and batches bucketed by prompt length, so little of a batch is padding; the
+  questions about one image go in one batch, where the prompt up to the end of the image (the
+  head) is computed once for all of them (`medr1.evaluate.heads`).
+- Greedy decoding checks drafted tokens, the rest of the shortest well-formed answer, in one
+  forward pass (`medr1.evaluate.greedy`): a think-after answer takes two passes instead of six, and the
+  tokens are plain greedy decoding's.
+- Each row stops once its verdict is settled (`medr1.task.rewards.verdict_settled`); a well-formed
+  completion stops at the end-of-turn token. A model that rambles costs a few tokens, not
+  max_new_tokens, and the extracted answers and format verdicts equal a full generation's.
+- Processed images come from an `ImageCache`, filled once (files decoded in threads, processed
+  in large batches) and shared by every model evaluated on the same split; the vision tower's
+  output for an image is computed once per model and reused by every question about that
+  image (`VisionFeatures`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import OrderedDict
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from medr1.data.records import Record
+from medr1.errors import PipelineError
+from medr1.evaluate.greedy import FormatDrafts, greedy_decode
+from medr1.evaluate.heads import split_prompts
+from medr1.model.encoding import ImageCache, ProcessedImage, prompt_text
+from medr1.task.prompts import ReasoningMode
+from medr1.task.rewards import verdict_settled
+
+
+class VisionFeatures:
+    """One model's vision-tower output per image, computed once, passed to generate as
+    precomputed encoder outputs; the least recently used images go beyond `capacity`."""
+
+    def __init__(self, model, capacity: int = 4096):
+        self.model = model
+        self.capacity = capacity
+        self._items: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.usable = "mm_encoder_outputs" in inspect.signature(model.forward).parameters
+
+    def encoder_outputs(self, keys: list[str], images: list[ProcessedImage]) -> dict:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        missing = {key: image for key, image in zip(keys, images) if key not in self._items}
+        if missing:
+            device = self.model.device
+            pixels = torch.cat([image.pixel_values for image in missing.values()]).to(device, self.model.dtype)
+            grids = torch.cat([image.grid_thw for image in missing.values()]).to(device)
+            features = self.model.get_image_features(pixels, grids, return_dict=True).pooler_output
+            self._items.update(zip(missing, features, strict=True))
+        for key in keys:
+            self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return {"image": BaseModelOutputWithPooling(pooler_output=tuple(self._items[key] for key in keys))}
+
+
+# generation_config settings that change greedy choices, with their neutral values; of these,
+# greedy_decode applies only repetition_penalty.
+_UNAPPLIED = {"no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,), "suppress_tokens": (None,),
+              "begin_suppress_tokens": (None,), "min_new_tokens": (None, 0), "min_length": (None, 0),
+              "sequence_bias": (None,), "forced_bos_token_id": (None,), "forced_eos_token_id": (None,),
+              "encoder_repetition_penalty": (None, 1.0), "exponential_decay_length_penalty": (None,)}
+
+
+def greedy_repetition_penalty(config) -> float:
+    """The model's repetition penalty (as `generate` would apply it); a setting that greedy
+    decoding does not apply stops evaluation rather than silently giving other answers."""
+    for name, neutral in _UNAPPLIED.items():
+        value = getattr(config, name, None)
+        if not any(value is allowed or value == allowed for allowed in neutral):
+            raise PipelineError(f"the model's generation_config.json sets {name}={value!r}, which evaluation does not "
+                                f"apply; remove it there (Med-R1 evaluates with plain greedy decoding)")
+    return float(getattr(config, "repetition_penalty", None) or 1.0)
+
+
+def length_buckets(lengths: list[int], batch_size: int, together: list | None = None) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first, so memory peaks early).
+    Indices with the same `together` key (the questions about one image) are kept next to each
+    other, in the place of their longest, so that a batch holds few distinct images."""
+    together = together if together is not None else list(range(len(lengths)))
+    if len(together) != len(lengths):
+        raise ValueError(f"{len(together)} group keys for {len(lengths)} lengths")
+    groups: dict = {}
+    for index in sorted(range(len(lengths)), key=lambda index: -lengths[index]):
+        groups.setdefault(together[index], []).append(index)
+    order = [index for members in groups.values() for index in members]
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+@torch.inference_mode()
+def generate_completions(
+    model,
+    processor,
+    records: list[Record],
+    image_root: Path,
+    mode: ReasoningMode,
+    batch_size: int = 32,
+    max_new_tokens: int = 256,
+    cache: ImageCache | None = None,
+    progress: bool = True,
+    desc: str = "evaluate",
+) -> list[str]:
+    """The greedy completion of every record, in the records' order."""
+    cache = cache if cache is not None else ImageCache(processor)  # an empty cache is falsy
+    model.eval()
+    tokenizer = processor.tokenizer
+    keys = [str(image_root / record.image) for record in records]
+    images = cache.get_files(keys)
+    vision = VisionFeatures(model)
+    prompts = [prompt_text(processor, r.question, r.options, mode, image) for r, image in zip(records, images)]
+    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    lengths = [len(ids) for ids in prompt_ids]
+    completions: list[str] = [""] * len(records)
+    configured = model.generation_config.eos_token_id
+    configured = configured if isinstance(configured, list) else [configured] if configured is not None else []
+    end_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    end_ids = [end_turn] + sorted(set(configured) - {end_turn})
+
+    penalty = greedy_repetition_penalty(model.generation_config)
+    drafts = FormatDrafts(tokenizer, mode, ["".join(record.options) for record in records], end_turn)
+
+    def settled(token_lists: list[list[int]]) -> list[bool]:
+        return [verdict_settled(text, mode) for text in tokenizer.batch_decode(token_lists, skip_special_tokens=True)]
+
+    with tqdm(total=len(records), desc=desc, unit="question", disable=not progress) as bar:
+        for batch_indices in length_buckets(lengths, batch_size, together=keys):
+            prompts = split_prompts(processor, [prompt_ids[i] for i in batch_indices], [images[i] for i in batch_indices],
+                                    [keys[i] for i in batch_indices]).to(model.device)
+            heads = dict(prompts.heads)
+            if vision.usable:
+                del heads["pixel_values"]
+                heads["mm_encoder_outputs"] = vision.encoder_outputs(prompts.head_keys, prompts.head_images)
+            else:
+                heads["pixel_values"] = heads["pixel_values"].to(model.dtype)
+            prompts = replace(prompts, heads=heads)
+            tokens = greedy_decode(model, prompts, drafts.for_rows(batch_indices), set(end_ids),
+                                   max_new_tokens, settled, tokenizer.pad_token_id, penalty)
+            texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
+            for index, text in zip(batch_indices, texts):
+                completions[index] = text
+            bar.update(len(batch_indices))
+    return completions

@@ -1,0 +1,62 @@
+"""Evaluating models on a split: load each, decode, grade, summarize; images processed once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medr1.data.records import Record, read_jsonl
+from medr1.evaluate.decoding import generate_completions
+from medr1.evaluate.metrics import Prediction, chance_accuracy, gain_over_base, grade, summarize
+from medr1.model.encoding import ImageCache
+from medr1.model.loading import load_for_evaluation
+from medr1.task.prompts import ReasoningMode
+
+
+def predict(model, processor, records: list[Record], image_root: Path, mode: ReasoningMode, settings,
+            cache: ImageCache | None = None, progress: bool = True, desc: str = "evaluate") -> list[Prediction]:
+    completions = generate_completions(model, processor, records, image_root, mode, settings.batch_size,
+                                       settings.max_new_tokens, cache, progress, desc)
+    return [grade(record, completion, mode) for record, completion in zip(records, completions)]
+
+
+def write_predictions(predictions: list[Prediction], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as stream:
+        for prediction in predictions:
+            stream.write(json.dumps(prediction.__dict__) + "\n")
+
+
+def evaluate_models(
+    models: dict[str, Path],
+    split: Path,
+    image_root: Path,
+    mode: ReasoningMode,
+    settings,
+    predictions_dir: Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate each named model on one split; images are processed once and shared.
+
+    Returns metrics/eval.json's content: the "grpo" model's numbers at the top level, every
+    other model's under its name as a prefix (base_accuracy, base_per_modality, ...), and
+    each model's gain over "base" (gain_over_base for grpo, sft_gain_over_base, ...).
+    """
+    records = list(read_jsonl(split))
+    caches: dict[str, ImageCache] = {}
+    metrics: dict = {"chance_accuracy": round(chance_accuracy(records), 4), "split": str(split)}
+    summaries: dict[str, dict] = {}
+    for name, folder in models.items():
+        model, processor = load_for_evaluation(folder, settings.device)
+        cache = caches.setdefault(processor.image_processor.to_json_string(), ImageCache(processor))
+        predictions = predict(model, processor, records, image_root, mode, settings, cache, progress, desc=name)
+        summaries[name] = summarize(predictions)
+        if predictions_dir is not None:
+            write_predictions(predictions, predictions_dir / f"{name}.jsonl")
+        del model  # one model on the device at a time
+    for name, summary in summaries.items():
+        prefix = "" if name == "grpo" else f"{name}_"
+        metrics.update({f"{prefix}{key}": value for key, value in summary.items()})
+        if name != "base" and "base" in summaries:
+            metrics[f"{prefix}gain_over_base"] = gain_over_base(summary, summaries["base"])
+    return metrics

@@ -1,0 +1,117 @@
+"""Graded predictions and what metrics/eval.json reports about them."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from medr1.data.records import Record
+from medr1.task.rewards import extract_answer_letter, format_score
+
+NO_ANSWER = "none"  # the confusion matrix's column for completions without a readable letter
+
+
+@dataclass(frozen=True)
+class Prediction:
+    question_id: str
+    dataset: str
+    modality: str
+    question_type: str
+    answer: str
+    predicted: str | None
+    completion: str
+    well_formed: bool
+
+    @property
+    def correct(self) -> bool:
+        return self.predicted == self.answer
+
+
+def grade(record: Record, completion: str, mode: str) -> Prediction:
+    """One record's completion, graded by the extractor and format check the rewards use."""
+    return Prediction(
+        question_id=record.question_id,
+        dataset=record.dataset,
+        modality=record.modality,
+        question_type=record.question_type,
+        answer=record.answer,
+        predicted=extract_answer_letter(completion, "".join(record.options)),
+        completion=completion,
+        well_formed=format_score(completion, mode) == 1.0,
+    )
+
+
+def accuracy(predictions: list[Prediction]) -> float:
+    return sum(p.correct for p in predictions) / len(predictions) if predictions else 0.0
+
+
+def chance_accuracy(records: list[Record]) -> float:
+    return sum(1 / len(r.options) for r in records) / len(records) if records else 0.0
+
+
+def bootstrap_interval(predictions: list[Prediction], resamples: int = 1000, level: float = 0.95,
+                       seed: int = 0) -> list[float]:
+    """Percentile bootstrap interval of the accuracy (questions resampled with replacement)."""
+    if not predictions:
+        return [0.0, 0.0]
+    hits = [1 if p.correct else 0 for p in predictions]
+    generator = random.Random(seed)
+    size = len(hits)
+    means = sorted(sum(generator.choices(hits, k=size)) / size for _ in range(resamples))
+    tail = (1 - level) / 2
+    return [round(means[int(tail * (resamples - 1))], 4), round(means[int((1 - tail) * (resamples - 1))], 4)]
+
+
+def grouped_accuracy(predictions: list[Prediction], key: str) -> dict[str, float]:
+    groups: dict[str, list[Prediction]] = defaultdict(list)
+    for prediction in predictions:
+        groups[getattr(prediction, key)].append(prediction)
+    return {name: round(accuracy(group), 4) for name, group in sorted(groups.items())}
+
+
+def modality_by_question_type(predictions: list[Prediction]) -> dict[str, dict[str, float]]:
+    """Accuracy of every (modality, question type) cell that has questions."""
+    cells: dict[str, dict[str, list[Prediction]]] = defaultdict(lambda: defaultdict(list))
+    for prediction in predictions:
+        cells[prediction.modality][prediction.question_type].append(prediction)
+    return {modality: {kind: round(accuracy(group), 4) for kind, group in sorted(row.items())}
+            for modality, row in sorted(cells.items())}
+
+
+def letter_confusion(predictions: list[Prediction]) -> dict[str, dict[str, int]]:
+    """Counts of gold letter -> predicted letter (or "none")."""
+    counts = Counter((p.answer, p.predicted or NO_ANSWER) for p in predictions)
+    confusion: dict[str, dict[str, int]] = defaultdict(dict)
+    for (gold, predicted), count in sorted(counts.items()):
+        confusion[gold][predicted] = count
+    return dict(confusion)
+
+
+def summarize(predictions: list[Prediction]) -> dict:
+    per_modality = grouped_accuracy(predictions, "modality")
+    return {
+        "accuracy": round(accuracy(predictions), 4),
+        "modality_average": round(sum(per_modality.values()) / len(per_modality), 4) if per_modality else 0.0,
+        "accuracy_ci95": bootstrap_interval(predictions),
+        "format_rate": round(sum(p.well_formed for p in predictions) / max(len(predictions), 1), 4),
+        "per_modality": per_modality,
+        "per_question_type": grouped_accuracy(predictions, "question_type"),
+        "per_dataset": grouped_accuracy(predictions, "dataset"),
+        "per_modality_question_type": modality_by_question_type(predictions),
+        "letter_confusion": letter_confusion(predictions),
+        "count": len(predictions),
+    }
+
+
+def difference(model: float | dict, base: float | dict) -> float | dict:
+    """model - base, key by key through nested accuracy tables (keys missing on one side are left out)."""
+    if isinstance(model, dict):
+        return {key: difference(model[key], base[key]) for key in model if key in base}
+    return round(model - base, 4)
+
+
+def gain_over_base(model: dict, base: dict) -> dict:
+    """How far a model's summary is above the base model's, overall and per group."""
+    keys = ("accuracy", "modality_average", "per_modality", "per_question_type", "per_modality_question_type")
+    return {key: difference(model[key], base[key]) for key in keys}

@@ -1,0 +1,75 @@
+"""What a report holds: tables of `Sourced` numbers, figures, facts; and `Metrics`, the one way
+to take a number out of the metrics files (so the report cannot drift from metrics/*.json)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medr1.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class Sourced:
+    value: float | int
+    source: str
+    path: tuple[str, ...]
+
+    def text(self) -> str:
+        return str(self.value)
+
+
+Cell = str | Sourced
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[Cell]]
+    note: str = ""
+
+
+@dataclass
+class Figure:
+    title: str
+    path: Path
+    note: str = ""
+
+
+@dataclass
+class Report:
+    title: str
+    facts: list[str]
+    sections: list[Table | Figure] = field(default_factory=list)
+
+
+class Metrics:
+    """The metrics files by name, and the one way to take a number out of them."""
+
+    def __init__(self, files: dict[str, dict]):
+        self.files = files
+
+    def _find(self, source: str, path: tuple[str, ...]):
+        value = self.files.get(source)
+        for key in path:
+            if isinstance(value, list) and key.isdigit() and int(key) < len(value):
+                value = value[int(key)]
+            elif isinstance(value, dict) and key in value:
+                value = value[key]
+            else:
+                raise PipelineError(f"metrics/{source} has no {'.'.join(path)}: rerun the stage that writes it")
+        return value
+
+    def __call__(self, source: str, *path: str) -> Sourced:
+        value = self._find(source, path)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PipelineError(f"metrics/{source} {'.'.join(path)} is not a number")
+        return Sourced(value, source, tuple(path))
+
+    def has(self, source: str, *path: str) -> bool:
+        try:
+            self._find(source, path)
+        except PipelineError:
+            return False
+        return True

@@ -1,0 +1,66 @@
+"""The train split as TRL's trainers read it: conversational prompts with their image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medr1.data.records import Record
+from medr1.task.prompts import chat_prompt, target_completion
+
+
+def grpo_dataset(records: list[Record], image_root: Path, mode: str, fast_copies: Path | None = None):
+    """Conversational prompts with their image and gold letter, as GRPOTrainer reads them.
+
+    The trainer decodes a row's image each time it samples the row, num_generations times a
+    step. With `fast_copies`, a folder, and a split whose distinct images take at most 1 GiB as
+    raw pixels, the images are read from uncompressed TIFF copies written there: the same pixels,
+    decoded about 6x faster than the PNGs.
+    """
+    from datasets import Dataset, Image
+
+    paths = [str(image_root / r.image) for r in records]
+    if fast_copies is not None:
+        paths = _uncompressed_copies(paths, fast_copies)
+    rows = {
+        "prompt": [chat_prompt(r.question, r.options, mode) for r in records],
+        "image": paths,
+        "answer": [r.answer for r in records],
+        "letters": ["".join(r.options) for r in records],
+    }
+    dataset = Dataset.from_dict(rows)
+    return dataset.cast_column("image", Image())
+
+
+def _uncompressed_copies(paths: list[str], folder: Path, budget: int = 1 << 30) -> list[str]:
+    """The paths of uncompressed TIFF copies of `paths` in `folder`, or `paths` itself when the
+    distinct images would take more than `budget` bytes."""
+    from PIL import Image
+
+    distinct = list(dict.fromkeys(paths))
+    if sum(_raw_rgb_bytes(path) for path in distinct) > budget:  # headers only: opening does not decode
+        return paths
+    copies = {}
+    for index, path in enumerate(distinct):
+        copies[path] = str(folder / f"{index}.tiff")
+        with Image.open(path) as image:
+            image.convert("RGB").save(copies[path], format="TIFF")  # no compression: decoding is a copy
+    return [copies[path] for path in paths]
+
+
+def _raw_rgb_bytes(path: str) -> int:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.width * image.height * 3
+
+
+def sft_dataset(records: list[Record], image_root: Path, mode: str):
+    """Prompt-completion pairs with their image, as SFTTrainer reads them (loss on the completion only)."""
+    from datasets import Dataset, Image
+
+    rows = {
+        "prompt": [chat_prompt(r.question, r.options, mode) for r in records],
+        "completion": [[{"role": "assistant", "content": target_completion(r.answer, mode)}] for r in records],
+        "image": [str(image_root / r.image) for r in records],
+    }
+    return Dataset.from_dict(rows).cast_column("image", Image())

@@ -1,0 +1,59 @@
+"""GRPO with Med-R1's rule-based rewards through TRL's GRPOTrainer: config in, trained model out."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+from medr1.config import TrainParams
+from medr1.data.records import Record
+from medr1.errors import PipelineError
+from medr1.model.hooks import apply_training_hook
+from medr1.model.loading import load_for_training
+from medr1.task.rewards import accuracy_reward, make_format_reward
+from medr1.train.datasets import grpo_dataset
+from medr1.train.resume import last_checkpoint
+from medr1.train.saving import save_trained
+from medr1.train.trl_config import grpo_config, lora_config
+
+
+def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params: TrainParams, output_dir: Path) -> list[dict]:
+    """Train from `model_dir`, save the model and processor to `output_dir`, return the log history.
+
+    A run killed mid-way left checkpoints under `output_dir/checkpoints`; the next call resumes
+    from the last one (same optimizer state, RNG and step count) instead of starting over.
+    """
+    from accelerate.utils import broadcast_object_list
+    from trl import GRPOTrainer
+
+    model, processor = load_for_training(model_dir, params)
+    if not params.lora.enabled:  # LoRA adapters train as configured, whatever the model
+        apply_training_hook(model, processor.tokenizer, records)
+    # Beside the checkpoints, which publishing leaves out; one folder per process under a launcher.
+    fast_copies = output_dir / "checkpoints" / f"train-images-{socket.gethostname()}-{os.getpid()}"
+    fast_copies.mkdir(parents=True, exist_ok=True)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[make_format_reward(params.reasoning), accuracy_reward],
+        args=grpo_config(params, output_dir / "checkpoints"),
+        train_dataset=grpo_dataset(records, image_root, params.reasoning, fast_copies),
+        processing_class=processor,
+        peft_config=lora_config(params) if params.lora.enabled else None,
+    )
+    if params.lora.enabled and trainer.is_deepspeed_enabled:
+        raise PipelineError("train.lora with DeepSpeed is not supported yet (the merged model cannot be gathered "
+                            "from ZeRO shards); use a DDP or single-GPU launcher, or train.lora.enabled: false")
+    # Every process resumes from the checkpoint the main process chose.
+    chosen = [last_checkpoint(output_dir) if trainer.accelerator.is_main_process else None]
+    resume = broadcast_object_list(chosen)[0] if trainer.accelerator.num_processes > 1 else chosen[0]
+    if resume and trainer.accelerator.is_main_process:
+        print(f"[train] resuming from {resume}", flush=True)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    finally:
+        shutil.rmtree(fast_copies, ignore_errors=True)
+    if params.lora.enabled:  # one plain checkpoint, loadable without peft
+        trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+    return save_trained(trainer, processor, output_dir)

@@ -1,0 +1,58 @@
+"""Resuming a killed training run: its last complete checkpoint, and whether the staging folder
+still belongs to the same run (same params, base model, train split, code and packages)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from medr1.pipeline.code_deps import stage_code_files
+
+FINGERPRINT = "run.json"
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    """The newest complete checkpoint: the Trainer writes trainer_state.json last, so a
+    checkpoint that a kill cut short has none (or a truncated one) and is passed over."""
+    folder = output_dir / "checkpoints"
+    found = [(int(path.name.split("-")[-1]), path) for path in folder.glob("checkpoint-*") if path.name.split("-")[-1].isdigit()]
+    for _, path in sorted(found, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return str(path)
+    return None
+
+
+def run_fingerprint(params, base_sha256: str, train_split: Path, stage: str = "train") -> dict:
+    """What a checkpoint's meaning depends on. The code is every file dvc.yaml names as the stage's
+    code deps, the same list that makes `dvc repro` rerun the stage when one of them changes."""
+    from importlib.metadata import version
+
+    return {
+        "params": params.model_dump(mode="json"),
+        "base_model_sha256": base_sha256,
+        "train_sha256": _sha256(train_split),
+        "code_sha256": {str(path): _sha256(path) for path in stage_code_files(stage)},
+        "packages": {name: version(name) for name in ("torch", "transformers", "trl", "accelerate", "peft")},
+    }
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def reuse_or_clear(staging: Path, fingerprint: dict) -> None:
+    """Keep `staging` (and its checkpoints) only when it belongs to the same run."""
+    marker = staging / FINGERPRINT
+    try:
+        if json.loads(marker.read_text()) == fingerprint:
+            return
+    except (OSError, ValueError):  # no run there, or a marker cut short: start over
+        pass
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    marker.write_text(json.dumps(fingerprint, indent=1))
