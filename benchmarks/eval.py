@@ -44,12 +44,14 @@ def reference_completions(model, processor, records, image_root: Path, mode: str
     for start in tqdm(range(0, len(records), batch_size), desc="reference", leave=False):
         chunk = records[start : start + batch_size]
         messages = [chat_prompt(record.question, record.options, mode) for record in chunk]
-        text = [processor.apply_chat_template(message, tokenize=False, add_generation_prompt=True) for message in messages]
+        text = [processor.apply_chat_template(message, tokenize=False, add_generation_prompt=True)
+                for message in messages]
         images = [Image.open(image_root / record.image).convert("RGB") for record in chunk]
         inputs = processor(text=text, images=images, padding=True, return_tensors="pt").to(model.device)
         generated = model.generate(**inputs, use_cache=True, max_new_tokens=256, do_sample=False)
         trimmed = generated[:, inputs["input_ids"].shape[1] :]
-        completions.extend(processor.batch_decode(trimmed, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+        completions.extend(processor.batch_decode(trimmed, skip_special_tokens=True,
+                                                  clean_up_tokenization_spaces=False))
     return completions
 
 

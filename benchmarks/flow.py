@@ -102,7 +102,8 @@ def main() -> None:
         print(f"{how:<34}{round_number:>6}{seconds:>10.1f}  {', '.join(ran)}")
     dvc = statistics.median(seconds for side, _, seconds, _ in rows if side == "dvc")
     flow = statistics.median(seconds for side, _, seconds, _ in rows if side == "flow")
-    print(f"\nmedian: dvc repro {dvc:.1f} s, flow {flow:.1f} s, ratio flow / dvc repro {flow / dvc:.3f} (bar: at most 1.10)")
+    print(f"\nmedian: dvc repro {dvc:.1f} s, flow {flow:.1f} s, ratio flow / dvc repro {flow / dvc:.3f} "
+          "(bar: at most 1.10)")
 
 
 if __name__ == "__main__":

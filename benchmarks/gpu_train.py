@@ -5,7 +5,8 @@
 
 It prepares a working folder of its own (the repository's params.yaml with Med-R1's GPU recipe:
 learning rate 1e-6, beta 0.04, bf16, gradient checkpointing on CUDA; the synthetic data; a random
-model with Qwen2-VL-2B's architecture saved as a local checkpoint) and runs the stages there exactly as dvc.yaml runs them: `python -m stages.synthesize`, `ingest`,
+model with Qwen2-VL-2B's architecture saved as a local checkpoint) and runs the stages there exactly
+as dvc.yaml runs them: `python -m stages.synthesize`, `ingest`,
 `base_model` (kind local), `train`, then `medr1 evaluate` on the test split. It prints one table:
 steps/s, completions/s and peak GPU memory of the train stage, questions/s of the evaluation.
 The model is random, so its rewards stay near 0: this measures the machinery, not learning.
@@ -70,7 +71,7 @@ def build_random_model(work: Path, preset: dict, device: str) -> int:
 
     from medr1.config import TinyArchitecture
     from medr1.data.records import read_jsonl
-    from medr1.model.base import tokenizer_corpus
+    from medr1.tiny.build import tokenizer_corpus
     from medr1.tiny.model import build_processor, qwen2vl_config, set_generation_tokens, train_tokenizer
 
     records = list(read_jsonl(work / "data/processed/train.jsonl"))
@@ -95,7 +96,8 @@ def run(work: Path, log: Path, *command: str) -> tuple[str, float]:
     result = subprocess.run(command, check=False, cwd=work, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     with log.open("a") as stream:
-        stream.write(f"$ {' '.join(command)}  ({seconds:.1f} s, exit {result.returncode})\n{result.stdout}{result.stderr}\n")
+        stream.write(f"$ {' '.join(command)}  ({seconds:.1f} s, exit {result.returncode})\n"
+                     f"{result.stdout}{result.stderr}\n")
     if result.returncode != 0:
         sys.exit(f"`{' '.join(command)}` failed (exit {result.returncode}); the end of its output:\n"
                  + (result.stdout + result.stderr)[-3000:])
@@ -104,15 +106,19 @@ def run(work: Path, log: Path, *command: str) -> tuple[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="qwen2-vl-2b", help="model sizes (default: qwen2-vl-2b)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="qwen2-vl-2b",
+                        help="model sizes (default: qwen2-vl-2b)")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="train.device and evaluate.device")
     parser.add_argument("--steps", type=int, default=20, help="GRPO optimizer steps (default 20)")
-    parser.add_argument("--batch", type=int, default=16, help="completions per step (train.per_device_train_batch_size)")
+    parser.add_argument("--batch", type=int, default=16,
+                        help="completions per step (train.per_device_train_batch_size)")
     parser.add_argument("--generations", type=int, default=8, help="completions per prompt (train.num_generations)")
     parser.add_argument("--completion-length", type=int, default=128, help="train.max_completion_length")
     parser.add_argument("--checkpoint-steps", type=int, default=10_000,
-                        help="train.checkpoint_steps (default: none within the run; a 2B checkpoint with Adam is ~26 GB)")
-    parser.add_argument("--images", type=int, default=12, help="synthetic images per modality (x 8 modalities, 5 questions each)")
+                        help="train.checkpoint_steps (default: none within the run; "
+                             "a 2B checkpoint with Adam is ~26 GB)")
+    parser.add_argument("--images", type=int, default=12,
+                        help="synthetic images per modality (x 8 modalities, 5 questions each)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/medr1-gpu-train"), help="the working folder (replaced)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -149,7 +155,8 @@ def main() -> None:
     questions = len(test.read_text().splitlines())
     output, seconds = run(args.work, log, python, "-m", "medr1.cli", "evaluate", "--model", "models/grpo",
                           "--data", str(test), "--device", args.device, "--json")
-    results.update(eval_questions=questions, eval_s=round(seconds, 1), eval_questions_per_s=round(questions / seconds, 2))
+    results.update(eval_questions=questions, eval_s=round(seconds, 1),
+                   eval_questions_per_s=round(questions / seconds, 2))
 
     print("\n| measure | value |\n|---|---|")
     for name, value in results.items():

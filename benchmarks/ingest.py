@@ -55,13 +55,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[1000, 5000, 20000])
     parser.add_argument("--no-baseline", action="store_true", help="skip the serial (one worker) baseline")
-    parser.add_argument("--source-size", type=int, default=384, help="side of the source images in pixels (default 384)")
+    parser.add_argument("--source-size", type=int, default=384,
+                        help="side of the source images in pixels (default 384)")
     args = parser.parse_args()
     start = time.perf_counter()
     import great_expectations  # noqa: F401  (a one-off cost per process, kept out of rows/s)
 
-    print(f"source images {args.source_size}x{args.source_size}; importing Great Expectations took {time.perf_counter() - start:.1f} s (not counted)")
-    header = f"{'rows':>6} {'images':>6} {'ingest s':>9} {'checks s':>9} {'rows/s':>8} {'ms/row':>7} {'per row vs first':>16}"
+    print(f"source images {args.source_size}x{args.source_size}; "
+          f"importing Great Expectations took {time.perf_counter() - start:.1f} s (not counted)")
+    header = (f"{'rows':>6} {'images':>6} {'ingest s':>9} {'checks s':>9} {'rows/s':>8} {'ms/row':>7} "
+              f"{'per row vs first':>16}")
     if not args.no_baseline:
         header += f" {'serial rows/s':>13} {'speed-up':>8}"
     print(header)
@@ -77,7 +80,8 @@ def main() -> None:
             rate = count / (ingest_s + checks_s)
             per_row = 1000 / rate
             first = first or per_row
-            line = f"{count:>6} {count // QUESTIONS_PER_IMAGE:>6} {ingest_s:>9.1f} {checks_s:>9.1f} {rate:>8.0f} {per_row:>7.2f} {per_row / first:>15.2f}x"
+            line = (f"{count:>6} {count // QUESTIONS_PER_IMAGE:>6} {ingest_s:>9.1f} {checks_s:>9.1f} {rate:>8.0f} "
+                    f"{per_row:>7.2f} {per_row / first:>15.2f}x")
             if not args.no_baseline:
                 serial = count / sum(measure(source, Path(scratch), 1))
                 line += f" {serial:>13.0f} {rate / serial:>7.2f}x"

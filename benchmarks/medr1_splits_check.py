@@ -27,7 +27,8 @@ from medr1.data.sources.medr1_splits import FAMILIES, split_files
 
 def write_placeholders(splits: Path, images_root: Path) -> int:
     paths = {entry["image"] for family in FAMILIES for file in split_files(splits, family)
-             for entry in json.loads(file.read_text(encoding="utf-8")) if isinstance(entry, dict) and entry.get("image")}
+             for entry in json.loads(file.read_text(encoding="utf-8"))
+             if isinstance(entry, dict) and entry.get("image")}
     for index, relative in enumerate(sorted(paths)):
         target = images_root / relative
         if ".." in Path(relative).parts or Path(relative).is_absolute():
@@ -48,15 +49,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("splits", type=Path)
     parser.add_argument("--family", default="modality", choices=FAMILIES)
-    parser.add_argument("--keep-source-split", action="store_true", help="keep Med-R1's own train/test sides (they share images)")
+    parser.add_argument("--keep-source-split", action="store_true",
+                        help="keep Med-R1's own train/test sides (they share images)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="medr1-splits-") as scratch:
         start = time.perf_counter()
         count = write_placeholders(args.splits, Path(scratch) / "omnimedvqa")
         print(f"{count} placeholder images in {time.perf_counter() - start:.0f} s")
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "medr1.cli", "check", "medr1-splits", str(args.splits), "--family", args.family,
-                                 "--images", str(Path(scratch) / "omnimedvqa"), "--out", str(Path(scratch) / "out"), "--json",
+        result = subprocess.run([sys.executable, "-m", "medr1.cli", "check", "medr1-splits", str(args.splits),
+                                 "--family", args.family, "--images", str(Path(scratch) / "omnimedvqa"),
+                                 "--out", str(Path(scratch) / "out"), "--json",
                                  *(["--keep-source-split"] if args.keep_source_split else [])],
                                 capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - start
@@ -74,7 +77,8 @@ def main() -> None:
     print(f"\n{'group':<24} {'read':>8} {'README':>8}")
     for group, expected in readme_totals(args.splits).items():
         print(f"{group:<24} {groups[group]:>8} {expected:>8} {'ok' if groups[group] == expected else 'DIFFERENT'}")
-    print(f"\nmedr1 check --family {args.family}: exit {result.returncode} in {seconds:.0f} s; kept {summary['records']} records "
+    print(f"\nmedr1 check --family {args.family}: exit {result.returncode} in {seconds:.0f} s; "
+          f"kept {summary['records']} records "
           f"({summary.get('train', 0)} train / {summary.get('test', 0)} test), dropped {summary['dropped_total']}, "
           f"{dropped_lines} named in dropped.jsonl")
     for reason, entry in sorted(summary["dropped"].items(), key=lambda item: -item[1]["count"]):

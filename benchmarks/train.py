@@ -32,7 +32,7 @@ def bare_grpo(model_dir: Path, records, params, output_dir: Path) -> None:
     from medr1.task.prompts import chat_prompt
     from medr1.task.rewards import accuracy_reward, make_format_reward
     from medr1.tiny.option_reader import is_wired
-    from medr1.train.grpo import train_option_words_only
+    from medr1.tiny.training import train_option_words_only
 
     torch.manual_seed(params.seed)
     processor = AutoProcessor.from_pretrained(model_dir)

@@ -26,7 +26,8 @@ def data_checks_markdown(summary: dict) -> str:
     if summary["success"]:
         return f"# Data checks passed\n\n{summary['evaluated_expectations']} expectations over {summary['rows']} rows."
     rows = "\n".join(
-        f"| {failure['expectation']} | {failure['column'] or ''} | {failure['unexpected_count']} | {', '.join(failure['examples'])} |"
+        f"| {failure['expectation']} | {failure['column'] or ''} | {failure['unexpected_count']} | "
+        f"{', '.join(failure['examples'])} |"
         for failure in summary["failed"]
     )
     return ("# Data checks failed\n\nNo training ran.\n\n```\n" + describe_failures(summary) + "\n```\n\n"
@@ -50,7 +51,8 @@ def run_summary_markdown(root: Path, ran: list[str], skipped: list[str], overrid
                      f"`{strip_credentials(registered['store'])}`")
     lines.append(f"- git commit: `{git['commit']}`" + (" (uncommitted changes)" if git["dirty"] else ""))
     lines += ["", "| data | md5 in dvc.lock | stage |", "|---|---|---|"]
-    lines += [f"| {entry['path']} | `{entry['md5']}` | {entry['stage']} |" for entry in data_dependencies(lock, tuple(lock))]
+    lines += [f"| {entry['path']} | `{entry['md5']}` | {entry['stage']} |"
+              for entry in data_dependencies(lock, tuple(lock))]
     return "\n".join(lines)
 
 

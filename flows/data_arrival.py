@@ -49,7 +49,8 @@ def medr1_data_arrival(data: str | None = None, overrides: list[str] | None = No
     try:
         path = watched_path(root, data)
         if os.path.normpath(path) not in {os.path.normpath(dep) for dep in read_graph(root).dependencies}:
-            raise PipelineError(f"{path} is not a dependency of any stage in dvc.yaml, so DVC keeps no hash of it to compare")
+            raise PipelineError(f"{path} is not a dependency of any stage in dvc.yaml, "
+                                "so DVC keeps no hash of it to compare")
     except PipelineError as error:
         return Failed(message=str(error))
     if not data_changed(root, path):

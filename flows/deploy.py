@@ -44,7 +44,8 @@ def work_pools(prefect_file: Path) -> list[str]:
 
 
 def _prefect(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", *args], capture_output=True, text=True, check=False)
+    return subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", *args],
+                          capture_output=True, text=True, check=False)
 
 
 def _require(result: subprocess.CompletedProcess, what: str) -> str:

@@ -74,7 +74,8 @@ def check_data(root: Path) -> State | None:
     from medr1.data.checks import check_ingested
 
     if not (root / INGESTED / "train.jsonl").is_file():
-        return Failed(message=f"no ingested data in {root / INGESTED}: the stages before {CHECKED_STAGE!r} did not write it")
+        return Failed(message=f"no ingested data in {root / INGESTED}: "
+                              f"the stages before {CHECKED_STAGE!r} did not write it")
     try:
         summary = check_ingested(root / INGESTED, load_params(root / "params.yaml"))
     except ParamsError as error:

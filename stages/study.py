@@ -28,7 +28,8 @@ def main() -> None:
     staging = staging_for(out)
     train_cell(params, family, group, base_model_dir(Path("models/base")), DATA, staging)
     publish(staging, out, leave_out=("checkpoints",))
-    result = {"family": family, "trained_on": group, "steps": params.study.max_steps, **evaluate_cell(params, family, out, DATA)}
+    result = {"family": family, "trained_on": group, "steps": params.study.max_steps,
+              **evaluate_cell(params, family, out, DATA)}
     metrics = Path("metrics/study") / family / f"{group}.json"
     metrics.parent.mkdir(parents=True, exist_ok=True)
     metrics.write_text(json.dumps(result, indent=1))

@@ -39,7 +39,8 @@ def audit_model(
         "records": manifest.get("records") or record_counts(manifest.get("ingest") or {}),
         "validation": manifest.get("validation"),
         "params": manifest.get("params"),
-        "metrics": {k: manifest.get("metrics", {}).get(k) for k in ("accuracy", "base_accuracy", "format_rate", "chance_accuracy")},
+        "metrics": {k: manifest.get("metrics", {}).get(k)
+                    for k in ("accuracy", "base_accuracy", "format_rate", "chance_accuracy")},
         "packages": manifest.get("packages"),
         "files": manifest.get("files"),
         "promotions": promotions,
@@ -48,7 +49,8 @@ def audit_model(
         print(json.dumps(report, indent=1))
         return
     base = report["base_model"] or {}
-    console.print(f"[bold]{report['name']} {report['version']}[/bold] created {report['created_at']} by {report['created_by']}")
+    console.print(f"[bold]{report['name']} {report['version']}[/bold] created {report['created_at']} "
+                  f"by {report['created_by']}")
     console.print(f"git {report['git']}")
     console.print(f"base model: {base.get('kind')} {base.get('path')} sha256 {str(base.get('sha256'))[:16]}")
     data = Table(title="data it was trained and evaluated on (md5 as dvc.lock records it)")

@@ -25,11 +25,13 @@ def check(
     images: Annotated[Path | None, typer.Option(
         "--images", help="medr1-splits only: the OmniMedVQA folder holding Images/ (default: ROOT).")] = None,
     out: Annotated[Path | None, typer.Option(
-        "--out", help="Keep the processed records, images and dropped.jsonl here (default: a temporary folder).")] = None,
+        "--out", help="Keep the processed records, images and dropped.jsonl here "
+                      "(default: a temporary folder).")] = None,
     min_rows_per_modality: Annotated[int | None, typer.Option(
         help="Fail when a modality present has fewer rows (default: params.yaml validate, else 1).")] = None,
     max_answer_share: Annotated[float | None, typer.Option(
-        help="Fail when an answer letter exceeds this share of a split (default: params.yaml validate, else 1).")] = None,
+        help="Fail when an answer letter exceeds this share of a split "
+             "(default: params.yaml validate, else 1).")] = None,
     max_modality_share: Annotated[float | None, typer.Option(
         help="Fail when a modality exceeds this share of a split (default: params.yaml validate, else 1).")] = None,
     keep_source_split: Annotated[bool, typer.Option(
@@ -68,9 +70,12 @@ def check(
     for name, count in summary["records_per_file"].items():
         files.add_row(name, str(count))
     console.print(files)
-    console.print(f"kept {summary['records']} records on {summary['images']} images; dropped {summary['dropped_total']}")
+    console.print(f"kept {summary['records']} records on {summary['images']} images; "
+                  f"dropped {summary['dropped_total']}")
     if summary["dropped"]:
-        drops = Table(title="dropped records, by reason" + (f" (every one in {report['dropped_list']})" if report["dropped_list"] else " (--out keeps the full list)"))
+        drops = Table(title="dropped records, by reason"
+                      + (f" (every one in {report['dropped_list']})" if report["dropped_list"]
+                         else " (--out keeps the full list)"))
         for column in ("reason", "count", "examples"):
             drops.add_column(column)
         for reason, entry in sorted(summary["dropped"].items(), key=lambda item: -item[1]["count"]):
@@ -80,7 +85,8 @@ def check(
     if validation is None:
         console.print("[red]no usable records: nothing to validate[/red]")
     elif validation["success"]:
-        console.print(f"[green]{validation['evaluated_expectations']} expectations passed over {validation['rows']} rows[/green]")
+        console.print(f"[green]{validation['evaluated_expectations']} expectations passed "
+                      f"over {validation['rows']} rows[/green]")
     else:
         console.print(f"[red]{describe_failures(validation)}[/red]")
     if strict and summary["dropped_total"]:

@@ -58,9 +58,12 @@ def evaluate(
     reasoning: Annotated[str | None, typer.Option("--reasoning", help="think_before, no_think or think_after "
                                                   "(default: train.reasoning in params.yaml).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Default: evaluate.batch_size.")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Default: evaluate.max_new_tokens.")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (default: evaluate.device).")] = None,
-    predictions: Annotated[Path | None, typer.Option("--predictions", help="Write every graded completion here (JSONL).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens",
+                                                       help="Default: evaluate.max_new_tokens.")] = None,
+    device: Annotated[str | None, typer.Option("--device",
+                                               help="auto, cpu or cuda (default: evaluate.device).")] = None,
+    predictions: Annotated[Path | None, typer.Option("--predictions",
+                                                     help="Write every graded completion here (JSONL).")] = None,
     store: Annotated[str | None, typer.Option("--store", help="Store URL for a registered version "
                                               "(default: register.store).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON instead of tables.")] = False,
@@ -83,7 +86,8 @@ def evaluate(
         settings = params.evaluate.model_copy(update=given)
         mode = reasoning or params.train.reasoning
     else:
-        missing = [f"--{key.replace('_', '-')}" for key in ("batch_size", "max_new_tokens", "device") if key not in given]
+        missing = [f"--{key.replace('_', '-')}" for key in ("batch_size", "max_new_tokens", "device")
+                   if key not in given]
         missing += [] if reasoning else ["--reasoning"]
         if missing:
             raise MissingFileError(f"no params.yaml here to take {', '.join(missing)} from: run in the pipeline's "

@@ -50,7 +50,8 @@ def registry_pull(
     from medr1.registry.versions import pull
 
     manifest = pull(open_configured_store(store), version, target)
-    console.print(f"pulled {manifest['name']} {manifest['version']} into {target}: {len(manifest['files'])} files verified")
+    console.print(f"pulled {manifest['name']} {manifest['version']} into {target}: "
+                  f"{len(manifest['files'])} files verified")
 
 
 @app.command("promote")

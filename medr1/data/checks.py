@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from medr1.config import Params
 
 SUITE_NAME = "medr1_records"
-REQUIRED_COLUMNS = ("question_id", "dataset", "modality", "question_type", "question", "options", "answer", "image", "image_sha256")
+REQUIRED_COLUMNS = ("question_id", "dataset", "modality", "question_type", "question", "options", "answer", "image",
+                    "image_sha256")
 
 
 def _image_facts(path: Path, size: int) -> tuple[bool, bool]:
@@ -79,7 +80,8 @@ def add_split_facts(frame: pd.DataFrame) -> pd.DataFrame:
     sides = frame.groupby("image_sha256")["split"].transform("nunique")
     frame["image_in_both_splits"] = sides > 1
     for column in ("answer", "modality"):
-        frame[f"{column}_share"] = frame.groupby(["split", column])[column].transform("size") / frame.groupby("split")[column].transform("size")
+        frame[f"{column}_share"] = (frame.groupby(["split", column])[column].transform("size")
+                                    / frame.groupby("split")[column].transform("size"))
     return frame
 
 
@@ -88,7 +90,8 @@ def splits_frame(data: Path, image_size: int = 384, workers: int | None = None) 
     frames = []
     for split in ("train", "test"):
         path = data / f"{split}.jsonl"
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path.is_file() else []
+        rows = ([json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+                if path.is_file() else [])
         frames.append(records_frame(rows, data, split, image_size, workers))
     return pd.concat(frames, ignore_index=True)
 
@@ -104,7 +107,8 @@ def _suite(gx, min_rows_per_modality: int, max_answer_share: float, max_modality
     suite.add_expectation(E.ExpectColumnValuesToBeInSet(column="question_type", value_set=list(QUESTION_TYPES)))
     suite.add_expectation(E.ExpectColumnValuesToBeInSet(column="answer", value_set=list(LETTERS)))
     suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="option_count", min_value=2, max_value=len(LETTERS)))
-    for flag in ("answer_in_options", "options_lettered", "options_distinct", "image_exists", "image_decodes", "image_is_square_rgb"):
+    for flag in ("answer_in_options", "options_lettered", "options_distinct", "image_exists", "image_decodes",
+                 "image_is_square_rgb"):
         suite.add_expectation(E.ExpectColumnValuesToBeInSet(column=flag, value_set=[True]))
     suite.add_expectation(E.ExpectColumnValuesToBeInSet(column="image_in_both_splits", value_set=[False]))
     suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="answer_share", max_value=max_answer_share))
@@ -134,7 +138,8 @@ def run_checks(frame: pd.DataFrame, min_rows_per_modality: int = 1, max_answer_s
         context.add_data_docs_site(site_name="medr1", site_config={
             "class_name": "SiteBuilder",
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(Path(data_docs).resolve())},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                              "base_directory": str(Path(data_docs).resolve())},
         })
         actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["medr1"]))
     definition = context.validation_definitions.add(gx.ValidationDefinition(name="records", data=batch, suite=suite))
@@ -167,7 +172,8 @@ def run_checks(frame: pd.DataFrame, min_rows_per_modality: int = 1, max_answer_s
             )
     failed = [e for e in expectations if not e["success"]]
     per_modality = frame["modality"].value_counts().to_dict() if "modality" in frame else {}
-    too_small = {m: int(per_modality.get(m, 0)) for m in MODALITIES if 0 < per_modality.get(m, 0) < min_rows_per_modality}
+    too_small = {m: int(per_modality.get(m, 0)) for m in MODALITIES
+                 if 0 < per_modality.get(m, 0) < min_rows_per_modality}
     if too_small:
         failed.append(
             {
@@ -196,7 +202,8 @@ def check_ingested(data: Path, params: Params, data_docs: Path | None = None) ->
 
 
 def describe_failures(summary: dict) -> str:
-    lines = [f"data checks failed: {len(summary['failed'])} of {summary['evaluated_expectations']} expectations over {summary['rows']} rows"]
+    lines = [(f"data checks failed: {len(summary['failed'])} of {summary['evaluated_expectations']} expectations "
+              f"over {summary['rows']} rows")]
     for failure in summary["failed"]:
         column = f" on {failure['column']}" if failure["column"] else ""
         lines.append(f"  - {failure['expectation']}{column}: {failure['unexpected_count']} offending row(s)")

@@ -34,7 +34,8 @@ _PLAIN_CHUNKS = {b"IHDR", b"IDAT", b"IEND", b"pHYs", b"gAMA", b"sRGB"}
 
 def _plain_rgb_png(raw: bytes) -> bool:
     """8-bit RGB, non-interlaced, IHDR first, only pixel chunks, nothing after IEND."""
-    if not raw.startswith(_PNG_SIGNATURE) or raw[12:16] != b"IHDR" or raw[24:26] != b"\x08\x02" or raw[28:29] != b"\x00":
+    if (not raw.startswith(_PNG_SIGNATURE) or raw[12:16] != b"IHDR" or raw[24:26] != b"\x08\x02"
+            or raw[28:29] != b"\x00"):
         return False
     position = len(_PNG_SIGNATURE)
     while position + 12 <= len(raw):

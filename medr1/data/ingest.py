@@ -53,7 +53,8 @@ def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, 
         Path(cache).mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=workers) as pool:
         jobs = [(path, image_folder, image_size, cache) for path in sources]
-        results = list(tqdm(pool.map(_process, jobs, chunksize=16), total=len(jobs), desc="images", disable=not progress))
+        results = list(tqdm(pool.map(_process, jobs, chunksize=16), total=len(jobs), desc="images",
+                            disable=not progress))
     processed = dict(zip(sources, results))
     records, sides = [], {}
     for item in items:

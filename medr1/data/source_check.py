@@ -14,12 +14,13 @@ def check_source(kind: str, root: Path, out: Path, thresholds: ValidateParams, f
                  keep_source_split: bool = False, progress: bool = True) -> dict:
     """Ingest `root` into `out` and run the data checks (Data Docs in `out/data_docs`); `success`
     only when records survive and every check passes."""
-    summary = ingest(Path(root), Path(out), image_size, test_fraction, seed, progress=progress, kind=kind, family=family,
-                     keep_source_split=keep_source_split, images_root=images_root)
+    summary = ingest(Path(root), Path(out), image_size, test_fraction, seed, progress=progress, kind=kind,
+                     family=family, keep_source_split=keep_source_split, images_root=images_root)
     validation = None
     if summary["records"]:
-        validation = run_checks(splits_frame(Path(out), image_size), thresholds.min_rows_per_modality, thresholds.max_answer_share,
-                                thresholds.max_modality_share, data_docs=Path(out) / "data_docs")
+        validation = run_checks(splits_frame(Path(out), image_size), thresholds.min_rows_per_modality,
+                                thresholds.max_answer_share, thresholds.max_modality_share,
+                                data_docs=Path(out) / "data_docs")
     return {
         "success": bool(validation and validation["success"]),
         "ingest": summary,

@@ -131,7 +131,8 @@ def generate_completions(
 
     with tqdm(total=len(records), desc=desc, unit="question", disable=not progress) as bar:
         for batch_indices in length_buckets(lengths, batch_size, together=keys):
-            prompts = split_prompts(processor, [prompt_ids[i] for i in batch_indices], [images[i] for i in batch_indices],
+            prompts = split_prompts(processor, [prompt_ids[i] for i in batch_indices],
+                                    [images[i] for i in batch_indices],
                                     [keys[i] for i in batch_indices]).to(model.device)
             heads = dict(prompts.heads)
             if vision.usable:

@@ -34,8 +34,8 @@ class FormatDrafts:
     def __init__(self, tokenizer, mode: ReasoningMode, letters: Sequence[str], end_id: int):
         shapes: dict[str, list[list[int]]] = {}
         for options in set(letters):
-            shapes[options] = [tokenizer(target_completion(letter, mode), add_special_tokens=False)["input_ids"] + [end_id]
-                               for letter in options]
+            shapes[options] = [tokenizer(target_completion(letter, mode), add_special_tokens=False)["input_ids"]
+                               + [end_id] for letter in options]
         self._shapes = [shapes[options] for options in letters]
 
     def for_rows(self, indices: list[int]) -> Draft:
@@ -114,7 +114,8 @@ def greedy_decode(
             finished[row] = bool(ends)
         # Settling is checked on all of a row's new tokens at once; when they settle it, the first
         # settling prefix is searched for (more text never unsettles a verdict).
-        rows_settled = [row for row, flag in zip(grown, settled([generated[row] + tokens for row, tokens in grown.items()])) if flag]
+        rows_settled = [row for row, flag
+                        in zip(grown, settled([generated[row] + tokens for row, tokens in grown.items()])) if flag]
         for row in rows_settled:
             tokens = grown[row]
             flags = settled([generated[row] + tokens[:count] for count in range(1, len(tokens))]) + [True]
@@ -152,8 +153,8 @@ def rope_positions(model, ids: torch.Tensor, kinds: torch.Tensor, grids: torch.T
     longest = [max(members, key=lambda row: lengths[row]) for members in layouts.values()]
     picked = torch.tensor(longest, device=ids.device)
     grid_rows = torch.cat([grids[firsts[row] : firsts[row] + images[row]] for row in longest]) if any(images) else None
-    positions, deltas = model.model.get_rope_index(ids[picked], mm_token_type_ids=kinds[picked], image_grid_thw=grid_rows,
-                                                   attention_mask=mask[picked])
+    positions, deltas = model.model.get_rope_index(ids[picked], mm_token_type_ids=kinds[picked],
+                                                   image_grid_thw=grid_rows, attention_mask=mask[picked])
     full = torch.zeros(3, rows, ids.shape[1], dtype=positions.dtype, device=ids.device)
     all_deltas = torch.zeros(rows, 1, dtype=deltas.dtype, device=ids.device)
     width = ids.shape[1]
@@ -208,4 +209,5 @@ def _accepted(predicted: list[int], guess: list[int]) -> int:
 
 
 def _padded(drafts: list[list[int]], width: int, pad_id: int, device) -> torch.Tensor:
-    return torch.tensor([guess + [pad_id] * (width - len(guess)) for guess in drafts], dtype=torch.long, device=device).view(len(drafts), width)
+    return torch.tensor([guess + [pad_id] * (width - len(guess)) for guess in drafts], dtype=torch.long,
+                        device=device).view(len(drafts), width)

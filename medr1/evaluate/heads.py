@@ -40,7 +40,8 @@ class Prompts:
         return [heads[head] + text for head, text in zip(self.head_of_row.tolist(), texts)]
 
 
-def split_prompts(processor, prompt_ids: list[list[int]], images: list[ProcessedImage], image_keys: list[str]) -> Prompts:
+def split_prompts(processor, prompt_ids: list[list[int]], images: list[ProcessedImage],
+                  image_keys: list[str]) -> Prompts:
     """Each prompt (token ids, one image each) cut after its image's last token; rows with the same
     image and the same tokens up to there share one head."""
     image_token = processor.image_token_id
@@ -67,8 +68,10 @@ def split_prompts(processor, prompt_ids: list[list[int]], images: list[Processed
     return Prompts(
         heads=encode(processor, head_ids, head_images, padding_side="left"),
         head_of_row=torch.tensor(head_of_row),
-        text_ids=torch.tensor([[pad] * (width - len(text)) + text for text in texts], dtype=torch.long).view(len(texts), width),
-        text_mask=torch.tensor([[0] * (width - len(text)) + [1] * len(text) for text in texts], dtype=torch.long).view(len(texts), width),
+        text_ids=torch.tensor([[pad] * (width - len(text)) + text for text in texts],
+                              dtype=torch.long).view(len(texts), width),
+        text_mask=torch.tensor([[0] * (width - len(text)) + [1] * len(text) for text in texts],
+                               dtype=torch.long).view(len(texts), width),
         head_keys=head_keys,
         head_images=head_images,
     )

@@ -22,7 +22,8 @@ def write_reference(out: Path, reference: dict) -> dict:
 def reference_local_base(path: Path, out: Path) -> dict:
     if not (path / "config.json").is_file():
         raise MissingFileError(f"base_model.path {path} has no config.json: point it at a Qwen2-VL checkpoint folder")
-    return write_reference(out, {"kind": "local", "path": str(path.resolve()), "sha256": folder_digest(folder_hashes(path))})
+    return write_reference(out, {"kind": "local", "path": str(path.resolve()),
+                                 "sha256": folder_digest(folder_hashes(path))})
 
 
 def base_model_dir(out: Path) -> Path:

@@ -73,7 +73,8 @@ def prompt_text(processor, question: str, options: dict[str, str], mode: Reasoni
     """The chat-templated prompt with the image placeholder expanded to the image's token count."""
     frame = _chat_frame(processor)
     if frame is None:
-        text = processor.apply_chat_template(chat_prompt(question, options, mode), tokenize=False, add_generation_prompt=True)
+        text = processor.apply_chat_template(chat_prompt(question, options, mode), tokenize=False,
+                                             add_generation_prompt=True)
     else:
         text = frame.replace(_TEXT_SLOT, user_prompt(question, options, mode), 1)
     merge = processor.image_processor.merge_size**2
@@ -92,7 +93,8 @@ def _chat_frame(processor) -> str | None:
     template = repr(processor.chat_template)  # a string, or a dict of named templates
     if template not in _FRAMES:
         def render(text: str) -> str:
-            return processor.apply_chat_template(image_question_messages(text), tokenize=False, add_generation_prompt=True)
+            return processor.apply_chat_template(image_question_messages(text), tokenize=False,
+                                                 add_generation_prompt=True)
 
         frame, probe = render(_TEXT_SLOT), " Which organ? liver(A), lung(B)\nOutput <answer> </answer>. "
         verbatim = frame.count(_TEXT_SLOT) == 1 and frame.replace(_TEXT_SLOT, probe) == render(probe)

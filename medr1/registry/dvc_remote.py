@@ -48,7 +48,8 @@ def configure_dvc_remote(repo: Path, settings: dict[str, str], name: str = REMOT
         raise MissingFileError(f"{repo} is not a DVC repository (no .dvc/): run it from the repository root")
 
     def dvc(*args: str) -> None:
-        result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True, check=False)
+        result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True,
+                                check=False)
         if result.returncode != 0:
             raise PipelineError(f"`dvc {' '.join(args[:3])} ...` failed: {(result.stderr or result.stdout).strip()}")
 

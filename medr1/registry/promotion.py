@@ -35,7 +35,8 @@ def gate_failures(manifest: dict, gate: PromotionGate) -> list[str]:
     if accuracy is None or base is None:
         failures.append("min_gain_over_base: the manifest lacks metrics.accuracy or metrics.base_accuracy")
     elif accuracy - base < gate.min_gain_over_base:
-        failures.append(f"min_gain_over_base: gain {accuracy - base:+.3f} over base {base:.3f} < {gate.min_gain_over_base:+.3f}")
+        failures.append(f"min_gain_over_base: gain {accuracy - base:+.3f} over base {base:.3f} "
+                        f"< {gate.min_gain_over_base:+.3f}")
     if gate.require_validation and not (manifest.get("validation") or {}).get("success"):
         failures.append("require_validation: the data checks before its training did not pass (or were not recorded)")
     return failures

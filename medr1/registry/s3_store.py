@@ -71,8 +71,8 @@ class S3Store:
         with self._errors("connect to", ""):
             self._client = session.client("s3", endpoint_url=endpoint, config=config,
                                           region_name=session.region_name or "us-east-1")
-        self._transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_threshold,
-                                        max_concurrency=4)
+        self._transfer = TransferConfig(multipart_threshold=multipart_threshold,
+                                        multipart_chunksize=multipart_threshold, max_concurrency=4)
 
     @classmethod
     def from_url(cls, url: str) -> S3Store:
@@ -105,7 +105,8 @@ class S3Store:
             raise StoreError(f"cannot {action} {key} in {self._where}: {code}: "
                              f"{error.response.get('Error', {}).get('Message', '')}") from None
         except (BotoCoreError, Boto3Error) as error:  # refused connections, timeouts, no credentials, failed uploads
-            raise StoreError(strip_credentials(f"cannot {action} {key or 'the bucket'} in {self._where}: {error}")) from None
+            raise StoreError(strip_credentials(f"cannot {action} {key or 'the bucket'} in {self._where}: "
+                                               f"{error}")) from None
 
     def put_file(self, key: str, source: Path) -> None:
         with self._errors("upload", key):

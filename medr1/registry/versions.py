@@ -112,7 +112,8 @@ def pull(store: ObjectStore, version: str, target: Path) -> dict:
             try:
                 store.get_file(f"{prefix}/files/{relative}", local)
             except KeyError:
-                raise RegistryError(f"version {manifest['version']} is missing its file {relative} in {store.url}") from None
+                raise RegistryError(f"version {manifest['version']} is missing its file {relative} "
+                                    f"in {store.url}") from None
             actual = sha256_file(local)
             if actual != expected["sha256"]:
                 raise RegistryError(

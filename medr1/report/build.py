@@ -24,7 +24,8 @@ def _ordered(names, vocabulary: tuple[str, ...]) -> list[str]:
 
 
 def _models(metrics: Metrics) -> list[tuple[str, str]]:
-    return [(label, prefix) for label, prefix in MODEL_PREFIXES.items() if metrics.has("eval.json", f"{prefix}accuracy")]
+    return [(label, prefix) for label, prefix in MODEL_PREFIXES.items()
+            if metrics.has("eval.json", f"{prefix}accuracy")]
 
 
 def headline(metrics: Metrics, mode: str) -> Table:
@@ -32,7 +33,8 @@ def headline(metrics: Metrics, mode: str) -> Table:
     for label, prefix in _models(metrics):
         gain = metrics("eval.json", f"{prefix}gain_over_base", "accuracy") if prefix != "base_" else "-"
         rows.append([label if label == "base" else f"{label} ({mode})", metrics("eval.json", f"{prefix}accuracy"),
-                     metrics("eval.json", f"{prefix}accuracy_ci95", "0"), metrics("eval.json", f"{prefix}accuracy_ci95", "1"),
+                     metrics("eval.json", f"{prefix}accuracy_ci95", "0"),
+                     metrics("eval.json", f"{prefix}accuracy_ci95", "1"),
                      metrics("eval.json", f"{prefix}format_rate"), gain])
     rows.append(["chance (uniform guess)", metrics("eval.json", "chance_accuracy"), "-", "-", "-", "-"])
     return Table("Accuracy on the held-out test split", ["model", "accuracy", "95% CI low", "95% CI high",
@@ -55,7 +57,8 @@ def matrix_table(metrics: Metrics, family: str, title: str) -> Table:
     groups = metrics.files["generalization.json"][family]["groups"]
     rows: list[list[Cell]] = [["base (no GRPO)"] + [metrics("generalization.json", family, "base", g) for g in groups]]
     for trained_on in groups:
-        rows.append([f"GRPO on {trained_on}"] + [metrics("generalization.json", family, "accuracy", trained_on, g) for g in groups])
+        rows.append([f"GRPO on {trained_on}"]
+                    + [metrics("generalization.json", family, "accuracy", trained_on, g) for g in groups])
     return Table(title, ["trained on \\ tested on", *groups], rows, "Rows: the model; columns: the test questions.")
 
 
@@ -70,10 +73,11 @@ def _averages_table(metrics: Metrics) -> Table:
 def confusion_table(metrics: Metrics) -> Table:
     confusion = metrics.files["eval.json"]["letter_confusion"]
     predicted = sorted({p for row in confusion.values() for p in row}, key=lambda p: (p == "none", p))
-    rows = [[gold] + [metrics("eval.json", "letter_confusion", gold, p) if p in confusion[gold] else "-" for p in predicted]
+    rows = [[gold] + [metrics("eval.json", "letter_confusion", gold, p) if p in confusion[gold] else "-"
+                      for p in predicted]
             for gold in sorted(confusion)]
-    return Table("Answer letters of the GRPO model (rows: gold, columns: predicted)", ["gold \\ predicted", *predicted], rows,
-                 "\"none\": no readable letter in the first answer tag; \"-\": never.")
+    return Table("Answer letters of the GRPO model (rows: gold, columns: predicted)", ["gold \\ predicted", *predicted],
+                 rows, "\"none\": no readable letter in the first answer tag; \"-\": never.")
 
 
 def build_report(files: dict[str, dict], mode: str, figures: Path, train_curve: Path | None) -> Report:
@@ -92,14 +96,16 @@ def build_report(files: dict[str, dict], mode: str, figures: Path, train_curve: 
     question_types = _ordered(evaluation["per_question_type"], QUESTION_TYPES)
     report.sections += [
         headline(metrics, mode),
-        per_group(metrics, "per_modality", MODALITIES, "Accuracy per modality (the paper's comparison table)", "modality_average"),
+        per_group(metrics, "per_modality", MODALITIES, "Accuracy per modality (the paper's comparison table)",
+                  "modality_average"),
         per_group(metrics, "per_question_type", QUESTION_TYPES, "Accuracy per question type", None),
         Figure("GRPO accuracy by modality and question type",
                heatmap(evaluation["per_modality_question_type"], modalities, question_types, "GRPO accuracy",
                        figures / "modality_by_question_type.png", "modality", "question type")),
         Figure("Gain of GRPO over the base model",
                heatmap(evaluation["gain_over_base"]["per_modality_question_type"], modalities, question_types,
-                       "GRPO - base (accuracy)", figures / "gain_over_base.png", "modality", "question type", diverging=True)),
+                       "GRPO - base (accuracy)", figures / "gain_over_base.png", "modality", "question type",
+                       diverging=True)),
     ]
     if "generalization.json" in files:
         study = files["generalization.json"]

@@ -14,7 +14,8 @@ from pathlib import Path
 from medr1.report.content import Cell, Report, Sourced, Table
 
 STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;\
+color:#222;padding:0 1rem}
 h1{margin-bottom:.2rem} h2{margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
 table{border-collapse:collapse;margin:.5rem 0} th,td{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
 th{background:#f3f3f3} td:first-child,th:first-child{text-align:left} .note{color:#555;font-size:.9rem}
@@ -46,7 +47,8 @@ def render_html(report: Report) -> str:
     for section in report.sections:
         parts.append(f"<h2>{html.escape(section.title)}</h2>")
         if isinstance(section, Table):
-            parts.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in section.header) + "</tr></thead><tbody>")
+            parts.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in section.header)
+                         + "</tr></thead><tbody>")
             parts += ["<tr>" + "".join(_cell_html(cell) for cell in row) + "</tr>" for row in section.rows]
             parts.append("</tbody></table>")
         else:
@@ -65,7 +67,8 @@ def render_markdown(report: Report, relative_to: Path) -> str:
         if isinstance(section, Table):
             lines.append("| " + " | ".join(section.header) + " |")
             lines.append("|" + "---|" * len(section.header))
-            lines += ["| " + " | ".join(c.text() if isinstance(c, Sourced) else c for c in row) + " |" for row in section.rows]
+            lines += ["| " + " | ".join(c.text() if isinstance(c, Sourced) else c for c in row) + " |"
+                      for row in section.rows]
         else:
             lines.append(f"![{section.title}]({section.path.relative_to(relative_to).as_posix()})")
         if section.note:

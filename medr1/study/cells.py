@@ -48,4 +48,5 @@ def evaluate_cell(params: Params, family: str, model_dir: Path, data: Path) -> d
     model, processor = load_for_evaluation(model_dir, params.evaluate.device)
     predictions = predict(model, processor, records, data, params.train.reasoning, params.evaluate, desc="study")
     return {"accuracy": grouped_accuracy(predictions, family),
-            "questions": {group: sum(getattr(r, family) == group for r in records) for group in study_groups(params, family)}}
+            "questions": {group: sum(getattr(r, family) == group for r in records)
+                          for group in study_groups(params, family)}}

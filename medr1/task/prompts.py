@@ -9,10 +9,12 @@ REASONING_MODES: tuple[ReasoningMode, ...] = get_args(ReasoningMode)
 
 INSTRUCTIONS: dict[str, str] = {
     # Med-R1's "think" prompt: reasoning first, then the answer.
-    "think_before": "Output the thinking process in <think> </think> and final answer (option) in <answer> </answer> tags.",
+    "think_before": "Output the thinking process in <think> </think> and final answer (option) "
+                    "in <answer> </answer> tags.",
     "no_think": "Output the final answer (option) in <answer> </answer> tags.",
     # Med-R1's think-after finding: answer first, rationale after.
-    "think_after": "Output the final answer (option) in <answer> </answer> tags first, then a short rationale in <think> </think> tags.",
+    "think_after": "Output the final answer (option) in <answer> </answer> tags first, "
+                   "then a short rationale in <think> </think> tags.",
 }
 
 

@@ -15,9 +15,11 @@ _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _LETTER = re.compile(r"^\(?([A-Fa-f])(?:\)|\.|:|\s|$)")
 
 _FORMATS: dict[str, re.Pattern] = {
-    "think_before": re.compile(r"^\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*<answer>(?:(?!</?answer>).)*</answer>\s*$", re.DOTALL),
+    "think_before": re.compile(r"^\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*"
+                               r"<answer>(?:(?!</?answer>).)*</answer>\s*$", re.DOTALL),
     "no_think": re.compile(r"^\s*<answer>(?:(?!</?answer>|</?think>).)*</answer>\s*$", re.DOTALL),
-    "think_after": re.compile(r"^\s*<answer>(?:(?!</?answer>).)*</answer>\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*$", re.DOTALL),
+    "think_after": re.compile(r"^\s*<answer>(?:(?!</?answer>).)*</answer>\s*"
+                              r"<think>(?:(?!</?think>|</?answer>).)*</think>\s*$", re.DOTALL),
 }
 
 

@@ -3,10 +3,10 @@
 The option reader's matching head scores an option by the dot product of the pooled
 picture with the option word's meaning. This phase trains that score, as the reader
 computes it (the head's own attention-weighted pooling, no centring; a cosine keeps the
-contrastive loss well scaled), away from the language model's other paths: the vision tower and the generic words' embeddings learn
-so that a picture of a gray background scores "gray" above "navy" and "teal", an upright
-bar scores "bar" above "circle", and so on. Medical words take no part: which picture
-"CT" names is left for GRPO.
+contrastive loss well scaled), away from the language model's other paths: the vision tower and
+the generic words' embeddings learn so that a picture of a gray background scores "gray" above
+"navy" and "teal", an upright bar scores "bar" above "circle", and so on. Medical words take no
+part: which picture "CT" names is left for GRPO.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def train_eyesight(model, tokenizer, images: list, scenes: list[Scene], steps: i
         loss = torch.zeros(())
         for factor, ids in word_ids.items():
             meanings = embeddings[ids, :OPTION_LETTER_DIM]
-            logits = temperature * torch.nn.functional.normalize(pictures, dim=-1) @ torch.nn.functional.normalize(meanings, dim=-1).T
+            logits = (temperature * torch.nn.functional.normalize(pictures, dim=-1)
+                      @ torch.nn.functional.normalize(meanings, dim=-1).T)
             targets = torch.tensor([getattr(scenes[i], factor) for i in chosen])
             loss = loss + torch.nn.functional.cross_entropy(logits, targets)
         loss.backward()

@@ -119,7 +119,8 @@ def _offset_query_key(inv_freq, offset: int, pairs: int = 5, amplitude: float = 
     return query, key
 
 
-def wire_option_reader(model, letter_token_ids: list[int], offset: int = 2, sharpness: float = 3.0, loudness: float = 20.0) -> None:
+def wire_option_reader(model, letter_token_ids: list[int], offset: int = 2, sharpness: float = 3.0,
+                       loudness: float = 20.0) -> None:
     """Set the binding, pooling and matching heads and freeze them; see the module docstring."""
     import torch
 

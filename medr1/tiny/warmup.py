@@ -34,7 +34,8 @@ def format_loss(model, batch: dict, letter_ids: torch.Tensor, option_letters: li
     targets = labels[:, 1:]
     is_letter = torch.isin(targets, letter_ids)
     plain = targets.masked_fill(is_letter, IGNORE_INDEX)
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), plain.reshape(-1), ignore_index=IGNORE_INDEX)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), plain.reshape(-1),
+                                             ignore_index=IGNORE_INDEX)
     rows, columns = is_letter.nonzero(as_tuple=True)
     if len(rows):
         step_logits = logits[rows, columns]
@@ -70,7 +71,8 @@ def warm_up(model, processor, settings: WarmupSettings, modes: tuple[ReasoningMo
     if wired:
         eyesight_losses = train_eyesight(
             model, processor.tokenizer, [cache.get(f"generic-{i}") for i in range(len(scenes))], scenes,
-            settings.eyesight_steps, settings.batch_size, settings.eyesight_learning_rate, settings.seed, progress=progress,
+            settings.eyesight_steps, settings.batch_size, settings.eyesight_learning_rate, settings.seed,
+            progress=progress,
         )
         # The format phase must not undo what the eyes and the generic words just learned.
         for parameter in model.model.visual.parameters():
@@ -78,7 +80,8 @@ def warm_up(model, processor, settings: WarmupSettings, modes: tuple[ReasoningMo
         keep = torch.ones_like(model.get_input_embeddings().weight)
         keep[[i for ids in factor_word_ids(processor.tokenizer).values() for i in ids]] = 0.0
         handles.append(mask_gradient(model.get_input_embeddings().weight, keep))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate,
+                                  weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=settings.learning_rate, total_steps=settings.steps, pct_start=0.1
     )

@@ -19,7 +19,8 @@ from medr1.train.saving import save_trained
 from medr1.train.trl_config import grpo_config, lora_config
 
 
-def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params: TrainParams, output_dir: Path) -> list[dict]:
+def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params: TrainParams,
+               output_dir: Path) -> list[dict]:
     """Train from `model_dir`, save the model and processor to `output_dir`, return the log history.
 
     A run killed mid-way left checkpoints under `output_dir/checkpoints`; the next call resumes

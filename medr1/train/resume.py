@@ -17,7 +17,8 @@ def last_checkpoint(output_dir: Path) -> str | None:
     """The newest complete checkpoint: the Trainer writes trainer_state.json last, so a
     checkpoint that a kill cut short has none (or a truncated one) and is passed over."""
     folder = output_dir / "checkpoints"
-    found = [(int(path.name.split("-")[-1]), path) for path in folder.glob("checkpoint-*") if path.name.split("-")[-1].isdigit()]
+    found = [(int(path.name.split("-")[-1]), path) for path in folder.glob("checkpoint-*")
+             if path.name.split("-")[-1].isdigit()]
     for _, path in sorted(found, reverse=True):
         try:
             json.loads((path / "trainer_state.json").read_text())

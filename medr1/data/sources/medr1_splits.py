@@ -111,7 +111,8 @@ def read_medr1_splits(root: Path, family: str, dropped: Dropped, per_file: Count
 
 
 def _item(root, entry, where, family, label, other_labels, side, dropped) -> SourceItem | None:
-    if not isinstance(entry, dict) or not all(isinstance(entry.get(key), str) and entry.get(key) for key in ("image", "problem", "solution")):
+    if not isinstance(entry, dict) or not all(isinstance(entry.get(key), str) and entry.get(key)
+                                              for key in ("image", "problem", "solution")):
         dropped.add("record lacks image, problem or solution", where)
         return None
     parsed = parse_problem(entry["problem"])

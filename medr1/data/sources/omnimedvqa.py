@@ -58,7 +58,8 @@ def read_omnimedvqa(root: Path, dropped: Dropped, per_file: Counter | None = Non
         if per_file is not None:
             per_file[qa_file.name] += len(entries)
         for position, entry in enumerate(entries):
-            where = f"{qa_file.name}[{position}] question_id={entry.get('question_id', '?') if isinstance(entry, dict) else '?'}"
+            where = (f"{qa_file.name}[{position}] "
+                     f"question_id={entry.get('question_id', '?') if isinstance(entry, dict) else '?'}")
             item = _item(root, entry, where, dropped)
             if item is not None:
                 yield item
@@ -69,7 +70,8 @@ def _item(root: Path, entry: object, where: str, dropped: Dropped) -> SourceItem
         dropped.add("record is not an object", where)
         return None
     raw_modality = entry.get("modality_type", entry.get("modality"))  # one real file says "modality"
-    missing = [key for key in ("question_id", "dataset", "question_type", "question", "gt_answer", "image_path") if not entry.get(key)]
+    missing = [key for key in ("question_id", "dataset", "question_type", "question", "gt_answer", "image_path")
+               if not entry.get(key)]
     if raw_modality is None:
         missing.append("modality_type")
     if missing:
@@ -82,7 +84,8 @@ def _item(root: Path, entry: object, where: str, dropped: Dropped) -> SourceItem
     if entry["question_type"] not in QUESTION_TYPES:
         dropped.add(f"unknown question_type {entry['question_type']!r}", where)
         return None
-    options = {letter: str(entry[f"option_{letter}"]).strip() for letter in LETTERS if entry.get(f"option_{letter}") not in (None, "")}
+    options = {letter: str(entry[f"option_{letter}"]).strip() for letter in LETTERS
+               if entry.get(f"option_{letter}") not in (None, "")}
     if list(options) != list(LETTERS[: len(options)]) or len(options) < 2:
         dropped.add("options are not 2 or more consecutive letters from A", where)
         return None
