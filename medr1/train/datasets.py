@@ -6,6 +6,7 @@ from pathlib import Path
 
 from medr1.data.records import Record
 from medr1.task.prompts import chat_prompt, target_completion
+from medr1.train.image_copies import uncompressed_copies
 
 
 def grpo_dataset(records: list[Record], image_root: Path, mode: str, fast_copies: Path | None = None):
@@ -20,7 +21,7 @@ def grpo_dataset(records: list[Record], image_root: Path, mode: str, fast_copies
 
     paths = [str(image_root / r.image) for r in records]
     if fast_copies is not None:
-        paths = _uncompressed_copies(paths, fast_copies)
+        paths = uncompressed_copies(paths, fast_copies)
     rows = {
         "prompt": [chat_prompt(r.question, r.options, mode) for r in records],
         "image": paths,
@@ -29,29 +30,6 @@ def grpo_dataset(records: list[Record], image_root: Path, mode: str, fast_copies
     }
     dataset = Dataset.from_dict(rows)
     return dataset.cast_column("image", Image())
-
-
-def _uncompressed_copies(paths: list[str], folder: Path, budget: int = 1 << 30) -> list[str]:
-    """The paths of uncompressed TIFF copies of `paths` in `folder`, or `paths` itself when the
-    distinct images would take more than `budget` bytes."""
-    from PIL import Image
-
-    distinct = list(dict.fromkeys(paths))
-    if sum(_raw_rgb_bytes(path) for path in distinct) > budget:  # headers only: opening does not decode
-        return paths
-    copies = {}
-    for index, path in enumerate(distinct):
-        copies[path] = str(folder / f"{index}.tiff")
-        with Image.open(path) as image:
-            image.convert("RGB").save(copies[path], format="TIFF")  # no compression: decoding is a copy
-    return [copies[path] for path in paths]
-
-
-def _raw_rgb_bytes(path: str) -> int:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return image.width * image.height * 3
 
 
 def sft_dataset(records: list[Record], image_root: Path, mode: str):
