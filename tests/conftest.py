@@ -2,9 +2,11 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -13,6 +15,45 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The pipeline at test size: every stage runs, in about a minute.
+SMALL_PARAMS = {
+    "ingest": {"synthetic": {"images_per_modality": 4}},
+    "validate": {"min_rows_per_modality": 5},
+    "base_model": {"architecture": {"intermediate_size": 128, "num_hidden_layers": 2,
+                                    "vision_embed_dim": 32, "vision_depth": 1},
+                   "warmup": {"images": 16, "steps": 3, "eyesight_steps": 3, "batch_size": 4}},
+    "train": {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4, "logging_steps": 1},
+    "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1},
+    "study": {"modalities": ["CT", "MRI"], "question_types": ["Modality Recognition"], "max_steps": 1},
+}
+STUDY_STAGES = {"study_modality@CT", "study_modality@MRI", "study_question_type@Modality Recognition"}
+ALL_STAGES = {"synthesize", "ingest", "validate", "base_model", "sft", "train", "evaluate", "report",
+              "register"} | STUDY_STAGES
+
+
+def merged(base: dict, changes: dict) -> dict:
+    """`base` with `changes` applied key by key, nested sections included."""
+    for key, value in changes.items():
+        base[key] = merged(base.get(key, {}), value) if isinstance(value, dict) else value
+    return base
+
+
+def repo_params():
+    """params.yaml of this checkout, typed: the one source of every default."""
+    from medr1.config import load_params
+
+    return load_params(REPO / "params.yaml")
+
+
+def params_yaml(changes: dict) -> str:
+    """This checkout's params.yaml with `changes` applied, as text for a test's own workspace."""
+    return yaml.safe_dump(merged(yaml.safe_load((REPO / "params.yaml").read_text()), changes), sort_keys=False)
+
+
+def tiny_architecture():
+    """The tiny model's architecture at test size (SMALL_PARAMS over params.yaml)."""
+    return repo_params().base_model.architecture.model_copy(update=SMALL_PARAMS["base_model"]["architecture"])
 
 
 @pytest.fixture(scope="session")
@@ -35,11 +76,12 @@ def processed(tmp_path_factory, synthetic_root) -> Path:
 
 
 def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    merged = {**os.environ, **(env or {})}
-    merged["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{merged['PATH']}"
-    result = subprocess.run(cmd, cwd=cwd, env=merged, capture_output=True, text=True, check=False)
+    environment = {**os.environ, **(env or {})}
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
+    result = subprocess.run(cmd, cwd=cwd, env=environment, capture_output=True, text=True, check=False)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
 
 
@@ -143,3 +185,44 @@ def store_url(request, tmp_path) -> str:
         return f"file://{tmp_path / 'store'}"
     request.getfixturevalue("s3_environment")
     return f"s3://{request.getfixturevalue('moto_server').new_bucket()}/registry"
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """Prefect's test harness (a temporary database and API) for every test that runs a flow."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    repo: Path
+    state: object  # the medr1-pipeline flow run's final state
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory, prefect_harness) -> PipelineRun:
+    """The one run of the whole pipeline in the test suite, shared by the end-to-end and the flow
+    tests: a copy of this repository with SMALL_PARAMS, run through the Prefect flow (a `dvc repro
+    <stage>` task per stage, data checks first). Tests read it; a test that changes a repository
+    works in `pipeline_copy`."""
+    from flows.pipeline import medr1_pipeline
+
+    repo = copy_repository(tmp_path_factory.mktemp("pipeline"))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    (repo / "params.yaml").write_text(yaml.safe_dump(merged(params, SMALL_PARAMS), sort_keys=False))
+    run(["git", "-c", "user.email=t@example.invalid", "-c", "user.name=t", "commit", "-qam", "small params"], repo)
+    state = medr1_pipeline(repo=str(repo), return_state=True)
+    assert state.is_completed(), state.message
+    return PipelineRun(repo, state)
+
+
+@pytest.fixture
+def pipeline_copy(pipeline_run, tmp_path) -> Path:
+    """A private copy of the run's repository (git, DVC cache, outputs, store): whatever a test
+    changes there, no other test sees."""
+    copy = tmp_path / "repo"
+    shutil.copytree(pipeline_run.repo, copy, symlinks=True)
+    return copy

@@ -61,7 +61,8 @@ def test_leakage_balance_options_and_image_size_are_checked(processed, tmp_path)
     train[1]["answer"] = "A"
     Image.new("L", (100, 80)).save(processed / "images" / "small.png")
     train[2]["image"] = "images/small.png"
-    frame = pd.concat([records_frame(train, processed, "train"), records_frame(test, processed, "test")], ignore_index=True)
+    frame = pd.concat([records_frame(train, processed, "train"), records_frame(test, processed, "test")],
+                      ignore_index=True)
     summary = run_checks(frame, max_answer_share=0.2, data_docs=tmp_path / "docs")
     failed = {f["column"]: f for f in summary["failed"]}
     assert failed["image_in_both_splits"]["unexpected_count"] == 2

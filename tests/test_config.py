@@ -30,3 +30,31 @@ def test_ill_typed_key_is_named(tmp_path):
     with pytest.raises(ParamsError) as error:
         load_params(tmp_path / "params.yaml")
     assert "train.max_steps" in str(error.value) and "ingest.test_fraction" in str(error.value)
+
+
+def test_a_key_missing_from_params_yaml_is_named_not_defaulted(tmp_path):
+    """params.yaml is the one source of every value: the types carry no second set of defaults."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    del raw["train"]["max_steps"]
+    del raw["register"]["gates"]["production"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError) as error:
+        load_params(tmp_path / "params.yaml")
+    assert "train.max_steps: Field required" in str(error.value)
+    assert "register.gates.production: Field required" in str(error.value)
+
+
+def test_the_typed_config_has_no_defaults():
+    from pydantic import BaseModel
+
+    from medr1.config import Params
+
+    def sections(model: type[BaseModel]):
+        yield model
+        for field in model.model_fields.values():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                yield from sections(field.annotation)
+
+    defaulted = [f"{model.__name__}.{name}" for model in sections(Params)
+                 for name, field in model.model_fields.items() if not field.is_required()]
+    assert defaulted == []

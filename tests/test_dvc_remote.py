@@ -10,7 +10,9 @@ from medr1.cli.app import app
 
 DVC_YAML = """stages:
   produce:
-    cmd: python -c "import pathlib; [pathlib.Path(p).parent.mkdir(parents=True, exist_ok=True) or pathlib.Path(p).write_text(t) for p, t in [('data/processed/train.jsonl', 'records'), ('models/grpo/model.safetensors', 'weights')]]"
+    cmd: python -c "import pathlib; [pathlib.Path(p).parent.mkdir(parents=True, exist_ok=True) or \
+pathlib.Path(p).write_text(t) for p, t in \
+[('data/processed/train.jsonl', 'records'), ('models/grpo/model.safetensors', 'weights')]]"
     outs:
       - data/processed
       - models/grpo

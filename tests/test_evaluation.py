@@ -2,13 +2,15 @@
 
 import pytest
 import torch
+from conftest import tiny_architecture
 
 from medr1.data.records import read_jsonl
+from medr1.errors import PipelineError
 from medr1.evaluate.decoding import generate_completions, length_buckets
 from medr1.evaluate.greedy import FormatDrafts, greedy_decode, rope_positions
 from medr1.evaluate.metrics import Prediction, bootstrap_interval, grade, letter_confusion, summarize
 from medr1.task.rewards import extract_answer_letter, format_score, verdict_settled
-from medr1.tiny.model import TinyArchitecture, build_model, build_processor, train_tokenizer
+from medr1.tiny.model import build_model, build_processor, train_tokenizer
 
 
 @pytest.mark.parametrize(("mode", "completion", "settled"), [
@@ -71,12 +73,14 @@ def test_bootstrap_interval_brackets_the_accuracy_and_narrows_with_more_question
 
 
 def test_confusion_and_summary_count_every_prediction():
-    predictions = [_prediction("A", "A"), _prediction("A", None), _prediction("B", "A", "MRI"), _prediction("B", "B", "MRI")]
+    predictions = [_prediction("A", "A"), _prediction("A", None),
+                   _prediction("B", "A", "MRI"), _prediction("B", "B", "MRI")]
     assert letter_confusion(predictions) == {"A": {"A": 1, "none": 1}, "B": {"A": 1, "B": 1}}
     summary = summarize(predictions)
     assert summary["accuracy"] == 0.5 and summary["count"] == 4
     assert summary["per_modality"] == {"CT": 0.5, "MRI": 0.5}
-    assert summary["per_modality_question_type"] == {"CT": {"Modality Recognition": 0.5}, "MRI": {"Modality Recognition": 0.5}}
+    assert summary["per_modality_question_type"] == {"CT": {"Modality Recognition": 0.5},
+                                                     "MRI": {"Modality Recognition": 0.5}}
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +88,7 @@ def random_tiny(processed):
     records = list(read_jsonl(processed / "test.jsonl"))
     texts = [r.question + " " + " ".join(r.options.values()) + " <answer>A</answer><think></think>" for r in records]
     tokenizer = train_tokenizer(texts * 5, 512)
-    small = TinyArchitecture(intermediate_size=128, num_hidden_layers=2, vision_embed_dim=32, vision_depth=1)
-    return build_model(tokenizer, small, seed=3), build_processor(tokenizer, 112), records
+    return build_model(tokenizer, tiny_architecture(), seed=3), build_processor(tokenizer, 112), records
 
 
 def test_bucketed_batches_return_completions_in_record_order(random_tiny, processed):
@@ -111,9 +114,10 @@ def test_cached_vision_features_give_the_completions_of_plain_generation(random_
     for start in range(0, len(records), 4):
         chunk = records[start : start + 4]
         images = [cache.get(str(processed / r.image)) for r in chunk]
-        batch = encode(processor, [prompt_text(processor, r.question, r.options, "no_think", i) for r, i in zip(chunk, images)],
-                       images, padding_side="left")
-        output = model.generate(**batch, max_new_tokens=6, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
+        texts = [prompt_text(processor, r.question, r.options, "no_think", i) for r, i in zip(chunk, images)]
+        batch = encode(processor, texts, images, padding_side="left")
+        output = model.generate(**batch, max_new_tokens=6, do_sample=False,
+                                pad_token_id=processor.tokenizer.pad_token_id)
         plain += processor.tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     assert ours == plain
 
@@ -227,11 +231,11 @@ def test_a_prompt_without_one_image_is_refused_by_name(random_tiny, processed):
     _, processor, records = random_tiny
     image = ImageCache(processor).get(str(processed / records[0].image))
     text, picture = processor.tokenizer("Which organ?")["input_ids"], [processor.image_token_id] * 4
-    with pytest.raises(ValueError, match="has 0 images"):
+    with pytest.raises(PipelineError, match="has 0 images"):
         split_prompts(processor, [text], [image], ["x"])
-    with pytest.raises(ValueError, match="has 2 images"):
+    with pytest.raises(PipelineError, match="has 2 images"):
         split_prompts(processor, [picture + text + picture + text], [image], ["x"])
-    with pytest.raises(ValueError, match="ends with its image"):
+    with pytest.raises(PipelineError, match="ends with its image"):
         split_prompts(processor, [text + picture], [image], ["x"])
 
 
@@ -246,7 +250,8 @@ def test_shared_heads_score_every_next_token_as_the_whole_prompt_does(random_tin
     scored = []
     hook = model.register_forward_hook(lambda _, args, out: scored.append(out.logits[:, -1]))
     try:
-        greedy_decode(model, prompts, lambda row, so_far: [], set(), steps, _never_settled, processor.tokenizer.pad_token_id)
+        greedy_decode(model, prompts, lambda row, so_far: [], set(), steps, _never_settled,
+                      processor.tokenizer.pad_token_id)
     finally:
         hook.remove()
     assert len(scored) == 1 + steps  # the heads, then one pass a token
@@ -325,7 +330,8 @@ def test_rope_positions_equal_get_rope_index(random_tiny, processed):
     assert len(set(batch["attention_mask"].sum(dim=1).tolist())) > 1  # rows of several lengths
     args = (batch["input_ids"], batch["mm_token_type_ids"], batch["image_grid_thw"], batch["attention_mask"])
     positions, deltas = rope_positions(model, *args)
-    expected, expected_deltas = model.model.get_rope_index(batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
+    expected, expected_deltas = model.model.get_rope_index(batch["input_ids"],
+                                                           mm_token_type_ids=batch["mm_token_type_ids"],
                                                            image_grid_thw=batch["image_grid_thw"],
                                                            attention_mask=batch["attention_mask"])
     valid = batch["attention_mask"].bool()
@@ -338,12 +344,15 @@ def test_shared_heads_are_fed_the_positions_of_the_whole_prompt(random_tiny, pro
     model, processor, records = random_tiny
     batch, prompts = _batch_and_prompts(processor, _sharing_images(records, 7), processed)
     expected, _ = model.model.get_rope_index(batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
-                                             image_grid_thw=batch["image_grid_thw"], attention_mask=batch["attention_mask"])
+                                             image_grid_thw=batch["image_grid_thw"],
+                                             attention_mask=batch["attention_mask"])
     fed = []
-    hook = model.register_forward_pre_hook(lambda _, args, kwargs: fed.append((kwargs["position_ids"], kwargs["attention_mask"])),
+    hook = model.register_forward_pre_hook(lambda _, args, kwargs: fed.append((kwargs["position_ids"],
+                                                                                kwargs["attention_mask"])),
                                            with_kwargs=True)
     try:
-        greedy_decode(model, prompts, lambda row, so_far: [], set(), 3, _never_settled, processor.tokenizer.pad_token_id)
+        greedy_decode(model, prompts, lambda row, so_far: [], set(), 3, _never_settled,
+                      processor.tokenizer.pad_token_id)
     finally:
         hook.remove()
     (head_positions, head_mask), (text_positions, _), *steps = fed

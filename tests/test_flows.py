@@ -1,6 +1,7 @@
-"""The Prefect flows on real DVC in scratch copies of the repository (small params): one pipeline run
-through the flow shared by the module, failures, retries, data arrival, and a real Prefect server with
-a deployment and a process worker."""
+"""The Prefect flows on real DVC: the suite's one pipeline run (conftest's `pipeline_run`, which
+runs through the flow), failures, retries, data arrival, and a real Prefect server with a
+deployment and a process worker. A test that runs the flow again works in its own copy of the
+repository (`pipeline_copy`)."""
 
 import json
 import os
@@ -15,36 +16,11 @@ import httpx
 import pytest
 import yaml
 from conftest import REPO, copy_repository, run
-from test_pipeline_e2e import SMALL, _merge
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 ARTIFACTS = {"medr1-data-checks", "medr1-run-summary", "medr1-per-modality"}
-
-
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    repo = copy_repository(tmp_path_factory.mktemp("flow-repo"))
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    (repo / "params.yaml").write_text(yaml.safe_dump(_merge(params, SMALL), sort_keys=False))
-    run(["git", "-c", "user.email=t@example.invalid", "-c", "user.name=t", "commit", "-qam", "small params"], repo)
-    return repo
-
-
-@pytest.fixture(scope="module")
-def first_run(harness, repo):
-    from flows.pipeline import medr1_pipeline
-
-    return medr1_pipeline(repo=str(repo), return_state=True)
 
 
 def _client():
@@ -71,10 +47,11 @@ def _task_run_names(flow_run_id) -> list[str]:
     return [task_run.name for task_run in runs]
 
 
-def test_flow_runs_every_stage_as_a_task_and_publishes_artifacts(first_run, repo):
+@pytest.mark.slow
+def test_flow_runs_every_stage_as_a_task_and_publishes_artifacts(pipeline_run):
     from flows.dvc_graph import read_graph
 
-    state = first_run
+    repo, state = pipeline_run.repo, pipeline_run.state
     assert state.is_completed(), state.message
     order = read_graph(repo).order
     result = state.result()
@@ -104,8 +81,11 @@ def test_flow_runs_every_stage_as_a_task_and_publishes_artifacts(first_run, repo
     assert "Data checks passed" in artifacts["medr1-data-checks"].data
 
 
-def test_failed_data_checks_fail_the_flow_before_any_training(first_run, repo):
+@pytest.mark.slow
+def test_failed_data_checks_fail_the_flow_before_any_training(pipeline_copy):
     from flows.pipeline import medr1_pipeline
+
+    repo = pipeline_copy
 
     params_before = (repo / "params.yaml").read_bytes()
     state = medr1_pipeline(overrides=["validate.min_rows_per_modality=100000"], repo=str(repo), return_state=True)
@@ -119,27 +99,32 @@ def test_failed_data_checks_fail_the_flow_before_any_training(first_run, repo):
     assert (repo / "params.yaml").read_bytes() == params_before  # the override was for that run only
 
 
-def test_bad_override_fails_naming_the_key(harness, repo):
+def test_bad_override_fails_naming_the_key(prefect_harness, tmp_path):
     from flows.pipeline import medr1_pipeline
+
+    repo = copy_repository(tmp_path)  # sources only: the override is refused before anything runs
+    params_before = (repo / "params.yaml").read_bytes()
 
     state = medr1_pipeline(overrides=["train.max_stepz=3"], repo=str(repo), return_state=True)
     assert state.is_failed() and "train.max_stepz" in state.message
     assert _task_run_names(state.state_details.flow_run_id) == []
+    assert (repo / "params.yaml").read_bytes() == params_before
 
 
-def test_flow_command_line_reports_failure_without_traceback(repo):
-    result = run([sys.executable, "-m", "flows.pipeline", "--repo", str(repo), "-S", "nonsense"], REPO, check=False)
+def test_flow_command_line_reports_failure_without_traceback():
+    result = run([sys.executable, "-m", "flows.pipeline", "-S", "nonsense"], REPO, check=False)
     assert result.returncode == 2
     assert "section.key=value" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_transient_stage_failures_are_retried_and_deterministic_ones_are_not(harness, tmp_path):
+def test_transient_stage_failures_are_retried_and_deterministic_ones_are_not(prefect_harness, tmp_path):
     """A stage killed by a signal (as the OOM killer does) is tried again; a stage that exits 1 is not."""
     from flows.pipeline import repro_stage
 
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
         "killed_once": {"cmd": "python -c \"import os, pathlib, signal; m = pathlib.Path('killed'); m.exists() or "
-                               "(m.touch(), os.kill(os.getpid(), signal.SIGKILL)); pathlib.Path('out').write_text('ok')\"",
+                               "(m.touch(), os.kill(os.getpid(), signal.SIGKILL)); "
+                               "pathlib.Path('out').write_text('ok')\"",
                         "outs": ["out"]},
         "broken": {"cmd": "python -c \"raise SystemExit('bad input')\"", "outs": ["never"]},
     }}))
@@ -155,8 +140,11 @@ def test_transient_stage_failures_are_retried_and_deterministic_ones_are_not(har
         assert client.read_task_run(broken.state_details.task_run_id).run_count == 1
 
 
-def test_data_arrival_runs_the_pipeline_only_when_the_data_changed(first_run, repo):
+@pytest.mark.slow
+def test_data_arrival_runs_the_pipeline_only_when_the_data_changed(pipeline_copy):
     from flows.data_arrival import medr1_data_arrival
+
+    repo = pipeline_copy
 
     quiet = medr1_data_arrival(repo=str(repo), return_state=True)
     assert quiet.is_completed() and quiet.result() == {"data": "data/raw/synthetic", "changed": False}
@@ -223,16 +211,19 @@ def prefect_server(tmp_path):
         _stop(server)
 
 
-def test_deployment_runs_on_a_real_server_through_a_process_worker(first_run, repo, prefect_server, tmp_path):
+@pytest.mark.slow
+def test_deployment_runs_on_a_real_server_through_a_process_worker(pipeline_copy, prefect_server, tmp_path):
     from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    repo = pipeline_copy
 
     api, env = prefect_server
     remote = tmp_path / "dvc-remote"  # a real DVC remote (a folder): the run pulls from it and pushes to it
     run(["dvc", "remote", "add", "-d", "scratch", str(remote)], repo)
-    deployed = run(["medr1", "deploy"], repo, env=env)
+    deployed = run([sys.executable, "-m", "flows.deploy"], repo, env=env)
     assert "nightly" in deployed.stdout and "on-new-data" in deployed.stdout
-    worker = _start([sys.executable, "-m", "prefect", "worker", "start", "--pool", "medr1-process", "--type", "process"],
-                    repo, env, tmp_path / "worker.log")
+    worker = _start([sys.executable, "-m", "prefect", "worker", "start", "--pool", "medr1-process",
+                     "--type", "process"], repo, env, tmp_path / "worker.log")
     try:
         with temporary_settings({PREFECT_API_URL: api}), _client() as client:
             nightly = client.read_deployment_by_name("medr1-pipeline/nightly")
@@ -250,7 +241,8 @@ def test_deployment_runs_on_a_real_server_through_a_process_worker(first_run, re
             assert state.is_completed(), (state.message, (tmp_path / "worker.log").read_text()[-3000:])
             keys = {artifact.key for artifact in client.read_artifacts()}
         assert ARTIFACTS <= keys
-        summary = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"key": {"any_": ["medr1-run-summary"]}}}).json()
+        summary = httpx.post(f"{api}/artifacts/filter",
+                             json={"artifacts": {"key": {"any_": ["medr1-run-summary"]}}}).json()
         assert summary and "Med-R1 pipeline run" in summary[0]["data"]
         assert any(path.is_file() for path in remote.rglob("*"))  # `dvc push` ran
     finally:
@@ -259,6 +251,7 @@ def test_deployment_runs_on_a_real_server_through_a_process_worker(first_run, re
 
 
 def test_deploy_without_a_server_says_what_to_do(tmp_path):
-    result = run(["medr1", "deploy"], REPO, env={"PREFECT_HOME": str(tmp_path), "PREFECT_API_URL": ""}, check=False)
+    result = run([sys.executable, "-m", "flows.deploy"], REPO,
+                 env={"PREFECT_HOME": str(tmp_path), "PREFECT_API_URL": ""}, check=False)
     assert result.returncode == 1
-    assert "PREFECT_API_URL is not set" in result.stdout and "Traceback" not in result.stdout + result.stderr
+    assert "PREFECT_API_URL is not set" in result.stderr and "Traceback" not in result.stdout + result.stderr

@@ -8,6 +8,7 @@ from medr1.data.records import MODALITIES, read_jsonl
 def test_ingest_writes_resized_images_and_splits(processed):
     train = list(read_jsonl(processed / "train.jsonl"))
     test = list(read_jsonl(processed / "test.jsonl"))
+    assert len(train) + len(test) == 3 * 8 * 5  # 3 images per modality, 5 questions each
     assert train and test
     record = train[0]
     with Image.open(processed / record.image) as image:
@@ -40,7 +41,7 @@ def test_corrupt_image_is_dropped_with_its_reason(tmp_path, synthetic_root):
     summary = ingest(root, tmp_path / "out", 384, 0.34, 0, progress=False)
     assert summary["dropped_total"] == 5  # the five questions about that image
     assert "image does not decode" in summary["dropped"]
-    assert json.dumps(summary)  # JSON-able for metrics/ingest.json
+    assert json.loads(json.dumps(summary)) == summary  # JSON as it is, for metrics/ingest.json
 
 
 def test_a_grown_source_resizes_only_its_new_images(tmp_path, synthetic_root):
@@ -61,4 +62,5 @@ def test_a_grown_source_resizes_only_its_new_images(tmp_path, synthetic_root):
     new_images = second["images"] - first["images"]
     assert new_images > 0
     assert second["images_processed"] == new_images and second["images_from_cache"] == first["images"]
-    assert {p.name for p in (tmp_path / "b" / "images").iterdir()} > {p.name for p in (tmp_path / "a" / "images").iterdir()}
+    assert ({p.name for p in (tmp_path / "b" / "images").iterdir()}
+            > {p.name for p in (tmp_path / "a" / "images").iterdir()})

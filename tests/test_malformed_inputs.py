@@ -24,7 +24,8 @@ def _png_bomb(path: Path, side: int = 20_000) -> None:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
     header = side.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
 
 
 def build_corpus(root: Path) -> dict[str, str]:
@@ -66,17 +67,21 @@ def build_corpus(root: Path) -> dict[str, str]:
         "no-modality": (entry("no-modality", modality_type=None), "missing field(s): modality_type"),
         "unknown-modality": (entry("unknown-modality", modality_type="PET"), "unknown modality 'PET'"),
         "unknown-type": (entry("unknown-type", question_type="Prognosis"), "unknown question_type 'Prognosis'"),
-        "one-option": (entry("one-option", option_B=None, gt_answer="Cyst"), "options are not 2 or more consecutive letters from A"),
-        "gap-in-options": (entry("gap-in-options", option_B=None, option_C="Tumor"), "options are not 2 or more consecutive letters from A"),
+        "one-option": (entry("one-option", option_B=None, gt_answer="Cyst"),
+                       "options are not 2 or more consecutive letters from A"),
+        "gap-in-options": (entry("gap-in-options", option_B=None, option_C="Tumor"),
+                           "options are not 2 or more consecutive letters from A"),
     }
     qa = root / "QA_information" / "Open-access"
     qa.mkdir(parents=True)
-    good = [entry(f"good-{name}", image_path=f"Images/Set/{name}") for name in ("ok (1).png", "deep.tif", "print.jpg", "palette.png")]
+    good = [entry(f"good-{name}", image_path=f"Images/Set/{name}")
+            for name in ("ok (1).png", "deep.tif", "print.jpg", "palette.png")]
     (qa / "Set.json").write_text(json.dumps(good + [record for record, _ in cases.values()] + ["not a record"]))
     (qa / "Broken.json").write_text('[{"question_id": "cut-off", ')
     (qa / "Object.json").write_text('{"question_id": "not-a-list"}')
     expected = {qid: reason for qid, (_, reason) in cases.items()}
-    expected.update({"Set.json[22]": "record is not an object", "Broken.json": "file is not valid JSON", "Object.json": "file is not a JSON list"})
+    expected.update({"Set.json[22]": "record is not an object", "Broken.json": "file is not valid JSON",
+                     "Object.json": "file is not a JSON list"})
     return expected
 
 
@@ -97,7 +102,8 @@ def test_every_malformed_input_is_refused_with_its_reason(corpus, tmp_path):
         assert [entry["reason"] for entry in matching] == [reason], case
     assert summary["dropped_total"] == len(expected)
     assert summary["records"] == 4  # the good one plus the 16-bit, CMYK and palette images, converted on purpose
-    for line in (tmp_path / "out" / "train.jsonl").read_text().splitlines() + (tmp_path / "out" / "test.jsonl").read_text().splitlines():
+    for line in ((tmp_path / "out" / "train.jsonl").read_text().splitlines()
+                 + (tmp_path / "out" / "test.jsonl").read_text().splitlines()):
         with Image.open(tmp_path / "out" / json.loads(line)["image"]) as image:
             assert image.size == (384, 384) and image.mode == "RGB"
 

@@ -12,7 +12,8 @@ from medr1.data.sources.medr1_splits import parse_problem, read_medr1_splits
 
 
 def test_parse_problem_keeps_commas_and_parentheses_inside_options():
-    question, options = parse_problem("What stage is shown? A)Stage IIIa (left, upper lobe), B)No, not a tumour, C)T2 N0")
+    question, options = parse_problem("What stage is shown? "
+                                      "A)Stage IIIa (left, upper lobe), B)No, not a tumour, C)T2 N0")
     assert question == "What stage is shown?"
     assert options == {"A": "Stage IIIa (left, upper lobe)", "B": "No, not a tumour", "C": "T2 N0"}
     assert parse_problem("No options here") is None
@@ -26,7 +27,8 @@ def _record(image: str, problem: str, letter: str) -> dict:
 def write_splits_folder(root: Path) -> None:
     """A small Splits/ folder with Med-R1's verbatim file names and placeholder images."""
     good = [
-        _record(f"Images/Brain MRI/case ({i}).png", f"Which organ is this {i}? A)Brain, B)Liver (left lobe), C)Lung", "A")
+        _record(f"Images/Brain MRI/case ({i}).png",
+                f"Which organ is this {i}? A)Brain, B)Liver (left lobe), C)Lung", "A")
         for i in range(6)
     ]
     bad = [
@@ -75,15 +77,17 @@ def test_medr1_check_reports_per_file_counts_and_fails_only_on_checks(tmp_path):
     write_splits_folder(tmp_path / "splits")
     medr1 = [sys.executable, "-m", "medr1.cli"]
     out = tmp_path / "out"
+    # no params.yaml here: default thresholds
     result = subprocess.run([*medr1, "check", "medr1-splits", str(tmp_path / "splits"), "--out", str(out), "--json",
                              "--keep-source-split"],
-                            capture_output=True, text=True, check=False, cwd=tmp_path)  # no params.yaml: default thresholds
+                            capture_output=True, text=True, check=False, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["ingest"]["records_per_file"]["modality/train/MR (Mag-netic Resonance Imaging)_train.json"] == 9
     assert report["ingest"]["train"] == 4 and report["ingest"]["test"] == 2
     assert report["ingest"]["dropped_total"] == 6
     assert len((out / "dropped.jsonl").read_text().splitlines()) == 6
-    strict = subprocess.run([*medr1, "check", "medr1-splits", str(tmp_path / "splits"), "--strict"], capture_output=True, text=True, check=False, cwd=tmp_path)  # no params.yaml: default thresholds
+    strict = subprocess.run([*medr1, "check", "medr1-splits", str(tmp_path / "splits"), "--strict"],
+                            capture_output=True, text=True, check=False, cwd=tmp_path)  # default thresholds too
     assert strict.returncode == 1 and "Traceback" not in strict.stdout + strict.stderr
     assert "image path escapes the data root" in strict.stdout

@@ -1,10 +1,11 @@
 """Registry, promotion and audit through the `medr1` CLI, on file:// and on S3 over real HTTP (moto's server)."""
 
+import hashlib
 import json
 import threading
 
 import pytest
-import yaml
+from conftest import params_yaml
 from typer.testing import CliRunner
 
 from medr1.cli.app import app
@@ -63,7 +64,8 @@ def workspace(tmp_path, monkeypatch, store_url):
     """A folder with the params.yaml whose gates `promote` reads."""
     folder = tmp_path / "workspace"
     folder.mkdir()
-    (folder / "params.yaml").write_text(yaml.safe_dump({"register": {"store": store_url, "name": "med-r1", "gates": GATES}}))
+    (folder / "params.yaml").write_text(params_yaml({"register": {"store": store_url, "name": "med-r1",
+                                                                  "gates": GATES}}))
     monkeypatch.chdir(folder)
     return folder
 
@@ -72,6 +74,7 @@ def test_register_list_pull_promote_and_audit_both_ways(workspace, store_url, tm
     store = open_store(store_url)
     good = register(store, "med-r1", _model(tmp_path / "good", "good weights"), _lineage(0.52))
     weak = register(store, "med-r1", _model(tmp_path / "weak", "weak weights"), _lineage(0.33))
+    assert good["files"]["model.safetensors"] == {"sha256": hashlib.sha256(b"good weights").hexdigest(), "size": 12}
     assert [row["version"] for row in _json("registry", "list")] == [good["version"], weak["version"]]
 
     pulled = tmp_path / "pulled"
@@ -119,7 +122,8 @@ def test_unknown_alias_and_version_are_named(workspace, store_url, tmp_path):
 
 
 def test_failed_validation_blocks_every_alias(workspace, store_url, tmp_path):
-    version = register(open_store(store_url), "med-r1", _model(tmp_path / "m"), _lineage(0.9, validation=False))["version"]
+    version = register(open_store(store_url), "med-r1", _model(tmp_path / "m"),
+                       _lineage(0.9, validation=False))["version"]
     assert "require_validation" in _text("registry", "promote", version, "candidate", ok=False)
     assert _json("registry", "list")[0]["aliases"] == []
 
@@ -151,7 +155,8 @@ def test_eight_concurrent_registrations_give_eight_versions(store_url, tmp_path)
 
 def test_the_same_model_registered_concurrently_is_published_once(store_url, tmp_path):
     model = _model(tmp_path / "m")
-    manifests = _in_threads(8, lambda i: register(open_store(store_url), "med-r1", model, {**_lineage(0.5), "writer": i}))
+    manifests = _in_threads(8, lambda i: register(open_store(store_url), "med-r1", model,
+                                                  {**_lineage(0.5), "writer": i}))
     stored = list_versions(open_store(store_url))
     assert len(stored) == 1
     # whoever lost the conditional write got the winner's manifest back, not its own
@@ -182,30 +187,34 @@ def test_tampered_object_fails_pull_naming_the_file(workspace, store_url, tmp_pa
     # A manifest rewritten to vouch for the tampered file no longer matches its content-addressed version.
     from medr1.pipeline.hashing import sha256_file
 
-    altered = {**manifest, "files": {**manifest["files"], "model.safetensors": {"sha256": sha256_file(evil), "size": 12}}}
+    altered = {**manifest, "files": {**manifest["files"],
+                                     "model.safetensors": {"sha256": sha256_file(evil), "size": 12}}}
     (tmp_path / "manifest.json").write_text(json.dumps(altered))
     store.put_file(f"models/med-r1/{manifest['version']}/manifest.json", tmp_path / "manifest.json")
-    assert "the manifest was altered" in _text("registry", "pull", manifest["version"], str(tmp_path / "pulled"), ok=False)
+    assert "the manifest was altered" in _text("registry", "pull", manifest["version"], str(tmp_path / "pulled"),
+                                               ok=False)
 
 
 def test_half_written_version_is_invisible_until_gc_removes_it(workspace, store_url, tmp_path):
     store = open_store(store_url)
     kept = register(store, "med-r1", _model(tmp_path / "kept"), _lineage(0.5))
-    store.put_file("models/med-r1/deadbeefdeadbeef/files/model.safetensors", _model(tmp_path / "m") / "model.safetensors")
+    store.put_file("models/med-r1/deadbeefdeadbeef/files/model.safetensors",
+                   _model(tmp_path / "m") / "model.safetensors")
     assert [row["version"] for row in _json("registry", "list")] == [kept["version"]]
     assert "no registered version 'deadbeef'" in _text("registry", "pull", "deadbeef", str(tmp_path / "p"), ok=False)
 
     assert _json("registry", "gc") == []  # younger than the default hour: it may be a registration still running
-    assert [item["version"] for item in _json("registry", "gc", "--older-than", "0", "--dry-run")] == ["deadbeefdeadbeef"]
+    assert [item["version"]
+            for item in _json("registry", "gc", "--older-than", "0", "--dry-run")] == ["deadbeefdeadbeef"]
     assert store.exists("models/med-r1/deadbeefdeadbeef/files/model.safetensors")
     assert "removed 1 half-written version(s)" in _text("registry", "gc", "--older-than", "0")
     assert store.list("models/med-r1/deadbeefdeadbeef/") == []
     assert len(store.list(f"models/med-r1/{kept['version']}/")) == 3  # two files and the manifest
 
 
-@pytest.mark.parametrize("command", [[], ["registry"], ["registry", "list"], ["registry", "pull"], ["registry", "promote"],
-                                     ["registry", "history"], ["registry", "gc"], ["audit"], ["audit", "model"],
-                                     ["audit", "data"], ["dvc-remote"]])
+@pytest.mark.parametrize("command", [[], ["registry"], ["registry", "list"], ["registry", "pull"],
+                                     ["registry", "promote"], ["registry", "history"], ["registry", "gc"], ["audit"],
+                                     ["audit", "model"], ["audit", "data"], ["dvc-remote"]])
 def test_every_command_explains_itself(command):
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and len(result.output.split("Usage:")[1]) > 100

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import yaml
-from conftest import REPO, MotoServer
+from conftest import REPO, MotoServer, params_yaml
 from typer.testing import CliRunner
 
 from medr1.cli.app import app
@@ -22,13 +22,14 @@ URL_PASSWORD = "FAKE-SECRET-url-password-5e2a"
 def _stage_workspace(folder, store_url: str, model_files: int = 2, accuracy: float = 0.42):
     """Everything `python -m stages.register` reads, as `dvc repro` leaves it."""
     files = {
-        "params.yaml": yaml.safe_dump({
+        "params.yaml": params_yaml({
             "ingest": {"root": f"https://auditor:{URL_PASSWORD}@example.invalid/omnimedvqa"},
             "register": {"store": store_url, "name": "med-r1"}}),
         "metrics/eval.json": json.dumps({"accuracy": accuracy, "base_accuracy": 0.3, "format_rate": 1.0}),
         "reports/validation/summary.json": json.dumps({"success": True, "rows": 50, "evaluated_expectations": 14}),
         "metrics/ingest.json": json.dumps({"records": 50, "train": 35, "test": 15, "images": 10, "dropped_total": 0,
-                                           "modality": {"CT": {"train": 20, "test": 10}, "MRI": {"train": 15, "test": 5}}}),
+                                           "modality": {"CT": {"train": 20, "test": 10},
+                                                        "MRI": {"train": 15, "test": 5}}}),
         "dvc.lock": yaml.safe_dump({"schema": "2.0", "stages": {
             "ingest": {"outs": [{"path": "data/processed", "md5": "0123456789abcdef0123456789abcdef.dir"}]},
             "train": {"deps": [{"path": "data/processed", "md5": "0123456789abcdef0123456789abcdef.dir"}],
@@ -64,21 +65,25 @@ def _wait_for_a_new_upload(server: MotoServer, bucket: str, known: set[str], pro
 
 
 @pytest.mark.parametrize("fault", ["stopped", "killed"])
-def test_server_failing_mid_upload_fails_register_cleanly_and_publishes_nothing(fault, tmp_path, s3_environment, monkeypatch):
+def test_server_failing_mid_upload_fails_register_cleanly_and_publishes_nothing(fault, tmp_path, s3_environment,
+                                                                                monkeypatch):
     server = MotoServer()  # its own server: this test stops it
     try:
         monkeypatch.setenv("MEDR1_S3_ENDPOINT_URL", server.url)
         bucket = server.new_bucket()
         store_url = f"s3://{bucket}/registry"
-        earlier = register(open_store(store_url), "med-r1", _stage_workspace(tmp_path / "earlier", store_url) / "models/grpo", {})
+        earlier = register(open_store(store_url), "med-r1",
+                           _stage_workspace(tmp_path / "earlier", store_url) / "models/grpo", {})
         workspace = _stage_workspace(tmp_path / "workspace", store_url, model_files=150)
-        process = _start_stage(workspace, MEDR1_S3_MAX_ATTEMPTS="2", MEDR1_S3_CONNECT_TIMEOUT="1", MEDR1_S3_READ_TIMEOUT="1")
+        process = _start_stage(workspace, MEDR1_S3_MAX_ATTEMPTS="2", MEDR1_S3_CONNECT_TIMEOUT="1",
+                               MEDR1_S3_READ_TIMEOUT="1")
         known = {item["Key"] for item in server.client().list_objects_v2(Bucket=bucket)["Contents"]}
         _wait_for_a_new_upload(server, bucket, known, process)
         os.kill(server.process.pid, signal.SIGSTOP if fault == "stopped" else signal.SIGKILL)
         stopped_at = time.monotonic()
         stdout, stderr = process.communicate(timeout=120)
-        print(f"\n[{fault}] register failed {time.monotonic() - stopped_at:.1f} s after the server was {fault}: {stderr.strip()}")
+        print(f"\n[{fault}] register failed {time.monotonic() - stopped_at:.1f} s "
+              f"after the server was {fault}: {stderr.strip()}")
     finally:
         if fault == "stopped":
             os.kill(server.process.pid, signal.SIGCONT)
@@ -94,7 +99,8 @@ def test_server_failing_mid_upload_fails_register_cleanly_and_publishes_nothing(
         # The server is back: the half-upload is there, but no new version is.
         assert [row["version"] for row in _cli_json("registry", "list", "--store", store_url)] == [earlier["version"]]
         client = server.client()
-        partial = {key["Key"].split("/")[3] for key in client.list_objects_v2(Bucket=bucket)["Contents"]} - {earlier["version"]}
+        partial = ({key["Key"].split("/")[3] for key in client.list_objects_v2(Bucket=bucket)["Contents"]}
+                   - {earlier["version"]})
         assert len(partial) == 1
         time.sleep(1.5)  # the request the stage gave up on may still land once the server runs again
         removed = _cli_json("registry", "gc", "--older-than", "1", "--store", store_url)
@@ -105,7 +111,8 @@ def test_server_failing_mid_upload_fails_register_cleanly_and_publishes_nothing(
         server.stop()
 
 
-def test_no_credential_reaches_a_manifest_a_log_an_output_or_the_store(tmp_path, s3_environment, moto_server, monkeypatch, capsys):
+def test_no_credential_reaches_a_manifest_a_log_an_output_or_the_store(tmp_path, s3_environment, moto_server,
+                                                                       monkeypatch, capsys):
     bucket = moto_server.new_bucket()
     store_url = f"s3://{bucket}/registry"
     workspace = _stage_workspace(tmp_path / "workspace", store_url)
@@ -133,7 +140,7 @@ def test_no_credential_reaches_a_manifest_a_log_an_output_or_the_store(tmp_path,
     from stages.register import main
 
     secret_url = f"s3://{s3_environment['AWS_ACCESS_KEY_ID']}:{s3_environment['AWS_SECRET_ACCESS_KEY']}@{bucket}/registry"
-    (workspace / "params.yaml").write_text(yaml.safe_dump({"register": {"store": secret_url}}))
+    (workspace / "params.yaml").write_text(params_yaml({"register": {"store": secret_url}}))
     with pytest.raises(SystemExit):
         run_main(main, "register")
     captured = capsys.readouterr()
@@ -146,12 +153,15 @@ def test_no_credential_reaches_a_manifest_a_log_an_output_or_the_store(tmp_path,
     stored = {item["Key"]: client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
               for item in client.list_objects_v2(Bucket=bucket)["Contents"]}
     manifest = json.loads(stored[f"registry/models/med-r1/{version}/manifest.json"])
-    assert manifest["params"]["ingest"]["root"] == "https://example.invalid/omnimedvqa"  # captured, without user:password
-    assert any(key.startswith("registry/audit/promotions/") for key in stored) and "pulled/shard-000.bin" in str(written)
+    # captured, without user:password
+    assert manifest["params"]["ingest"]["root"] == "https://example.invalid/omnimedvqa"
+    assert (any(key.startswith("registry/audit/promotions/") for key in stored)
+            and "pulled/shard-000.bin" in str(written))
     secrets = [s3_environment["AWS_SECRET_ACCESS_KEY"], s3_environment["AWS_ACCESS_KEY_ID"],
                s3_environment["AWS_SESSION_TOKEN"], URL_PASSWORD, "auditor:"]
     everything = {**{f"output {i}": text.encode() for i, text in enumerate(outputs)}, **written, **stored}
-    leaks = [(where, secret) for where, content in everything.items() for secret in secrets if secret.encode() in content]
+    leaks = [(where, secret) for where, content in everything.items() for secret in secrets
+             if secret.encode() in content]
     assert leaks == []
     print(f"\nsearched {len(outputs)} command outputs, {len(written)} files written and {len(stored)} stored objects "
           f"for {len(secrets)} secrets: {len(leaks)} found")

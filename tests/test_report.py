@@ -6,10 +6,10 @@ import random
 from html import unescape
 
 import pytest
+from conftest import repo_params
 from PIL import Image
 from report_checks import CHROMIUM, check_numbers, parse, render_in_chromium
 
-from medr1.config import StudyParams
 from medr1.data.records import MODALITIES, QUESTION_TYPES
 from medr1.evaluate.metrics import Prediction, gain_over_base, summarize
 from medr1.report.build import build_report
@@ -25,7 +25,8 @@ def _predictions(skill: float, seed: int) -> list[Prediction]:
         modality, kind = MODALITIES[index % 8], QUESTION_TYPES[index % 5]
         answer = "ABCD"[index % 4]
         predicted = answer if generator.random() < skill else generator.choice(["A", "B", "C", "D", None])
-        predictions.append(Prediction(f"q{index}", f"set-{index % 3}", modality, kind, answer, predicted, "", predicted is not None))
+        predictions.append(Prediction(f"q{index}", f"set-{index % 3}", modality, kind, answer, predicted, "",
+                                      predicted is not None))
     return predictions
 
 
@@ -33,14 +34,15 @@ def _predictions(skill: float, seed: int) -> list[Prediction]:
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     metrics, reports = root / "metrics", root / "reports"
-    summaries = {"base": summarize(_predictions(0.1, 1)), "sft": summarize(_predictions(0.5, 2)), "grpo": summarize(_predictions(0.6, 3))}
+    summaries = {"base": summarize(_predictions(0.1, 1)), "sft": summarize(_predictions(0.5, 2)),
+                 "grpo": summarize(_predictions(0.6, 3))}
     evaluation = {"chance_accuracy": 0.2857, "split": "data/processed/test.jsonl"}
     for name, summary in summaries.items():
         prefix = "" if name == "grpo" else f"{name}_"
         evaluation.update({f"{prefix}{key}": value for key, value in summary.items()})
         if name != "base":
             evaluation[f"{prefix}gain_over_base"] = gain_over_base(summary, summaries["base"])
-    study = StudyParams()
+    study = repo_params().study
     for family, groups in (("modality", study.modalities), ("question_type", study.question_types)):
         for index, trained_on in enumerate(groups):
             cell = {"steps": study.max_steps,
@@ -70,7 +72,8 @@ def test_a_number_that_drifts_from_its_metric_is_caught(report, tmp_path):
     tampered = tmp_path / "reports"
     tampered.mkdir()
     (tampered / "summary.md").write_text("")
-    (tampered / "index.html").write_text(html.replace(f">{cell['text']}</td>", f">{float(cell['text']) + 0.01:.4f}</td>", 1))
+    (tampered / "index.html").write_text(html.replace(f">{cell['text']}</td>",
+                                                      f">{float(cell['text']) + 0.01:.4f}</td>", 1))
     with pytest.raises(AssertionError, match="report"):
         check_numbers(tampered, report / "metrics")
 
@@ -88,7 +91,8 @@ def test_the_report_holds_the_papers_comparisons(report):
         assert f"]({figure})" in markdown and (report / "reports" / figure).is_file()
 
 
-@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="chromium is not installed (make test installs it)")
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
+                    reason="chromium is not installed (make test installs it)")
 def test_the_report_renders_in_headless_chromium_with_every_image_loaded(report, tmp_path):
     assert CHROMIUM, "chromium is missing: `make test` installs Debian's chromium package"
     dom, screenshot = render_in_chromium(report / "reports/index.html", tmp_path)

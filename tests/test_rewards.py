@@ -34,7 +34,8 @@ def test_letter_outside_the_options_is_no_answer():
 @pytest.mark.parametrize(
     "mode, good, bad",
     [
-        ("no_think", "<answer>A</answer>", ["<think>x</think><answer>A</answer>", "<answer>A</answer><answer>B</answer>", "A"]),
+        ("no_think", "<answer>A</answer>",
+         ["<think>x</think><answer>A</answer>", "<answer>A</answer><answer>B</answer>", "A"]),
         ("think_before", "<think>dark disc</think><answer>B</answer>",
          ["<answer>B</answer><think>x</think>", "<answer>B</answer>", "<think>x<answer>B</answer>",
           "<think>x</think><answer>B</answer><answer>C</answer>"]),
@@ -50,6 +51,7 @@ def test_format_score_per_mode(mode, good, bad):
 
 
 def test_trl_signature_with_conversational_completions():
-    completions = [[{"role": "assistant", "content": "<answer>B</answer>"}], [{"role": "assistant", "content": "<answer>A"}]]
+    completions = [[{"role": "assistant", "content": "<answer>B</answer>"}],
+                   [{"role": "assistant", "content": "<answer>A"}]]
     assert accuracy_reward(completions, answer=["B", "A"], letters=["AB", "AB"]) == [1.0, 0.0]
     assert make_format_reward("no_think")(completions) == [1.0, 0.0]

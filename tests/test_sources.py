@@ -13,7 +13,8 @@ def test_synthetic_set_uses_the_omnimedvqa_layout(synthetic_root):
     files = sorted((synthetic_root / QA_FOLDER).glob("*.json"))
     assert len(files) == len(MODALITIES)
     entry = json.loads(files[0].read_text())[0]
-    for key in ("dataset", "question_id", "question_type", "question", "gt_answer", "option_A", "option_B", "image_path", "modality_type"):
+    for key in ("dataset", "question_id", "question_type", "question", "gt_answer", "option_A", "option_B",
+                "image_path", "modality_type"):
         assert key in entry
     assert entry["image_path"].startswith(f"Images/{entry['dataset']}/")
     with Image.open(synthetic_root / entry["image_path"]) as image:
@@ -82,7 +83,8 @@ def _entry(**changes):
 def test_reader_quirks_and_drops(tmp_path):
     entries = [
         _entry(),
-        _entry(question_id="q2", modality_type=None, modality="MR (Mag-netic Resonance Imaging)", gt_answer=' "tumor." '),
+        _entry(question_id="q2", modality_type=None, modality="MR (Mag-netic Resonance Imaging)",
+               gt_answer=' "tumor." '),
         _entry(question_id="q3", gt_answer="Abscess"),
         _entry(question_id="q4", image_path="../outside.png"),
         _entry(question_id="q5", image_path="Images/Set/missing.png"),

@@ -1,12 +1,13 @@
 import numpy as np
 import torch
+from conftest import tiny_architecture
 
 from medr1.model.encoding import ImageCache, encode, prompt_text
 from medr1.synthetic.scenes import Scene, render
 from medr1.task.prompts import user_prompt
-from medr1.tiny.model import TinyArchitecture, build_model, build_processor, train_tokenizer
+from medr1.tiny.model import build_model, build_processor, train_tokenizer
 
-SMALL = TinyArchitecture(intermediate_size=128, num_hidden_layers=2, vision_embed_dim=32, vision_depth=1)
+SMALL = tiny_architecture()
 
 
 def _parts(texts=None):
@@ -27,12 +28,16 @@ def test_tiny_model_is_a_qwen2_vl_that_round_trips(tmp_path):
     loaded = AutoModelForImageTextToText.from_pretrained(tmp_path)
     loaded_processor = AutoProcessor.from_pretrained(tmp_path)
     image = render(Scene.random(np.random.default_rng(0)), np.random.default_rng(0))
-    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "What organ?"}]}]
+    messages = [{"role": "user", "content": [{"type": "image", "image": image},
+                                             {"type": "text", "text": "What organ?"}]}]
     batch = loaded_processor.apply_chat_template([messages], add_generation_prompt=True, tokenize=True,
                                                  return_dict=True, return_tensors="pt")
     assert int((batch["input_ids"] == loaded.config.image_token_id).sum()) == 16  # 112x112 -> 8x8 patches -> 16 tokens
     output = loaded.generate(**batch, max_new_tokens=3, do_sample=False)
-    assert output.shape[1] == batch["input_ids"].shape[1] + 3 or output[0, -1] == loaded.generation_config.eos_token_id
+    assert torch.equal(output, model.generate(**batch, max_new_tokens=3, do_sample=False))  # saved = in memory
+    new_tokens = output[0, batch["input_ids"].shape[1]:].tolist()
+    assert 1 <= len(new_tokens) <= 3  # three tokens, or fewer when the model ended its turn
+    assert len(new_tokens) == 3 or new_tokens[-1] == loaded.generation_config.eos_token_id
 
 
 def test_cached_encoding_equals_the_processor(tmp_path):
@@ -42,9 +47,10 @@ def test_cached_encoding_equals_the_processor(tmp_path):
     processed = cache.get("x", image)
     text = prompt_text(processor, "What organ?", {"A": "Brain", "B": "Lung"}, "no_think", processed)
     ours = encode(processor, [text], [processed], padding_side="left")
-    messages = [{"role": "user", "content": [{"type": "image", "image": image},
-                                             {"type": "text", "text": user_prompt("What organ?", {"A": "Brain", "B": "Lung"})}]}]
-    theirs = processor.apply_chat_template([messages], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+    user_text = user_prompt("What organ?", {"A": "Brain", "B": "Lung"})
+    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": user_text}]}]
+    theirs = processor.apply_chat_template([messages], add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           return_tensors="pt")
     assert torch.equal(ours["input_ids"], theirs["input_ids"])
     assert torch.allclose(ours["pixel_values"], theirs["pixel_values"])
 
@@ -84,7 +90,7 @@ def test_grpo_on_the_tiny_model_moves_only_option_word_meanings(tmp_path):
     from transformers import AutoModelForImageTextToText
 
     from medr1.data.records import Record
-    from medr1.train.grpo import option_word_ids, train_option_words_only
+    from medr1.tiny.training import option_word_ids, train_option_words_only
 
     prompt = user_prompt("What organ is shown?", {"A": "Brain", "B": "Lung"}) + " <answer>A</answer>"
     tokenizer, _, model = _parts([prompt] * 20)
@@ -118,7 +124,8 @@ def test_picture_vectors_are_what_the_pooling_head_writes():
 
     _, processor, model = _parts()
     with torch.no_grad():  # trained eyes give image tokens of unequal norms, which the head weighs unequally
-        model.model.visual.merger.mlp[-1].weight[102:127] += 3 * torch.randn_like(model.model.visual.merger.mlp[-1].weight[102:127])
+        merger_weight = model.model.visual.merger.mlp[-1].weight
+        merger_weight[102:127] += 3 * torch.randn_like(merger_weight[102:127])
     image = ImageCache(processor).process(render(Scene.random(np.random.default_rng(2)), np.random.default_rng(2)))
     text = prompt_text(processor, "What organ?", {"A": "Brain", "B": "Lung"}, "no_think", image)
     captured = {}

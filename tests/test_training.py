@@ -3,23 +3,25 @@
 import json
 
 import pytest
+from conftest import REPO, repo_params, tiny_architecture
 
-from medr1.config import LoraParams, SftParams, TrainParams
 from medr1.data.records import read_jsonl
 
-FAST = {"max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 4, "logging_steps": 1, "checkpoint_steps": 1}
+PARAMS = repo_params()
+
+FAST = {"max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 4, "logging_steps": 1,
+        "checkpoint_steps": 1}
 
 
 @pytest.fixture(scope="module")
 def small_base(tmp_path_factory, processed):
-    from medr1.model.base import tokenizer_corpus
-    from medr1.tiny.model import TinyArchitecture, build_model, build_processor, train_tokenizer
+    from medr1.tiny.build import tokenizer_corpus
+    from medr1.tiny.model import build_model, build_processor, train_tokenizer
 
     records = list(read_jsonl(processed / "train.jsonl"))[:8]
     tokenizer = train_tokenizer(tokenizer_corpus(records, 0), 512)
     folder = tmp_path_factory.mktemp("base")
-    architecture = TinyArchitecture(intermediate_size=128, num_hidden_layers=2, vision_embed_dim=32, vision_depth=1)
-    build_model(tokenizer, architecture, seed=0).save_pretrained(folder)
+    build_model(tokenizer, tiny_architecture(), seed=0).save_pretrained(folder)
     build_processor(tokenizer, 112).save_pretrained(folder)
     return folder, records
 
@@ -34,7 +36,8 @@ def test_lora_training_saves_one_plain_merged_model(small_base, processed, tmp_p
     from medr1.train.grpo import train_grpo
 
     base, records = small_base
-    params = TrainParams(**FAST, lora=LoraParams(enabled=True, r=4, alpha=8))
+    lora = PARAMS.train.lora.model_copy(update={"enabled": True, "r": 4, "alpha": 8})
+    params = PARAMS.train.model_copy(update={**FAST, "lora": lora})
     history = train_grpo(base, records, processed, params, tmp_path)
     assert any("reward" in entry for entry in history)
     assert not (tmp_path / "adapter_config.json").exists() and not (tmp_path / "training_args.bin").exists()
@@ -44,19 +47,21 @@ def test_lora_training_saves_one_plain_merged_model(small_base, processed, tmp_p
 
 
 def test_sft_baseline_trains_and_saves_a_loadable_model(small_base, processed, tmp_path):
-    from medr1.train.sft import sft_dataset, train_sft
+    from medr1.train.datasets import sft_dataset
+    from medr1.train.sft import train_sft
 
     base, records = small_base
     example = sft_dataset(records[:1], processed, "think_after")[0]
     assert example["completion"][0]["content"].startswith(f"<answer>{records[0].answer}</answer><think>")
-    history = train_sft(base, records, processed, SftParams(max_steps=2, per_device_train_batch_size=4, logging_steps=1),
-                        TrainParams(reasoning="think_after"), tmp_path)
-    assert [entry for entry in history if "loss" in entry]
+    sft = PARAMS.sft.model_copy(update={"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1})
+    history = train_sft(base, records, processed, sft, PARAMS.train.model_copy(update={"reasoning": "think_after"}),
+                        tmp_path)
+    assert len([entry for entry in history if "loss" in entry]) == 2  # logged at each of the 2 steps
     assert _load(tmp_path).config.model_type == "qwen2_vl"
 
 
 def test_resume_picks_the_newest_complete_checkpoint(tmp_path):
-    from medr1.train.grpo import last_checkpoint
+    from medr1.train.resume import last_checkpoint
 
     folder = tmp_path / "checkpoints"
     assert last_checkpoint(tmp_path) is None
@@ -68,17 +73,31 @@ def test_resume_picks_the_newest_complete_checkpoint(tmp_path):
 
 
 def test_gpu_only_options_fail_clearly_on_the_cpu(tmp_path):
-    from medr1.train.grpo import grpo_config
+    from medr1.errors import PipelineError
+    from medr1.train.trl_config import grpo_config
 
-    with pytest.raises(RuntimeError, match="use_vllm needs a CUDA GPU"):
-        grpo_config(TrainParams(use_vllm=True, device="cpu"), tmp_path)
-    assert json.dumps(TrainParams().model_dump(mode="json"))  # the run fingerprint is JSON
+    with pytest.raises(PipelineError, match="use_vllm needs a CUDA GPU"):
+        grpo_config(PARAMS.train.model_copy(update={"use_vllm": True, "device": "cpu"}), tmp_path)
+
+
+def test_the_run_fingerprint_is_json_and_changes_with_params_and_code(processed, monkeypatch, tmp_path):
+    from medr1.train.resume import run_fingerprint
+
+    monkeypatch.chdir(REPO)  # the code hashed is the train stage's code deps in dvc.yaml
+    split = processed / "train.jsonl"
+    fingerprint = run_fingerprint(PARAMS.train, "base-sha", split)
+    assert json.loads(json.dumps(fingerprint)) == fingerprint
+    assert run_fingerprint(PARAMS.train, "base-sha", split) == fingerprint
+    assert run_fingerprint(PARAMS.train.model_copy(update={"learning_rate": 0.5}), "base-sha", split) != fingerprint
+    assert run_fingerprint(PARAMS.train, "other-base", split) != fingerprint
+    assert "medr1/train/grpo.py" in fingerprint["code_sha256"] and "stages/train.py" in fingerprint["code_sha256"]
 
 
 def test_params_reach_grpo_config(tmp_path):
-    from medr1.train.grpo import grpo_config
+    from medr1.train.trl_config import grpo_config
 
     knobs = {"num_generations": 4, "temperature": 1.3, "beta": 0.04, "num_iterations": 2, "epsilon": 0.3,
              "max_completion_length": 24, "learning_rate": 0.01, "seed": 5, "gradient_accumulation_steps": 2}
-    config = grpo_config(TrainParams(device="cpu", per_device_train_batch_size=8, **knobs), tmp_path)
+    config = grpo_config(PARAMS.train.model_copy(update={"device": "cpu", "per_device_train_batch_size": 8, **knobs}),
+                         tmp_path)
     assert {name: getattr(config, name) for name in knobs} == knobs
