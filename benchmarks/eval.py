@@ -27,9 +27,9 @@ from tqdm import tqdm
 from medr1.config import load_params
 from medr1.data.records import read_jsonl
 from medr1.evaluate.decoding import generate_completions
-from medr1.evaluate.evaluation import load_for_evaluation
 from medr1.model.base import base_model_dir
 from medr1.model.encoding import ImageCache
+from medr1.model.loading import load_for_evaluation
 from medr1.task.prompts import chat_prompt
 from medr1.task.rewards import extract_answer_letter
 

@@ -1,14 +1,20 @@
 """The rooms hold: dvc.yaml's code deps cover every module each stage runs, medr1 has no import
 cycle and imports neither stages nor flows, and the real-model path never imports the tiny demo."""
 
-import ast
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import REPO
 
-from medr1.pipeline.code_deps import find_cycle, import_graph, imported_files, stage_code_files, stage_deps
+from medr1.pipeline.code_deps import (
+    find_cycle,
+    import_graph,
+    imported_files,
+    imported_modules,
+    stage_code_files,
+    stage_deps,
+)
 
 STAGE_MODULES = {  # dvc.yaml stage -> the module its cmd runs
     name: (definition.get("do") or definition)["cmd"].split(" -m ")[1].split()[0]
@@ -64,13 +70,9 @@ def test_cycle_finder_finds_a_cycle():
 
 
 def _imports(file: Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(file.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.add(node.module)
-    return found
+    relative = file.relative_to(REPO).with_suffix("")
+    module = ".".join(relative.parts[:-1] if relative.name == "__init__" else relative.parts)
+    return imported_modules(file, module)
 
 
 def test_medr1_imports_neither_stages_nor_flows():

@@ -47,7 +47,7 @@ def module_file(module: str, root: Path = Path(".")) -> Path | None:
     return None
 
 
-def _imported_modules(file: Path, module: str) -> set[str]:
+def imported_modules(file: Path, module: str) -> set[str]:
     """The repository modules that `file` (module `module`) imports, at any depth of its code."""
     package = module if file.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
@@ -77,7 +77,7 @@ def imported_files(module: str, root: Path = Path(".")) -> dict[Path, str]:
     pending = [(module, start)]
     while pending:
         name, file = pending.pop()
-        for imported in sorted(_imported_modules(file, name)):
+        for imported in sorted(imported_modules(file, name)):
             parts = imported.split(".")
             for depth in range(1, len(parts) + 1):  # a.b.c runs a/__init__.py and a/b/__init__.py first
                 prefix = ".".join(parts[:depth])
@@ -101,7 +101,7 @@ def import_graph(package: str, root: Path = Path(".")) -> dict[str, set[str]]:
         parts = relative.parts[:-1] if relative.name == "__init__" else relative.parts
         name = ".".join(parts)
         graph[name] = set()
-        for imported in _imported_modules(file, name):
+        for imported in imported_modules(file, name):
             while imported and module_file(imported, root) is None:  # `from pkg.mod import function`
                 imported = imported.rpartition(".")[0]
             if imported and imported != name and imported.split(".")[0] == package:

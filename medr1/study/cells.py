@@ -12,8 +12,9 @@ from pathlib import Path
 from medr1.config import Params
 from medr1.data.records import Record, read_jsonl
 from medr1.errors import PipelineError
-from medr1.evaluate.evaluation import load_for_evaluation, predict
+from medr1.evaluate.evaluation import predict
 from medr1.evaluate.metrics import grouped_accuracy
+from medr1.model.loading import load_for_evaluation
 from medr1.train.grpo import train_grpo
 
 FAMILIES = {"modality": "modalities", "question_type": "question_types"}  # family -> its list in params.study

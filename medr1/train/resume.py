@@ -3,12 +3,12 @@ still belongs to the same run (same params, base model, train split, code and pa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 from medr1.pipeline.code_deps import stage_code_files
+from medr1.pipeline.hashing import sha256_file
 
 FINGERPRINT = "run.json"
 
@@ -36,14 +36,10 @@ def run_fingerprint(params, base_sha256: str, train_split: Path, stage: str = "t
     return {
         "params": params.model_dump(mode="json"),
         "base_model_sha256": base_sha256,
-        "train_sha256": _sha256(train_split),
-        "code_sha256": {str(path): _sha256(path) for path in stage_code_files(stage)},
+        "train_sha256": sha256_file(train_split),
+        "code_sha256": {str(path): sha256_file(path) for path in stage_code_files(stage)},
         "packages": {name: version(name) for name in ("torch", "transformers", "trl", "accelerate", "peft")},
     }
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def reuse_or_clear(staging: Path, fingerprint: dict) -> None:
