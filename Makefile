@@ -53,8 +53,10 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
 	  echo "chromium is not installed and cannot be here: the report's browser test will be skipped"
 
+# Two xdist workers, and the shared pipeline run (tests/shared_pipeline.py) beside them from the start.
+TEST_WORKERS ?= 2
 test: $(STAMP) browser
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check medr1 stages tests flows benchmarks

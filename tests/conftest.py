@@ -2,17 +2,55 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
+from shared_pipeline import PipelineRun, start_once, stop, wait_for
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# One thread per process: the suite runs the shared pipeline beside its xdist workers, and OpenMP
+# threads that outnumber the cores spin against each other (a training step took 20 times longer).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+SHARED_FOLDER = "MEDR1_TEST_SHARED_PIPELINE"
+_own_folder = pytest.StashKey[Path]()
+_started: list = []  # the shared pipeline's process, in the test process that started it
+
+
+def pytest_configure(config):
+    """The controller (or the only test process) picks the shared run's folder; workers inherit it."""
+    if not hasattr(config, "workerinput") and SHARED_FOLDER not in os.environ:
+        os.environ[SHARED_FOLDER] = tempfile.mkdtemp(prefix="medr1-shared-pipeline-")
+        config.stash[_own_folder] = Path(os.environ[SHARED_FOLDER])
+
+
+def pytest_unconfigure(config):
+    if (folder := config.stash.get(_own_folder, None)) is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Tests of the shared pipeline run go last, and the run starts now: it runs while the others do."""
+    items.sort(key=lambda item: "pipeline_run" in item.fixturenames)
+    if any("pipeline_run" in item.fixturenames for item in items):
+        process = start_once(Path(os.environ[SHARED_FOLDER]))
+        if process is not None:
+            _started.append(process)
+    if hasattr(config, "workerinput"):
+        # Workers yield the CPU to the shared run (started above, at normal priority): the tests that
+        # wait for it then wait least, and the other tests fill the time it leaves.
+        os.nice(5)
+
+
+def pytest_sessionfinish(session):
+    for process in _started:
+        stop(process)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -196,27 +234,16 @@ def prefect_harness():
         yield
 
 
-@dataclass(frozen=True)
-class PipelineRun:
-    repo: Path
-    state: object  # the medr1-pipeline flow run's final state
-
-
 @pytest.fixture(scope="session")
-def pipeline_run(tmp_path_factory, prefect_harness) -> PipelineRun:
+def pipeline_run() -> PipelineRun:
     """The one run of the whole pipeline in the test suite, shared by the end-to-end and the flow
-    tests: a copy of this repository with SMALL_PARAMS, run through the Prefect flow (a `dvc repro
-    <stage>` task per stage, data checks first). Tests read it; a test that changes a repository
-    works in `pipeline_copy`."""
-    from flows.pipeline import medr1_pipeline
-
-    repo = copy_repository(tmp_path_factory.mktemp("pipeline"))
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    (repo / "params.yaml").write_text(yaml.safe_dump(merged(params, SMALL_PARAMS), sort_keys=False))
-    run(["git", "-c", "user.email=t@example.invalid", "-c", "user.name=t", "commit", "-qam", "small params"], repo)
-    state = medr1_pipeline(repo=str(repo), return_state=True)
-    assert state.is_completed(), state.message
-    return PipelineRun(repo, state)
+    tests (and by every xdist worker): tests/shared_pipeline.py, started at collection. Tests read
+    it; a test that changes a repository works in `pipeline_copy`."""
+    folder = Path(os.environ[SHARED_FOLDER])
+    process = start_once(folder)
+    if process is not None:
+        _started.append(process)
+    return wait_for(folder)
 
 
 @pytest.fixture

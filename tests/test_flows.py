@@ -16,6 +16,7 @@ import httpx
 import pytest
 import yaml
 from conftest import REPO, copy_repository, run
+from prefect_queries import artifacts, client, task_run_names
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -23,41 +24,15 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 ARTIFACTS = {"medr1-data-checks", "medr1-run-summary", "medr1-per-modality"}
 
 
-def _client():
-    from prefect.client.orchestration import get_client
-
-    return get_client(sync_client=True)
-
-
-def _artifacts(flow_run_id) -> dict[str, object]:
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with _client() as client:
-        found = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {artifact.key: artifact for artifact in found}
-
-
-def _task_run_names(flow_run_id) -> list[str]:
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.client.schemas.sorting import TaskRunSort
-
-    with _client() as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-                                     sort=TaskRunSort.EXPECTED_START_TIME_ASC)
-    return [task_run.name for task_run in runs]
-
-
 @pytest.mark.slow
 def test_flow_runs_every_stage_as_a_task_and_publishes_artifacts(pipeline_run):
     from flows.dvc_graph import read_graph
 
-    repo, state = pipeline_run.repo, pipeline_run.state
-    assert state.is_completed(), state.message
+    repo, outcome = pipeline_run.repo, pipeline_run.outcome
     order = read_graph(repo).order
-    result = state.result()
+    result = outcome["result"]
     assert sorted(result["ran"]) == sorted(order) and result["skipped"] == []
-    flow_run_id = state.state_details.flow_run_id
-    names = _task_run_names(flow_run_id)
+    names = outcome["task_runs"]
     repro_tasks = [name.removeprefix("dvc repro ") for name in names if name.startswith("dvc repro ")]
     assert sorted(repro_tasks) == sorted(order)  # one task per stage of dvc.yaml
     assert repro_tasks.index("validate") > repro_tasks.index("ingest")
@@ -66,23 +41,23 @@ def test_flow_runs_every_stage_as_a_task_and_publishes_artifacts(pipeline_run):
     checks = next(i for i, name in enumerate(names) if name.startswith("data checks"))
     assert checks < names.index("dvc repro train") and checks < names.index("dvc repro base_model")
 
-    artifacts = _artifacts(flow_run_id)
-    assert ARTIFACTS <= set(artifacts)
+    published = outcome["artifacts"]
+    assert ARTIFACTS <= set(published)
     metrics = json.loads((repo / "metrics/eval.json").read_text())
     registered = json.loads((repo / "metrics/registered.json").read_text())
-    summary = artifacts["medr1-run-summary"].data
+    summary = published["medr1-run-summary"]
     assert registered["version"] in summary and f"{metrics['accuracy']:.3f}" in summary
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     processed_md5 = next(out["md5"] for out in lock["stages"]["ingest"]["outs"] if out["path"] == "data/processed")
     assert processed_md5 in summary
-    table = json.loads(artifacts["medr1-per-modality"].data)
+    table = json.loads(published["medr1-per-modality"])
     assert {row["modality"]: row["GRPO"] for row in table} == pytest.approx(metrics["per_modality"], abs=1e-4)
-    assert ("medr1-report" in artifacts) == (repo / "reports/index.html").is_file()
-    assert "Data checks passed" in artifacts["medr1-data-checks"].data
+    assert ("medr1-report" in published) == (repo / "reports/index.html").is_file()
+    assert "Data checks passed" in published["medr1-data-checks"]
 
 
 @pytest.mark.slow
-def test_failed_data_checks_fail_the_flow_before_any_training(pipeline_copy):
+def test_failed_data_checks_fail_the_flow_before_any_training(pipeline_copy, prefect_harness):
     from flows.pipeline import medr1_pipeline
 
     repo = pipeline_copy
@@ -91,10 +66,10 @@ def test_failed_data_checks_fail_the_flow_before_any_training(pipeline_copy):
     state = medr1_pipeline(overrides=["validate.min_rows_per_modality=100000"], repo=str(repo), return_state=True)
     assert state.is_failed()
     assert "min_rows_per_modality" in state.message and "Traceback" not in state.message
-    names = _task_run_names(state.state_details.flow_run_id)
+    names = task_run_names(state.state_details.flow_run_id)
     assert any(name.startswith("data checks") for name in names)
     assert names[-1].startswith("data checks")  # nothing ran after the checks: no base_model, train, sft, ...
-    report = _artifacts(state.state_details.flow_run_id)["medr1-data-checks"].data
+    report = artifacts(state.state_details.flow_run_id)["medr1-data-checks"].data
     assert "Data checks failed" in report and "min_rows_per_modality" in report and "No training ran" in report
     assert (repo / "params.yaml").read_bytes() == params_before  # the override was for that run only
 
@@ -107,7 +82,7 @@ def test_bad_override_fails_naming_the_key(prefect_harness, tmp_path):
 
     state = medr1_pipeline(overrides=["train.max_stepz=3"], repo=str(repo), return_state=True)
     assert state.is_failed() and "train.max_stepz" in state.message
-    assert _task_run_names(state.state_details.flow_run_id) == []
+    assert task_run_names(state.state_details.flow_run_id) == []
     assert (repo / "params.yaml").read_bytes() == params_before
 
 
@@ -131,17 +106,17 @@ def test_transient_stage_failures_are_retried_and_deterministic_ones_are_not(pre
     run(["git", "init", "-q"], tmp_path)
     run(["dvc", "init", "-q"], tmp_path)
     fast = repro_stage.with_options(retry_delay_seconds=0)
-    with _client() as client:
+    with client() as api:
         killed = fast(tmp_path, "killed_once", return_state=True)
         assert killed.is_completed() and (tmp_path / "out").read_text() == "ok"
-        assert client.read_task_run(killed.state_details.task_run_id).run_count == 2
+        assert api.read_task_run(killed.state_details.task_run_id).run_count == 2
         broken = fast(tmp_path, "broken", return_state=True)
         assert broken.is_failed() and "bad input" in broken.message
-        assert client.read_task_run(broken.state_details.task_run_id).run_count == 1
+        assert api.read_task_run(broken.state_details.task_run_id).run_count == 1
 
 
 @pytest.mark.slow
-def test_data_arrival_runs_the_pipeline_only_when_the_data_changed(pipeline_copy):
+def test_data_arrival_runs_the_pipeline_only_when_the_data_changed(pipeline_copy, prefect_harness):
     from flows.data_arrival import medr1_data_arrival
 
     repo = pipeline_copy
@@ -225,21 +200,21 @@ def test_deployment_runs_on_a_real_server_through_a_process_worker(pipeline_copy
     worker = _start([sys.executable, "-m", "prefect", "worker", "start", "--pool", "medr1-process",
                      "--type", "process"], repo, env, tmp_path / "worker.log")
     try:
-        with temporary_settings({PREFECT_API_URL: api}), _client() as client:
-            nightly = client.read_deployment_by_name("medr1-pipeline/nightly")
+        with temporary_settings({PREFECT_API_URL: api}), client() as prefect:
+            nightly = prefect.read_deployment_by_name("medr1-pipeline/nightly")
             assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
-            arrival = client.read_deployment_by_name("medr1-data-arrival/on-new-data")
+            arrival = prefect.read_deployment_by_name("medr1-data-arrival/on-new-data")
             assert [s.schedule.interval.total_seconds() for s in arrival.schedules] == [900]
-            assert client.read_work_pool("medr1-process").type == "process"
+            assert prefect.read_work_pool("medr1-process").type == "process"
 
-            flow_run = client.create_flow_run_from_deployment(nightly.id)
+            flow_run = prefect.create_flow_run_from_deployment(nightly.id)
             deadline = time.monotonic() + 300
-            while not (state := client.read_flow_run(flow_run.id).state).is_final():
+            while not (state := prefect.read_flow_run(flow_run.id).state).is_final():
                 assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
                 time.sleep(1)
             assert state.is_completed(), (state.message, (tmp_path / "worker.log").read_text()[-3000:])
-            keys = {artifact.key for artifact in client.read_artifacts()}
+            keys = {artifact.key for artifact in prefect.read_artifacts()}
         assert ARTIFACTS <= keys
         summary = httpx.post(f"{api}/artifacts/filter",
                              json={"artifacts": {"key": {"any_": ["medr1-run-summary"]}}}).json()
