@@ -30,7 +30,7 @@ def bare_grpo(model_dir: Path, records, params, output_dir: Path) -> None:
     from trl import GRPOConfig, GRPOTrainer
 
     from medr1.task.prompts import chat_prompt
-    from medr1.task.rewards import accuracy_reward, make_format_reward
+    from medr1.task.rewards import reward_functions
     from medr1.tiny.option_reader import is_wired
     from medr1.tiny.training import train_option_words_only
 
@@ -53,8 +53,9 @@ def bare_grpo(model_dir: Path, records, params, output_dir: Path) -> None:
         logging_steps=params.logging_steps, seed=params.seed, use_cpu=True, bf16=False, report_to="none",
         save_strategy="no",
     )
-    trainer = GRPOTrainer(model=model, reward_funcs=[make_format_reward(params.reasoning), accuracy_reward],
-                          args=config, train_dataset=dataset, processing_class=processor)
+    rewards = reward_functions(params.reward_funcs, params.rewards, params.reasoning)
+    trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=config, train_dataset=dataset,
+                          processing_class=processor)
     trainer.train()
     trainer.model.save_pretrained(output_dir)
 

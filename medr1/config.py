@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medr1.data.records import MODALITIES, QUESTION_TYPES
 from medr1.errors import PipelineError
@@ -113,10 +113,22 @@ class TrainParams(Section):
     num_iterations: int = Field(ge=1, description="GRPO's mu: optimizer steps on each generated batch")
     epsilon: float = Field(gt=0, description="clipping of the policy ratio (matters when num_iterations > 1)")
     max_completion_length: int = Field(ge=1)
-    format_weight: float = Field(ge=0)
-    accuracy_weight: float = Field(ge=0)
+    reward_funcs: list[Literal["format", "accuracy"]] = Field(min_length=1, description="open-r1's reward_funcs")
+    reward_weights: list[float] = Field(min_length=1, description="one weight per reward function, in its order")
+    rewards: Literal["strict", "med-r1"] = Field(
+        description="med-r1: Med-R1's published reward functions, quirks included; strict: ours (docs/fidelity.md)")
+    prompts: Literal["tiny", "med-r1"] = Field(
+        description="med-r1: Med-R1's templates and option layout; tiny: the embedded model's layout")
     logging_steps: int = Field(ge=1)
     seed: int
+
+
+    @model_validator(mode="after")
+    def _one_weight_per_reward(self):
+        if len(self.reward_weights) != len(self.reward_funcs):
+            raise ValueError(f"reward_weights has {len(self.reward_weights)} entries for "
+                             f"{len(self.reward_funcs)} reward_funcs {self.reward_funcs}: give one weight per reward")
+        return self
 
 
 class SftParams(Section):
@@ -128,6 +140,10 @@ class SftParams(Section):
 
 
 class EvaluateParams(Section):
+    protocol: Literal["strict", "med-r1", "med-r1-qwen2.5"] = Field(
+        description="how an output is graded: Med-R1's Qwen2-VL or Qwen2.5-VL scripts, or ours (docs/fidelity.md)")
+    base_prompt: Literal["trained", "zero_shot"] = Field(
+        description="the base model's prompt: the trained model's, or Med-R1's zero-shot one (style med-r1)")
     batch_size: int = Field(ge=1)
     max_new_tokens: int = Field(ge=1, description="Med-R1's limit; rows stop earlier once their verdict is settled")
     device: Literal["auto", "cpu", "cuda"] = Field(description="auto: a CUDA GPU when there is one")
@@ -189,6 +205,14 @@ class Params(Section):
     register_: RegisterParams = Field(alias="register")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _zero_shot_needs_med_r1_prompts(self):
+        if self.evaluate.base_prompt == "zero_shot" and self.train.prompts != "med-r1":
+            raise ValueError("evaluate.base_prompt: zero_shot is Med-R1's zero-shot prompt, which needs "
+                             "train.prompts: med-r1 (the tiny prompts have no zero-shot form); "
+                             "or set base_prompt: trained")
+        return self
 
 
 class ParamsError(PipelineError):

@@ -8,6 +8,7 @@ from medr1.config import load_params
 from medr1.errors import run_main
 from medr1.evaluate.evaluation import evaluate_models
 from medr1.model.base import base_model_dir
+from medr1.task.spec import evaluation_tasks
 
 DATA = Path("data/processed")
 METRICS = Path("metrics/eval.json")
@@ -26,20 +27,22 @@ def write_answer_pairs(predictions: Path, out: Path) -> None:
 
 def main() -> None:
     params = load_params()
+    trained, base = evaluation_tasks(params)
     metrics = evaluate_models(
         {"base": base_model_dir(Path("models/base")), "sft": Path("models/sft"), "grpo": Path("models/grpo")},
         DATA / "test.jsonl",
         DATA,
-        params.train.reasoning,
+        trained,
         params.evaluate,
         predictions_dir=Path("reports/predictions"),
+        base_task=base,
     )
     METRICS.parent.mkdir(parents=True, exist_ok=True)
     METRICS.write_text(json.dumps(metrics, indent=1))
     write_answer_pairs(Path("reports/predictions/grpo.jsonl"), ANSWERS)
     print(f"[evaluate] GRPO accuracy {metrics['accuracy']:.3f} (base {metrics['base_accuracy']:.3f}, "
           f"SFT {metrics['sft_accuracy']:.3f}, chance {metrics['chance_accuracy']:.3f}), "
-          f"format rate {metrics['format_rate']:.3f}")
+          f"format rate {metrics['format_rate']:.3f}, {trained.protocol} grading")
 
 
 if __name__ == "__main__":

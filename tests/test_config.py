@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,23 @@ def test_the_typed_config_has_no_defaults():
     defaulted = [f"{model.__name__}.{name}" for model in sections(Params)
                  for name, field in model.model_fields.items() if not field.is_required()]
     assert defaulted == []
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"train": {"reward_weights": [1.0]}}, "one weight per reward"),
+    ({"train": {"reward_funcs": ["format", "acuracy"], "reward_weights": [1.0, 1.0]}}, "train.reward_funcs"),
+    ({"evaluate": {"base_prompt": "zero_shot"}}, "train.prompts: med-r1"),
+    ({"evaluate": {"protocol": "lenient"}}, "evaluate.protocol"),
+])
+def test_inconsistent_task_settings_are_refused_naming_what_to_change(tmp_path, changes, named):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in changes.items():
+        raw[section].update(values)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match=re.escape(named)):
+        load_params(tmp_path / "params.yaml")
+    raw["train"]["prompts"] = "med-r1"  # with Med-R1's prompts, its zero-shot base prompt is accepted
+    raw["evaluate"] = {**raw["evaluate"], "base_prompt": "zero_shot", "protocol": "med-r1"}
+    raw["train"]["reward_funcs"], raw["train"]["reward_weights"] = ["accuracy", "format"], [1.0, 1.0]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert load_params(tmp_path / "params.yaml").evaluate.base_prompt == "zero_shot"

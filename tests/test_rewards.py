@@ -1,6 +1,6 @@
 import pytest
 
-from medr1.task.rewards import accuracy_reward, accuracy_score, extract_answer_letter, format_score, make_format_reward
+from medr1.task.rewards import accuracy_score, extract_answer_letter, format_score, reward_functions
 
 
 @pytest.mark.parametrize(
@@ -53,5 +53,10 @@ def test_format_score_per_mode(mode, good, bad):
 def test_trl_signature_with_conversational_completions():
     completions = [[{"role": "assistant", "content": "<answer>B</answer>"}],
                    [{"role": "assistant", "content": "<answer>A"}]]
+    format_reward, accuracy_reward = reward_functions(["format", "accuracy"], "strict", "no_think")
     assert accuracy_reward(completions, answer=["B", "A"], letters=["AB", "AB"]) == [1.0, 0.0]
-    assert make_format_reward("no_think")(completions) == [1.0, 0.0]
+    assert format_reward(completions) == [1.0, 0.0]
+    assert [f.__name__ for f in reward_functions(["accuracy", "format"], "med-r1", "no_think")] == \
+        ["accuracy_reward", "format_reward"]  # TRL logs rewards/<name>/mean in the order given
+    with pytest.raises(ValueError, match="unknown reward"):
+        reward_functions(["fromat"], "strict", "no_think")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -78,6 +79,7 @@ def evaluate(
     from medr1.evaluate.metrics import chance_accuracy, summarize
     from medr1.model.loading import load_for_evaluation
     from medr1.task.prompts import REASONING_MODES
+    from medr1.task.spec import TaskSpec, evaluation_tasks
 
     given = {key: value for key, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens),
                                            ("device", device)) if value is not None}
@@ -95,6 +97,8 @@ def evaluate(
         settings, mode = EvaluateParams(**given), reasoning
     if mode not in REASONING_MODES:
         raise PipelineError(f"--reasoning {mode!r}: use one of {', '.join(REASONING_MODES)}")
+    # the stage's prompts and grading when there is a params.yaml; the defaults outside a checkout
+    task = replace(evaluation_tasks(params)[0], mode=mode) if PARAMS_FILE.is_file() else TaskSpec(mode)
     if not data.is_file():
         raise MissingFileError(f"no split file {data}: `dvc repro ingest` writes data/processed/test.jsonl "
                                "and the per-group splits under data/processed/splits/")
@@ -105,7 +109,7 @@ def evaluate(
     with tempfile.TemporaryDirectory(prefix="medr1-evaluate-") as workdir:
         folder = resolve_model(model, store, Path(workdir))
         loaded_model, processor = load_for_evaluation(folder, settings.device)
-        graded = predict(loaded_model, processor, records, root, mode, settings, desc=f"evaluate {model}")
+        graded = predict(loaded_model, processor, records, root, task, settings, desc=f"evaluate {model}")
     if predictions is not None:
         write_predictions(graded, predictions)
     summary = {"model": model, "data": str(data), "reasoning": mode,
@@ -116,7 +120,7 @@ def evaluate(
     low, high = summary["accuracy_ci95"]
     console.print(f"[bold]{model}[/bold] on {data} ({summary['count']} questions, {mode}): accuracy "
                   f"[bold]{summary['accuracy']:.4f}[/bold] (95% CI {low:.4f}-{high:.4f}), chance "
-                  f"{summary['chance_accuracy']:.4f}, format rate {summary['format_rate']:.4f}")
+                  f"{summary['chance_accuracy']:.4f}, format rate {summary['format_rate']}")
     for key, title in (("per_modality", "per modality"), ("per_question_type", "per question type"),
                        ("per_dataset", "per source dataset")):
         console.print(_table(title, summary[key]))

@@ -30,8 +30,7 @@ from medr1.errors import PipelineError
 from medr1.evaluate.greedy import FormatDrafts, greedy_decode
 from medr1.evaluate.heads import split_prompts
 from medr1.model.encoding import ImageCache, ProcessedImage, prompt_text
-from medr1.task.prompts import ReasoningMode
-from medr1.task.rewards import verdict_settled
+from medr1.task.spec import TaskSpec
 
 
 class VisionFeatures:
@@ -100,21 +99,23 @@ def generate_completions(
     processor,
     records: list[Record],
     image_root: Path,
-    mode: ReasoningMode,
+    task: TaskSpec | str,
     batch_size: int = 32,
     max_new_tokens: int = 256,
     cache: ImageCache | None = None,
     progress: bool = True,
     desc: str = "evaluate",
 ) -> list[str]:
-    """The greedy completion of every record, in the records' order."""
+    """The greedy completion of every record, in the records' order, asked as `task` says (a spec,
+    or a reasoning mode with the default prompts)."""
+    task = TaskSpec.of(task)
     cache = cache if cache is not None else ImageCache(processor)  # an empty cache is falsy
     model.eval()
     tokenizer = processor.tokenizer
     keys = [str(image_root / record.image) for record in records]
     images = cache.get_files(keys)
     vision = VisionFeatures(model)
-    prompts = [prompt_text(processor, r.question, r.options, mode, image) for r, image in zip(records, images)]
+    prompts = [prompt_text(processor, r.question, r.options, task, image) for r, image in zip(records, images)]
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     lengths = [len(ids) for ids in prompt_ids]
     completions: list[str] = [""] * len(records)
@@ -124,10 +125,10 @@ def generate_completions(
     end_ids = [end_turn] + sorted(set(configured) - {end_turn})
 
     penalty = greedy_repetition_penalty(model.generation_config)
-    drafts = FormatDrafts(tokenizer, mode, ["".join(record.options) for record in records], end_turn)
+    drafts = FormatDrafts(tokenizer, task.mode, ["".join(record.options) for record in records], end_turn)
 
     def settled(token_lists: list[list[int]]) -> list[bool]:
-        return [verdict_settled(text, mode) for text in tokenizer.batch_decode(token_lists, skip_special_tokens=True)]
+        return [task.settled(text) for text in tokenizer.batch_decode(token_lists, skip_special_tokens=True)]
 
     with tqdm(total=len(records), desc=desc, unit="question", disable=not progress) as bar:
         for batch_indices in length_buckets(lengths, batch_size, together=keys):

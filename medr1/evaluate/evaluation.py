@@ -10,14 +10,14 @@ from medr1.evaluate.decoding import generate_completions
 from medr1.evaluate.metrics import Prediction, chance_accuracy, gain_over_base, grade, summarize
 from medr1.model.encoding import ImageCache
 from medr1.model.loading import load_for_evaluation
-from medr1.task.prompts import ReasoningMode
+from medr1.task.spec import TaskSpec
 
 
-def predict(model, processor, records: list[Record], image_root: Path, mode: ReasoningMode, settings,
+def predict(model, processor, records: list[Record], image_root: Path, task: TaskSpec | str, settings,
             cache: ImageCache | None = None, progress: bool = True, desc: str = "evaluate") -> list[Prediction]:
-    completions = generate_completions(model, processor, records, image_root, mode, settings.batch_size,
+    completions = generate_completions(model, processor, records, image_root, task, settings.batch_size,
                                        settings.max_new_tokens, cache, progress, desc)
-    return [grade(record, completion, mode) for record, completion in zip(records, completions)]
+    return [grade(record, completion, task) for record, completion in zip(records, completions)]
 
 
 def write_predictions(predictions: list[Prediction], path: Path) -> None:
@@ -31,16 +31,18 @@ def evaluate_models(
     models: dict[str, Path],
     split: Path,
     image_root: Path,
-    mode: ReasoningMode,
+    task: TaskSpec | str,
     settings,
     predictions_dir: Path | None = None,
     progress: bool = True,
+    base_task: TaskSpec | None = None,
 ) -> dict:
     """Evaluate each named model on one split; images are processed once and shared.
 
     Returns metrics/eval.json's content: the "grpo" model's numbers at the top level, every
     other model's under its name as a prefix (base_accuracy, base_per_modality, ...), and
-    each model's gain over "base" (gain_over_base for grpo, sft_gain_over_base, ...).
+    each model's gain over "base" (gain_over_base for grpo, sft_gain_over_base, ...). The model
+    named "base" is asked as `base_task` says when given (Med-R1's zero-shot prompt).
     """
     records = list(read_jsonl(split))
     caches: dict[str, ImageCache] = {}
@@ -49,7 +51,8 @@ def evaluate_models(
     for name, folder in models.items():
         model, processor = load_for_evaluation(folder, settings.device)
         cache = caches.setdefault(processor.image_processor.to_json_string(), ImageCache(processor))
-        predictions = predict(model, processor, records, image_root, mode, settings, cache, progress, desc=name)
+        asked = base_task if name == "base" and base_task is not None else task
+        predictions = predict(model, processor, records, image_root, asked, settings, cache, progress, desc=name)
         summaries[name] = summarize(predictions)
         if predictions_dir is not None:
             write_predictions(predictions, predictions_dir / f"{name}.jsonl")

@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from medr1.data.records import Record
-from medr1.task.rewards import extract_answer_letter, format_score
+from medr1.task.spec import TaskSpec
 
 NO_ANSWER = "none"  # the confusion matrix's column for completions without a readable letter
 
@@ -19,26 +19,25 @@ class Prediction:
     modality: str
     question_type: str
     answer: str
-    predicted: str | None
+    predicted: str | None  # what the grading read as the answer (None: nothing readable)
     completion: str
-    well_formed: bool
-
-    @property
-    def correct(self) -> bool:
-        return self.predicted == self.answer
+    well_formed: bool | None  # None: a zero-shot prompt, which asks for no format
+    correct: bool
 
 
-def grade(record: Record, completion: str, mode: str) -> Prediction:
-    """One record's completion, graded by the extractor and format check the rewards use."""
+def grade(record: Record, completion: str, task: TaskSpec | str) -> Prediction:
+    """One record's completion, graded under the task's protocol, its format judged by the task's rewards."""
+    graded = TaskSpec.of(task).grade(completion, record.answer, "".join(record.options))
     return Prediction(
         question_id=record.question_id,
         dataset=record.dataset,
         modality=record.modality,
         question_type=record.question_type,
         answer=record.answer,
-        predicted=extract_answer_letter(completion, "".join(record.options)),
+        predicted=graded.extracted,
         completion=completion,
-        well_formed=format_score(completion, mode) == 1.0,
+        well_formed=graded.well_formed,
+        correct=graded.correct,
     )
 
 
@@ -88,13 +87,19 @@ def letter_confusion(predictions: list[Prediction]) -> dict[str, dict[str, int]]
     return dict(confusion)
 
 
+def format_rate(predictions: list[Prediction]) -> float | None:
+    """Share of well-formed completions; None when no prompt asked for a format (zero-shot)."""
+    judged = [p.well_formed for p in predictions if p.well_formed is not None]
+    return round(sum(judged) / len(judged), 4) if judged else None
+
+
 def summarize(predictions: list[Prediction]) -> dict:
     per_modality = grouped_accuracy(predictions, "modality")
     return {
         "accuracy": round(accuracy(predictions), 4),
         "modality_average": round(sum(per_modality.values()) / len(per_modality), 4) if per_modality else 0.0,
         "accuracy_ci95": bootstrap_interval(predictions),
-        "format_rate": round(sum(p.well_formed for p in predictions) / max(len(predictions), 1), 4),
+        "format_rate": format_rate(predictions),
         "per_modality": per_modality,
         "per_question_type": grouped_accuracy(predictions, "question_type"),
         "per_dataset": grouped_accuracy(predictions, "dataset"),

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from medr1.task.prompts import ReasoningMode, chat_prompt, image_question_messages, user_prompt
+from medr1.task.prompts import image_question_messages
+from medr1.task.spec import TaskSpec
 
 IGNORE_INDEX = -100
 
@@ -69,14 +70,16 @@ def _open_rgb(path: str) -> Image.Image:
         return opened.convert("RGB")
 
 
-def prompt_text(processor, question: str, options: dict[str, str], mode: ReasoningMode, image: ProcessedImage) -> str:
+def prompt_text(processor, question: str, options: dict[str, str], task: TaskSpec | str,
+                image: ProcessedImage) -> str:
     """The chat-templated prompt with the image placeholder expanded to the image's token count."""
+    task = TaskSpec.of(task)
     frame = _chat_frame(processor)
     if frame is None:
-        text = processor.apply_chat_template(chat_prompt(question, options, mode), tokenize=False,
+        text = processor.apply_chat_template(task.messages(question, options), tokenize=False,
                                              add_generation_prompt=True)
     else:
-        text = frame.replace(_TEXT_SLOT, user_prompt(question, options, mode), 1)
+        text = frame.replace(_TEXT_SLOT, task.user_text(question, options), 1)
     merge = processor.image_processor.merge_size**2
     count = int(image.grid_thw.prod().item()) // merge
     return text.replace(processor.image_token, processor.image_token * count, 1)

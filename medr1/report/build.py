@@ -28,6 +28,11 @@ def _models(metrics: Metrics) -> list[tuple[str, str]]:
             if metrics.has("eval.json", f"{prefix}accuracy")]
 
 
+def _format_rate(metrics: Metrics, prefix: str):
+    """The model's format rate, or "-" for a model asked with Med-R1's zero-shot prompt (no format)."""
+    return metrics("eval.json", f"{prefix}format_rate") if metrics.number("eval.json", f"{prefix}format_rate") else "-"
+
+
 def headline(metrics: Metrics, mode: str) -> Table:
     rows = []
     for label, prefix in _models(metrics):
@@ -35,7 +40,7 @@ def headline(metrics: Metrics, mode: str) -> Table:
         rows.append([label if label == "base" else f"{label} ({mode})", metrics("eval.json", f"{prefix}accuracy"),
                      metrics("eval.json", f"{prefix}accuracy_ci95", "0"),
                      metrics("eval.json", f"{prefix}accuracy_ci95", "1"),
-                     metrics("eval.json", f"{prefix}format_rate"), gain])
+                     _format_rate(metrics, prefix), gain])
     rows.append(["chance (uniform guess)", metrics("eval.json", "chance_accuracy"), "-", "-", "-", "-"])
     return Table("Accuracy on the held-out test split", ["model", "accuracy", "95% CI low", "95% CI high",
                                                           "format rate", "gain over base"], rows,

@@ -67,6 +67,13 @@ class Metrics:
             raise PipelineError(f"metrics/{source} {'.'.join(path)} is not a number")
         return Sourced(value, source, tuple(path))
 
+    def number(self, source: str, *path: str) -> bool:
+        """True when the value exists and is a number (a format rate is null for a zero-shot prompt)."""
+        if not self.has(source, *path):
+            return False
+        value = self._find(source, path)
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
     def has(self, source: str, *path: str) -> bool:
         try:
             self._find(source, path)

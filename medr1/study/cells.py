@@ -15,6 +15,7 @@ from medr1.errors import PipelineError
 from medr1.evaluate.evaluation import predict
 from medr1.evaluate.metrics import grouped_accuracy
 from medr1.model.loading import load_for_evaluation
+from medr1.task.spec import evaluation_tasks
 from medr1.train.grpo import train_grpo
 
 FAMILIES = {"modality": "modalities", "question_type": "question_types"}  # family -> its list in params.study
@@ -47,7 +48,7 @@ def evaluate_cell(params: Params, family: str, model_dir: Path, data: Path) -> d
     for group in study_groups(params, family):
         records += list(read_jsonl(group_split(data, family, "test", group)))
     model, processor = load_for_evaluation(model_dir, params.evaluate.device)
-    predictions = predict(model, processor, records, data, params.train.reasoning, params.evaluate, desc="study")
+    predictions = predict(model, processor, records, data, evaluation_tasks(params)[0], params.evaluate, desc="study")
     return {"accuracy": grouped_accuracy(predictions, family),
             "questions": {group: sum(getattr(r, family) == group for r in records)
                           for group in study_groups(params, family)}}

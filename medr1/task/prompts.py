@@ -6,6 +6,36 @@ from typing import Literal, get_args
 
 ReasoningMode = Literal["think_before", "no_think", "think_after"]
 REASONING_MODES: tuple[ReasoningMode, ...] = get_args(ReasoningMode)
+PromptStyle = Literal["tiny", "med-r1"]
+PROMPT_STYLES: tuple[PromptStyle, ...] = get_args(PromptStyle)
+Purpose = Literal["train", "evaluate", "zero_shot"]
+
+# Med-R1's templates, verbatim (github.com/Yuxiang-Lai117/Med-R1 at 88d76c7; docs/fidelity.md).
+MEDR1_TEMPLATES: dict[tuple[str, str], str] = {
+    # src/r1-v/src/open_r1/grpo_vqa.py and grpo_vqa_nothink.py: QUESTION_TEMPLATE
+    ("train", "think_before"): "{Question} Your task: 1. Think through the question step by step, enclose your "
+                               "reasoning process in <think>...</think> tags. 2. Then provide the correct "
+                               "single-letter choice (A, B, C, D,...) inside <answer>...</answer> tags. "
+                               "3. No extra information or "
+                               "text outside of these tags.",
+    ("train", "no_think"): "{Question} Your task: 1. Provide the correct single-letter choice (A, B, C, D,...) inside "
+                           "<answer>...</answer> tags. 2. No extra information or text outside of this tag.",
+    # src/eval_vqa/test_qwen2vl_vqa.py, test_qwen2vl_vqa_nothink.py, test_qwen2vl_vqa_zero_shot.py
+    ("evaluate", "think_before"): "{Question} Think through the question step by step in <think>...</think> tags. "
+                                  "Then provide the correct single-letter choice (A, B, C, D,...) inside "
+                                  "<answer>...</answer> tags.",
+    ("evaluate", "no_think"): "{Question} Provide the correct single-letter choice (A, B, C, D,...) inside "
+                              "<answer>...</answer> tags.",
+    ("zero_shot", "any"): "{Question} Provide the correct single-letter choice (A, B, C, D,...).",
+    # Think-after has no upstream code (the paper's text only): these two are ours, in Med-R1's wording.
+    ("train", "think_after"): "{Question} Your task: 1. Provide the correct single-letter choice (A, B, C, D,...) "
+                              "inside <answer>...</answer> tags. 2. Then explain your reasoning step by step, "
+                              "enclosed in <think>...</think> tags. 3. No extra information or text outside of "
+                              "these tags.",
+    ("evaluate", "think_after"): "{Question} Provide the correct single-letter choice (A, B, C, D,...) inside "
+                                 "<answer>...</answer> tags. Then explain your reasoning step by step in "
+                                 "<think>...</think> tags.",
+}
 
 INSTRUCTIONS: dict[str, str] = {
     # Med-R1's "think" prompt: reasoning first, then the answer.
@@ -29,13 +59,31 @@ def problem_text(question: str, options: dict[str, str]) -> str:
     return f"{question} {listed}".rstrip()
 
 
-def user_prompt(question: str, options: dict[str, str], mode: ReasoningMode = "no_think") -> str:
-    return f"{problem_text(question, options)}\n{INSTRUCTIONS[mode]}"
+def medr1_problem(question: str, options: dict[str, str]) -> str:
+    """The question with its options the way Med-R1's split files write `problem`:
+    "What modality? A)CT, B)MRI, C)OCT"."""
+    return f"{question} " + ", ".join(f"{letter}){text}" for letter, text in options.items())
 
 
-def chat_prompt(question: str, options: dict[str, str], mode: ReasoningMode = "no_think") -> list[dict]:
+def user_prompt(question: str, options: dict[str, str], mode: ReasoningMode = "no_think",
+                style: PromptStyle = "tiny", purpose: Purpose = "train") -> str:
+    """The text of the user turn.
+
+    style "med-r1": Med-R1's templates around Med-R1's problem text, with its three purposes
+    (training, evaluation of a trained model, zero-shot evaluation of the base model). style
+    "tiny": the embedded default's own layout, one prompt for all purposes (its option reader
+    needs the letter after the option's text).
+    """
+    if style == "tiny":
+        return f"{problem_text(question, options)}\n{INSTRUCTIONS[mode]}"
+    template = MEDR1_TEMPLATES[("zero_shot", "any") if purpose == "zero_shot" else (purpose, mode)]
+    return template.format(Question=medr1_problem(question, options))
+
+
+def chat_prompt(question: str, options: dict[str, str], mode: ReasoningMode = "no_think",
+                style: PromptStyle = "tiny", purpose: Purpose = "train") -> list[dict]:
     """Conversational prompt with one image placeholder, as TRL and the Qwen2-VL chat template expect."""
-    return image_question_messages(user_prompt(question, options, mode))
+    return image_question_messages(user_prompt(question, options, mode, style, purpose))
 
 
 def image_question_messages(text: str) -> list[dict]:

@@ -1,15 +1,24 @@
-"""Med-R1's rule-based rewards and the one answer extractor that evaluation shares.
+"""The rule-based rewards, by name and variant, and the answer extractor of the `strict` grading.
 
-Each reward is a pure function of a completion (and the gold letter); the `*_reward`
-wrappers adapt them to TRL's reward-function signature.
+Two variants of each reward: `med-r1`, Med-R1's published functions (medr1/task/published.py,
+quirks included), and `strict`, ours: one tag layout, no repeated or nested tags, so that
+repeating a tag cannot earn the format reward (docs/fidelity.md). Each reward is a pure
+function of a completion and its gold answer; `reward_functions` adapts them to TRL's
+reward-function signature.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Literal, get_args
 
 from medr1.data.records import LETTERS
+from medr1.task import published
 from medr1.task.prompts import ReasoningMode
+
+RewardVariant = Literal["strict", "med-r1"]
+REWARD_VARIANTS: tuple[RewardVariant, ...] = get_args(RewardVariant)
+REWARD_NAMES = ("format", "accuracy")
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _LETTER = re.compile(r"^\(?([A-Fa-f])(?:\)|\.|:|\s|$)")
@@ -81,16 +90,31 @@ def _text(completion) -> str:
     return completion
 
 
-def make_format_reward(mode: ReasoningMode):
+def format_reward_of(completion: str, mode: ReasoningMode, variant: RewardVariant) -> float:
+    return published.format_reward(completion, mode) if variant == "med-r1" else format_score(completion, mode)
+
+
+def accuracy_reward_of(completion: str, answer: str, variant: RewardVariant, valid_letters: str | None = None) -> float:
+    """`answer` is the gold letter; Med-R1's variant compares with its solution text `<answer> C </answer>`."""
+    if variant == "med-r1":
+        return published.accuracy_reward(completion, published.solution_text(answer))
+    return accuracy_score(completion, answer, valid_letters)
+
+
+def reward_functions(names: list[str], variant: RewardVariant, mode: ReasoningMode) -> list:
+    """TRL reward functions, in `names` order (open-r1's `reward_funcs`); TRL logs each under its
+    name, rewards/<name>_reward/mean."""
+    unknown = [name for name in names if name not in REWARD_NAMES]
+    if unknown:
+        raise ValueError(f"unknown reward {unknown}: choose from {', '.join(REWARD_NAMES)}")
+
     def format_reward(completions, **kwargs) -> list[float]:
-        return [format_score(_text(completion), mode) for completion in completions]
+        return [format_reward_of(_text(completion), mode, variant) for completion in completions]
 
-    return format_reward
+    def accuracy_reward(completions, answer, letters=None, **kwargs) -> list[float]:
+        letters = letters or [None] * len(completions)
+        return [accuracy_reward_of(_text(completion), gold, variant, valid)
+                for completion, gold, valid in zip(completions, answer, letters, strict=True)]
 
-
-def accuracy_reward(completions, answer, letters=None, **kwargs) -> list[float]:
-    letters = letters or [None] * len(completions)
-    return [
-        accuracy_score(_text(completion), gold, valid)
-        for completion, gold, valid in zip(completions, answer, letters, strict=True)
-    ]
+    chosen = {"format": format_reward, "accuracy": accuracy_reward}
+    return [chosen[name] for name in names]

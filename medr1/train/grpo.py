@@ -12,7 +12,7 @@ from medr1.data.records import Record
 from medr1.errors import PipelineError
 from medr1.model.hooks import apply_training_hook
 from medr1.model.loading import load_for_training
-from medr1.task.rewards import accuracy_reward, make_format_reward
+from medr1.task.rewards import reward_functions
 from medr1.train.datasets import grpo_dataset
 from medr1.train.resume import last_checkpoint
 from medr1.train.saving import save_trained
@@ -37,9 +37,9 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
     fast_copies.mkdir(parents=True, exist_ok=True)
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=[make_format_reward(params.reasoning), accuracy_reward],
+        reward_funcs=reward_functions(params.reward_funcs, params.rewards, params.reasoning),
         args=grpo_config(params, output_dir / "checkpoints"),
-        train_dataset=grpo_dataset(records, image_root, params.reasoning, fast_copies),
+        train_dataset=grpo_dataset(records, image_root, params.reasoning, fast_copies, params.prompts),
         processing_class=processor,
         peft_config=lora_config(params) if params.lora.enabled else None,
     )

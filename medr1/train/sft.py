@@ -40,7 +40,7 @@ def train_sft(model_dir: Path, records: list[Record], image_root: Path, params: 
         save_strategy="no",
         max_length=None,  # never cut the image tokens out of a prompt
     )
-    trainer = SFTTrainer(model=model, args=config, train_dataset=sft_dataset(records, image_root, train.reasoning),
-                         processing_class=processor)
+    dataset = sft_dataset(records, image_root, train.reasoning, train.prompts)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor)
     trainer.train()
     return save_trained(trainer, processor, output_dir)

@@ -30,7 +30,7 @@ def grpo_config(params: TrainParams, output_dir: Path):
         num_iterations=params.num_iterations,
         epsilon=params.epsilon,
         max_completion_length=params.max_completion_length,
-        reward_weights=[params.format_weight, params.accuracy_weight],
+        reward_weights=params.reward_weights,
         logging_steps=params.logging_steps,
         seed=params.seed,
         use_cpu=device == "cpu",

@@ -1,0 +1,96 @@
+# ruff: noqa: BLE001, S110, E501 - a transcription of Med-R1's code, kept as it is published
+"""Med-R1's functions transcribed from its published code (github.com/Yuxiang-Lai117/Med-R1 at
+88d76c7, Apache-2.0), as close to verbatim as a module allows: the yardstick that
+tests/test_medr1_fidelity.py holds medr1.task's `med-r1` variants to. Do not "fix" anything here.
+"""
+
+import re
+
+from math_verify import parse, verify
+
+
+# src/r1-v/src/open_r1/grpo_vqa.py (accuracy_reward is the same in grpo_vqa_nothink.py); the
+# DEBUG_MODE logging is left out.
+def accuracy_reward(completions, solution, **kwargs):
+    contents = [completion[0]["content"] for completion in completions]
+    rewards = []
+    for content, sol in zip(contents, solution):
+        reward = 0.0
+        try:
+            answer = parse(content)
+            if float(verify(answer, parse(sol))) > 0:
+                reward = 1.0
+        except Exception:
+            pass
+        if reward == 0.0:
+            try:
+                sol_match = re.search(r'<answer>(.*?)</answer>', sol)
+                ground_truth = sol_match.group(1).strip() if sol_match else sol.strip()
+                content_match = re.search(r'<answer>(.*?)</answer>', content)
+                student_answer = content_match.group(1).strip() if content_match else content.strip()
+                if student_answer == ground_truth:
+                    reward = 1.0
+            except Exception:
+                pass
+        rewards.append(reward)
+    return rewards
+
+
+# src/r1-v/src/open_r1/grpo_vqa.py
+def format_reward_think(completions, **kwargs):
+    pattern = r"<think>.*?</think>\s*<answer>.*?</answer>"
+    completion_contents = [completion[0]["content"] for completion in completions]
+    matches = [re.fullmatch(pattern, content, re.DOTALL) for content in completion_contents]
+    return [1.0 if match else 0.0 for match in matches]
+
+
+# src/r1-v/src/open_r1/grpo_vqa_nothink.py
+def format_reward_nothink(completions, **kwargs):
+    pattern = r"\s*<answer>.*?</answer>"
+    completion_contents = [completion[0]["content"] for completion in completions]
+    matches = [re.fullmatch(pattern, content, re.DOTALL) for content in completion_contents]
+    return [1.0 if match else 0.0 for match in matches]
+
+
+# src/eval_vqa/test_qwen2vl_vqa.py
+def extract_option_answer(output_str):
+    answer_pattern = r'<answer>\s*(\w+)\s*</answer>'
+    match = re.search(answer_pattern, output_str)
+    if match:
+        return match.group(1)
+    return None
+
+
+def _ground_truth(solution):
+    ground_truth_pattern = r'<answer>\s*(\w+)\s*</answer>'
+    ground_truth_match = re.search(ground_truth_pattern, solution)
+    return ground_truth_match.group(1)
+
+
+# src/eval_vqa/test_qwen2vl_vqa.py (think), the loop after generation
+def correct_qwen2vl_think(model_output, solution):
+    model_answer = extract_option_answer(model_output)
+    return model_answer is not None and model_answer == _ground_truth(solution)
+
+
+# src/eval_vqa/test_qwen2vl_vqa_nothink.py and test_qwen2vl_vqa_zero_shot.py
+def correct_qwen2vl_raw(model_output, solution):
+    model_answer = model_output
+    return model_answer is not None and model_answer == _ground_truth(solution)
+
+
+# src/eval_vqa/test_qwen2_5vl_vqa_nothink.py
+def correct_qwen2_5vl_nothink(model_output, solution):
+    if "answer" in model_output:
+        model_answer = extract_option_answer(model_output)
+    else:
+        model_answer = model_output
+    return model_answer is not None and model_answer == _ground_truth(solution)
+
+
+# Templates: grpo_vqa.py / grpo_vqa_nothink.py (training) and the evaluation scripts.
+TRAIN_THINK = "{Question} Your task: 1. Think through the question step by step, enclose your reasoning process in <think>...</think> tags. 2. Then provide the correct single-letter choice (A, B, C, D,...) inside <answer>...</answer> tags. 3. No extra information or text outside of these tags."
+TRAIN_NOTHINK = "{Question} Your task: 1. Provide the correct single-letter choice (A, B, C, D,...) inside <answer>...</answer> tags. 2. No extra information or text outside of this tag."
+EVAL_THINK = "{Question} Think through the question step by step in <think>...</think> tags. Then provide the correct single-letter choice (A, B, C, D,...) inside <answer>...</answer> tags."
+EVAL_NOTHINK = "{Question} Provide the correct single-letter choice (A, B, C, D,...) inside <answer>...</answer> tags."
+EVAL_ZERO_SHOT = "{Question} Provide the correct single-letter choice (A, B, C, D,...)."
