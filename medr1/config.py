@@ -94,7 +94,7 @@ class LoraParams(Section):
 class TrainParams(Section):
     reasoning: Literal["think_before", "no_think", "think_after"]
     device: Literal["auto", "cpu", "cuda"]
-    max_steps: int = Field(ge=1)
+    max_steps: int = Field(ge=-1, description="optimizer steps; -1: train.trl.num_train_epochs epochs instead")
     checkpoint_steps: int = Field(ge=1, description="save a resumable checkpoint every this many steps")
     launcher: str = Field(
         description='the command that runs `-m stages.train`: python, or "accelerate launch --config_file ..."')
@@ -121,7 +121,15 @@ class TrainParams(Section):
         description="med-r1: Med-R1's templates and option layout; tiny: the embedded model's layout")
     logging_steps: int = Field(ge=1)
     seed: int
+    trl: dict[str, object] = Field(
+        description="any other setting of TRL's GRPOConfig, passed through (checked against the installed TRL)")
 
+    @field_validator("max_steps")
+    @classmethod
+    def _steps_or_epochs(cls, steps: int) -> int:
+        if steps == 0:
+            raise ValueError("0 steps trains nothing: give a number of steps, or -1 for train.trl.num_train_epochs")
+        return steps
 
     @model_validator(mode="after")
     def _one_weight_per_reward(self):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from medr1.config import TrainParams
@@ -9,41 +10,62 @@ from medr1.errors import PipelineError
 from medr1.model.loading import resolve_device
 
 
-def grpo_config(params: TrainParams, output_dir: Path):
-    from trl import GRPOConfig
-
+def typed_settings(params: TrainParams, output_dir: Path) -> dict:
+    """The GRPOConfig settings that params.yaml types itself (train.<key>), and the ones that follow from them."""
     device = resolve_device(params.device)
     if params.use_vllm and device != "cuda":
         raise PipelineError("train.use_vllm needs a CUDA GPU; set train.use_vllm: false on the CPU")
-    return GRPOConfig(
-        output_dir=str(output_dir),
-        max_steps=params.max_steps,
-        learning_rate=params.learning_rate,
-        weight_decay=0.0,  # the tiny model's frozen option reader must not decay
-        lr_scheduler_type="constant_with_warmup",
-        warmup_steps=0,
-        per_device_train_batch_size=params.per_device_train_batch_size,
-        gradient_accumulation_steps=params.gradient_accumulation_steps,
-        num_generations=params.num_generations,
-        temperature=params.temperature,
-        beta=params.beta,
-        num_iterations=params.num_iterations,
-        epsilon=params.epsilon,
-        max_completion_length=params.max_completion_length,
-        reward_weights=params.reward_weights,
-        logging_steps=params.logging_steps,
-        seed=params.seed,
-        use_cpu=device == "cpu",
-        bf16=device == "cuda",
-        gradient_checkpointing=params.gradient_checkpointing,
-        use_vllm=params.use_vllm,
-        vllm_mode=params.vllm_mode,
-        report_to="none",
-        save_strategy="steps",  # checkpoints make a killed run resumable (`train_grpo` picks up the last one)
-        save_steps=params.checkpoint_steps,
-        save_total_limit=2,
-        disable_tqdm=False,
-    )
+    return {
+        "output_dir": str(output_dir),
+        "max_steps": params.max_steps,
+        "learning_rate": params.learning_rate,
+        "per_device_train_batch_size": params.per_device_train_batch_size,
+        "gradient_accumulation_steps": params.gradient_accumulation_steps,
+        "num_generations": params.num_generations,
+        "temperature": params.temperature,
+        "beta": params.beta,
+        "num_iterations": params.num_iterations,
+        "epsilon": params.epsilon,
+        "max_completion_length": params.max_completion_length,
+        "reward_weights": params.reward_weights,
+        "logging_steps": params.logging_steps,
+        "seed": params.seed,
+        "use_cpu": device == "cpu",
+        "bf16": device == "cuda",
+        "gradient_checkpointing": params.gradient_checkpointing,
+        "use_vllm": params.use_vllm,
+        "vllm_mode": params.vllm_mode,
+        "save_strategy": "steps",  # checkpoints make a killed run resumable (`train_grpo` picks up the last one)
+        "save_steps": params.checkpoint_steps,
+        "disable_tqdm": False,
+    }
+
+
+def passthrough_settings(params: TrainParams, typed: dict) -> dict:
+    """train.trl, checked against the installed TRL's GRPOConfig: an unknown key, or one that
+    params.yaml types itself, is refused with its name."""
+    import trl
+    from trl import GRPOConfig
+
+    known = {field.name for field in dataclasses.fields(GRPOConfig)}
+    unknown = sorted(set(params.trl) - known)
+    if unknown:
+        raise PipelineError(f"train.trl: {', '.join(unknown)} is not a GRPOConfig setting of the installed "
+                            f"TRL {trl.__version__}; check the spelling (https://huggingface.co/docs/trl)")
+    typed_twice = sorted(set(params.trl) & set(typed))
+    if typed_twice:
+        raise PipelineError(f"train.trl: {', '.join(typed_twice)} is set from its own param (train.<key>, or "
+                            "train.checkpoint_steps for save_steps, train.device for use_cpu/bf16); set it there")
+    if params.max_steps == -1 and "num_train_epochs" not in params.trl:
+        raise PipelineError("train.max_steps: -1 trains by epochs: set train.trl.num_train_epochs")
+    return dict(params.trl)
+
+
+def grpo_config(params: TrainParams, output_dir: Path):
+    from trl import GRPOConfig
+
+    typed = typed_settings(params, output_dir)
+    return GRPOConfig(**typed, **passthrough_settings(params, typed))
 
 
 def lora_config(params: TrainParams):

@@ -1,0 +1,131 @@
+"""Recipes: named sets of params (recipes/<name>.yaml, open-r1 style) that `medr1 recipe apply`
+writes into params.yaml, so that dvc.lock records exactly what ran.
+
+A recipe file holds a `description` and a `params` mapping shaped like params.yaml; applying it
+sets each of its keys in params.yaml (comments and order kept) and validates the result before
+anything is written.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from medr1.config import Params, ParamsError
+from medr1.errors import MissingFileError
+
+RECIPES = Path("recipes")
+
+
+class RecipeError(ParamsError):
+    """A recipe file is malformed or would make params.yaml invalid; the message names the key."""
+
+
+def recipe_names(root: Path = RECIPES) -> list[str]:
+    return sorted(str(path.relative_to(root).with_suffix("")) for path in root.rglob("*.yaml"))
+
+
+def read_recipe(name: str, root: Path = RECIPES) -> dict:
+    path = root / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(recipe_names(root)) or "none"
+        raise MissingFileError(f"no recipe {name!r} ({path}); recipes here: {known}")
+    try:
+        recipe = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("params"), dict):
+        raise RecipeError(f"{path} needs a `params:` mapping shaped like params.yaml")
+    return recipe
+
+
+WHOLE = {"train.trl"}  # pass-through mappings: a recipe sets them whole, so none of another recipe's keys stay
+
+
+def settings(tree: dict, prefix: str = "") -> dict[str, object]:
+    """Leaf keys of a params tree as dotted paths: {"train.learning_rate": 1e-06, ...}."""
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and path not in WHOLE:
+            flat.update(settings(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _yaml_value(value):
+    """A value as ruamel writes it readably: lists in flow style like params.yaml's own."""
+    from ruamel.yaml.comments import CommentedSeq
+
+    if isinstance(value, list):
+        sequence = CommentedSeq(value)
+        sequence.fa.set_flow_style()
+        return sequence
+    return value
+
+
+def _set(document, path: str, value, note: str) -> None:
+    """Set one dotted key; its old end-of-line comment (which described the old value) gives way to `note`."""
+    *parents, leaf = path.split(".")
+    node = document
+    for part in parents:
+        if part not in node or not isinstance(node[part], dict):
+            node[part] = {}
+        node = node[part]
+    node[leaf] = _yaml_value(value)
+    node.ca.items.pop(leaf, None)
+    node.yaml_add_eol_comment(note, leaf, column=31)
+
+
+def _handler():
+    from ruamel.yaml import YAML
+
+    handler = YAML()  # round trip: params.yaml keeps its comments and key order
+    handler.width = 4096
+
+    def represent_float(representer, value: float):
+        text = repr(value)
+        if "e" in text and "." not in text.split("e")[0]:  # 1e-06 -> 1.0e-06: YAML 1.1 readers need the dot
+            mantissa, exponent = text.split("e")
+            text = f"{mantissa}.0e{exponent}"
+        return representer.represent_scalar("tag:yaml.org,2002:float", text)
+
+    handler.representer.add_representer(float, represent_float)
+    handler.representer.add_representer(type(None), lambda representer, _: representer.represent_scalar(
+        "tag:yaml.org,2002:null", "null"))
+    return handler
+
+
+def apply_recipe(name: str, params_file: Path, root: Path = RECIPES) -> dict[str, tuple[object, object]]:
+    """Write recipe `name` into `params_file`; return {dotted key: (old value, new value)} of what changed.
+
+    Every key of the recipe must be a key params.yaml's schema knows, and the result must validate:
+    otherwise nothing is written and the error names the keys.
+    """
+    recipe = read_recipe(name, root)
+    handler = _handler()
+    document = handler.load(params_file.read_text())
+    before = settings(yaml.safe_load(params_file.read_text()) or {})
+    for path, value in settings(recipe["params"]).items():
+        if path not in before or before[path] != value:
+            _set(document, path, value, f"recipe {name}")
+    stream = io.StringIO()
+    handler.dump(document, stream)
+    text = stream.getvalue()
+    try:
+        Params.model_validate(yaml.safe_load(text))
+    except ValidationError as error:
+        problems = [f"  {'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}" for issue in error.errors()]
+        raise RecipeError(f"recipe {name} would make {params_file} invalid; nothing was written:\n"
+                          + "\n".join(problems)) from None
+    after = settings(yaml.safe_load(text))
+    with tempfile.NamedTemporaryFile("w", dir=params_file.parent, prefix=".params-", delete=False) as staged:
+        staged.write(text)
+    os.replace(staged.name, params_file)
+    return {key: (before.get(key), value) for key, value in after.items() if before.get(key) != value}

@@ -1,0 +1,112 @@
+"""Recipes as files: each applies to params.yaml and validates, the embedded one restores the
+default, Med-R1's values reach the GRPOConfig the trainer builds, and bad keys are named."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medr1.config import load_params
+from medr1.errors import PipelineError
+from medr1.pipeline.recipes import RecipeError, apply_recipe, recipe_names
+from medr1.train.trl_config import grpo_config
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
+
+# Med-R1's trainer settings (docs/fidelity.md: run_grpo_Omni_deepspeed_train_vqa.sh, trl 0.14's GRPOConfig
+# defaults, trainer/grpo_trainer.py), in TRL 1.x's names, as the think recipe on Qwen2-VL-2B must pass them.
+MEDR1_GRPO_CONFIG = {
+    "learning_rate": 1e-6, "lr_scheduler_type": "linear", "warmup_steps": 0, "weight_decay": 0.0,
+    "beta": 0.04, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0,
+    "num_generations": 4, "max_completion_length": 256, "per_device_train_batch_size": 8,  # 2 prompts x 4
+    "gradient_accumulation_steps": 2, "num_train_epochs": 1, "max_steps": -1, "loss_type": "grpo",
+    "scale_rewards": "group", "num_iterations": 1, "logging_steps": 1, "save_steps": 1000, "seed": 42,
+    "gradient_checkpointing": False, "reward_weights": [1.0, 1.0],
+}
+
+
+@pytest.fixture
+def params_file(tmp_path) -> Path:
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path / "params.yaml"
+
+
+def test_the_shipped_recipes_are_there():
+    assert {"embedded-cpu", "med-r1/qwen2-vl-2b-think", "med-r1/qwen2-vl-2b-no-think",
+            "med-r1/qwen2-vl-2b-think-after", "med-r1/qwen2.5-vl-3b-think",
+            "med-r1/qwen2.5-vl-3b-no-think"} <= set(recipe_names(RECIPES))
+
+
+@pytest.mark.parametrize("name", recipe_names(RECIPES))
+def test_each_recipe_applies_and_the_embedded_one_restores_the_default(name, params_file):
+    original = yaml.safe_load(params_file.read_text())
+    def section_comments(text: str) -> list[str]:  # a changed key's own comment goes with its old value
+        return [line for line in text.splitlines() if line.startswith(("#", "  #"))]
+
+    comments = section_comments(params_file.read_text())
+    apply_recipe(name, params_file, RECIPES)
+    load_params(params_file)  # valid
+    assert apply_recipe("embedded-cpu", params_file, RECIPES) is not None
+    assert yaml.safe_load(params_file.read_text()) == original
+    assert section_comments(params_file.read_text()) == comments
+
+
+def test_embedded_recipe_is_what_params_yaml_ships(params_file):
+    before = params_file.read_text()
+    assert apply_recipe("embedded-cpu", params_file, RECIPES) == {}
+    assert params_file.read_text() == before
+
+
+def test_med_r1_values_reach_the_grpo_config_the_trainer_builds(params_file, tmp_path):
+    changed = apply_recipe("med-r1/qwen2-vl-2b-think", params_file, RECIPES)
+    assert changed["train.prompts"] == ("tiny", "med-r1") and changed["evaluate.protocol"] == ("strict", "med-r1")
+    train = load_params(params_file).train.model_copy(update={"device": "cpu"})  # the recipe's cuda: not here
+    config = grpo_config(train, tmp_path / "out")
+    built = {key: getattr(config, key) for key in MEDR1_GRPO_CONFIG}
+    built["lr_scheduler_type"] = str(getattr(config.lr_scheduler_type, "value", config.lr_scheduler_type))
+    assert built == MEDR1_GRPO_CONFIG
+
+
+@pytest.mark.parametrize("trl, named", [
+    ({"losstype": "grpo"}, "losstype is not a GRPOConfig setting"),
+    ({"learning_rate": 1e-5}, "learning_rate is set from its own param"),
+    ({"save_steps": 10}, "save_steps is set from its own param"),
+])
+def test_a_bad_trl_key_is_named(params_file, tmp_path, trl, named):
+    train = load_params(params_file).train
+    with pytest.raises(PipelineError, match=named):
+        grpo_config(train.model_copy(update={"trl": trl}), tmp_path / "out")
+
+
+def test_epochs_need_num_train_epochs(params_file, tmp_path):
+    train = load_params(params_file).train.model_copy(update={"max_steps": -1})
+    with pytest.raises(PipelineError, match="num_train_epochs"):
+        grpo_config(train, tmp_path / "out")
+
+
+def test_a_recipe_that_breaks_params_writes_nothing_and_names_the_key(params_file, tmp_path):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes/typo.yaml").write_text("params:\n  train:\n    learning_rat: 0.1\n    beta: -1\n")
+    before = params_file.read_text()
+    with pytest.raises(RecipeError) as error:
+        apply_recipe("typo", params_file, tmp_path / "recipes")
+    assert "train.learning_rat" in str(error.value) and "train.beta" in str(error.value)
+    assert params_file.read_text() == before
+
+
+def test_recipe_command_applies_lists_and_refuses_an_unknown_name(params_file):
+    medr1 = [sys.executable, "-m", "medr1.cli", "recipe"]
+    listed = subprocess.run([*medr1, "list"], cwd=REPO, capture_output=True, text=True, check=True)
+    assert "med-r1/qwen2-vl-2b-think" in listed.stdout
+    applied = subprocess.run([*medr1, "apply", "med-r1/qwen2.5-vl-3b-no-think", "--params", str(params_file)],
+                             cwd=REPO, capture_output=True, text=True, check=True)
+    assert "train.reasoning: 'think_after' -> 'no_think'" in applied.stdout
+    assert load_params(params_file).evaluate.protocol == "med-r1-qwen2.5"
+    unknown = subprocess.run([*medr1, "apply", "med-r1/qwen3", "--params", str(params_file)], cwd=REPO,
+                             capture_output=True, text=True, check=False)
+    assert unknown.returncode == 1 and "no recipe 'med-r1/qwen3'" in unknown.stdout
+    assert "Traceback" not in unknown.stdout + unknown.stderr
