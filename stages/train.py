@@ -22,6 +22,7 @@ from medr1.train.resume import FINGERPRINT, reuse_or_clear, run_fingerprint
 DATA = Path("data/processed")
 BASE = Path("models/base")
 OUT = Path("models/grpo")
+LOGS = Path("metrics/train")  # DVCLive: metrics.json (dvc exp show) and plots/ (dvc plots)
 
 
 def main() -> None:
@@ -34,12 +35,12 @@ def main() -> None:
     if state.is_main_process:
         reuse_or_clear(staging, run_fingerprint(params, base_reference(BASE)["sha256"], DATA / "train.jsonl"))
     state.wait_for_everyone()
-    history = train_grpo(base_model_dir(BASE), records, DATA, params, staging)
+    history = train_grpo(base_model_dir(BASE), records, DATA, params, staging, log_dir=LOGS)
     state.wait_for_everyone()  # every process has cleaned up its own files before the folder is published
     if not state.is_main_process:
         return
     publish(staging, OUT, leave_out=("checkpoints", FINGERPRINT))
-    summary = write_training_curves(history, Path("metrics"), Path("reports"))
+    summary = write_training_curves(history, Path("reports"))
     print(f"[train] {params.max_steps} GRPO steps; reward {json.dumps(summary)}")
     if memory := peak_gpu_memory():
         print(f"[train] {memory}")

@@ -98,6 +98,19 @@ def test_second_repro_runs_nothing(pipeline_copy):
     assert time.monotonic() - started < 30  # the 5-second bar is measured by hand on an idle machine
 
 
+def test_training_logs_reach_dvc_exp_show_through_dvclive(pipeline_copy):
+    repo = pipeline_copy  # `dvc exp show` writes DVC's own state, which other tests copy
+    logged = json.loads((repo / "metrics/train/metrics.json").read_text())
+    assert logged["step"] == 2 and "reward" in logged and "accuracy_reward" in logged["rewards"]
+    steps = (repo / "metrics/train/plots/metrics/reward.tsv").read_text().split()
+    assert steps[:2] == ["step", "reward"] and steps[2::2] == ["1", "2"]  # one row per logged step
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    workspace = next(entry for entry in shown if entry["rev"] == "workspace")
+    train_metrics = workspace["data"]["metrics"]["metrics/train/metrics.json"]["data"]
+    assert train_metrics["reward"] == logged["reward"]
+    assert not (repo / "metrics/train/dvc.yaml").exists() and not (repo / "metrics/train/params.yaml").exists()
+
+
 def test_a_train_param_makes_train_and_the_study_stale_and_nothing_upstream(pipeline_copy):
     """What a train param reruns, by DVC's own dry run: train and the study (whose cells use train's
     recipe), not the data, the base model or SFT. That a retrained model is then evaluated and

@@ -54,7 +54,7 @@ def report(tmp_path_factory):
     (metrics / "generalization.json").write_text(json.dumps(matrices))
     history = [{"step": s, "reward": s / 10, "rewards/format_reward/mean": 1.0, "rewards/accuracy_reward/mean": s / 20,
                 "completions/mean_length": 6.0} for s in range(1, 11)]
-    write_training_curves(history, metrics, reports)
+    write_training_curves(history, reports)
     built = build_report({"eval.json": evaluation, "generalization.json": matrices}, "think_after",
                          reports / "figures", reports / "train_curve.png")
     write_report(built, reports)

@@ -1,8 +1,8 @@
-"""Reward curves from the trainer's log history: DVC plots data (CSV) and a PNG."""
+"""Reward curves from the trainer's log history, as the PNG the report shows (DVCLive writes the
+data that `dvc plots` draws: medr1/train/loggers.py)."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 COLUMNS = {
@@ -25,20 +25,15 @@ def curve_rows(history: list[dict]) -> list[dict]:
     return rows
 
 
-def write_training_curves(history: list[dict], metrics_dir: Path, reports_dir: Path) -> dict:
-    """Write metrics/train_curve.csv and reports/train_curve.png; return first and last rewards."""
+def write_training_curves(history: list[dict], reports_dir: Path) -> dict:
+    """Write reports/train_curve.png; return the first and last accuracy rewards."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = curve_rows(history)
-    metrics_dir.mkdir(parents=True, exist_ok=True)
     reports_dir.mkdir(parents=True, exist_ok=True)
-    with (metrics_dir / "train_curve.csv").open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=["step", *COLUMNS])
-        writer.writeheader()
-        writer.writerows(rows)
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     steps = [row["step"] for row in rows]
     for name in ("reward", "format_reward", "accuracy_reward"):

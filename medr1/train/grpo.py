@@ -14,14 +14,16 @@ from medr1.model.hooks import apply_training_hook
 from medr1.model.loading import load_for_training
 from medr1.task.rewards import reward_functions
 from medr1.train.datasets import grpo_dataset
+from medr1.train.loggers import dvclive_callback, split_report_to
 from medr1.train.resume import last_checkpoint
 from medr1.train.saving import save_trained
 from medr1.train.trl_config import grpo_config, lora_config
 
 
 def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params: TrainParams,
-               output_dir: Path) -> list[dict]:
-    """Train from `model_dir`, save the model and processor to `output_dir`, return the log history.
+               output_dir: Path, log_dir: Path | None = None) -> list[dict]:
+    """Train from `model_dir`, save the model and processor to `output_dir`, return the log history;
+    with `log_dir` and "dvclive" in train.trl.report_to, DVCLive logs there too.
 
     A run killed mid-way left checkpoints under `output_dir/checkpoints`; the next call resumes
     from the last one (same optimizer state, RNG and step count) instead of starting over.
@@ -43,6 +45,8 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
         processing_class=processor,
         peft_config=lora_config(params) if params.lora.enabled else None,
     )
+    if log_dir is not None and split_report_to(params.trl.get("report_to"))[1]:
+        trainer.add_callback(dvclive_callback(log_dir))
     if params.lora.enabled and trainer.is_deepspeed_enabled:
         raise PipelineError("train.lora with DeepSpeed is not supported yet (the merged model cannot be gathered "
                             "from ZeRO shards); use a DDP or single-GPU launcher, or train.lora.enabled: false")

@@ -8,6 +8,7 @@ from pathlib import Path
 from medr1.config import TrainParams
 from medr1.errors import PipelineError
 from medr1.model.loading import resolve_device
+from medr1.train.loggers import split_report_to
 
 
 def typed_settings(params: TrainParams, output_dir: Path) -> dict:
@@ -65,7 +66,10 @@ def grpo_config(params: TrainParams, output_dir: Path):
     from trl import GRPOConfig
 
     typed = typed_settings(params, output_dir)
-    return GRPOConfig(**typed, **passthrough_settings(params, typed))
+    passthrough = passthrough_settings(params, typed)
+    # dvclive is wired by medr1.train.loggers (the stage's folder, the global step), not by name
+    passthrough["report_to"], _ = split_report_to(passthrough.get("report_to", "none"))
+    return GRPOConfig(**typed, **passthrough)
 
 
 def lora_config(params: TrainParams):
