@@ -73,6 +73,8 @@ class ValidateParams(Section):
     min_rows_per_modality: int = Field(ge=0)
     max_answer_share: float = Field(gt=0, le=1, description="no answer letter above this share of a split")
     max_modality_share: float = Field(gt=0, le=1, description="no modality above this share of a split")
+    shared_images: Literal["fail", "report"] = Field(
+        description="an image in both splits fails the checks, or is only reported (Med-R1's own split files)")
 
 
 class BaseModelParams(Section):

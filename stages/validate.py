@@ -21,6 +21,9 @@ def main() -> None:
     if not summary["success"]:
         raise PipelineError(describe_failures(summary) + f"\nfull results: {REPORT}, {DATA_DOCS}/index.html")
     print(f"[validate] {summary['evaluated_expectations']} expectations passed over {summary['rows']} rows")
+    if summary["shared_images"]:
+        print(f"[validate] {summary['shared_images']} images are in both the train and the test split "
+              "(validate.shared_images: report)")
 
 
 if __name__ == "__main__":

@@ -71,3 +71,17 @@ def test_leakage_balance_options_and_image_size_are_checked(processed, tmp_path)
     assert failed["image_is_square_rgb"]["examples"] == [train[2]["question_id"]]
     assert "answer_share" in failed  # 12 rows per split cannot keep every letter under 20%
     assert (tmp_path / "docs" / "index.html").is_file()
+
+
+def test_an_image_in_both_splits_fails_or_is_only_reported(processed):
+    rows, train = _frame(processed)
+    leaked = [{**row, "question_id": f"{row['question_id']}-test"} for row in rows[:3]]  # same images, test side
+    frame = pd.concat([train, records_frame(leaked, processed, "test")], ignore_index=True)
+    shared = len({row["image"] for row in rows[:3]})
+    failing = run_checks(frame)
+    assert not failing["success"] and failing["shared_images"] == shared
+    assert any(f["column"] == "image_in_both_splits" for f in failing["failed"])
+    reported = run_checks(frame, shared_images="report")  # Med-R1's own split files, kept on purpose
+    assert reported["success"], describe_failures(reported)
+    assert reported["shared_images"] == shared
+    assert run_checks(train)["shared_images"] == 0

@@ -14,7 +14,8 @@ from medr1.config import ValidateParams
 
 # Outside a checkout (no params.yaml) and without options, `medr1 check` fails only on what is
 # broken, not on balance: no modality minimum, no share limit.
-NO_THRESHOLDS = ValidateParams(min_rows_per_modality=1, max_answer_share=1.0, max_modality_share=1.0)
+NO_THRESHOLDS = ValidateParams(min_rows_per_modality=1, max_answer_share=1.0, max_modality_share=1.0,
+                               shared_images="fail")
 
 
 def check(

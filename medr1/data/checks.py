@@ -96,7 +96,8 @@ def splits_frame(data: Path, image_size: int = 384, workers: int | None = None) 
     return pd.concat(frames, ignore_index=True)
 
 
-def _suite(gx, min_rows_per_modality: int, max_answer_share: float, max_modality_share: float):
+def _suite(gx, min_rows_per_modality: int, max_answer_share: float, max_modality_share: float,
+           shared_images: str = "fail"):
     E = gx.expectations
     suite = gx.ExpectationSuite(name=SUITE_NAME)
     for column in REQUIRED_COLUMNS:
@@ -110,7 +111,9 @@ def _suite(gx, min_rows_per_modality: int, max_answer_share: float, max_modality
     for flag in ("answer_in_options", "options_lettered", "options_distinct", "image_exists", "image_decodes",
                  "image_is_square_rgb"):
         suite.add_expectation(E.ExpectColumnValuesToBeInSet(column=flag, value_set=[True]))
-    suite.add_expectation(E.ExpectColumnValuesToBeInSet(column="image_in_both_splits", value_set=[False]))
+    # shared_images "report": still evaluated and counted, never failing (mostly 0)
+    suite.add_expectation(E.ExpectColumnValuesToBeInSet(column="image_in_both_splits", value_set=[False],
+                                                        mostly=1.0 if shared_images == "fail" else 0.0))
     suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="answer_share", max_value=max_answer_share))
     suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="modality_share", max_value=max_modality_share))
     suite.add_expectation(E.ExpectColumnValueLengthsToEqual(column="image_sha256", value=64))
@@ -119,9 +122,10 @@ def _suite(gx, min_rows_per_modality: int, max_answer_share: float, max_modality
 
 
 def run_checks(frame: pd.DataFrame, min_rows_per_modality: int = 1, max_answer_share: float = 1.0,
-               max_modality_share: float = 1.0, data_docs: Path | None = None) -> dict:
+               max_modality_share: float = 1.0, data_docs: Path | None = None, shared_images: str = "fail") -> dict:
     """Run the suite as a checkpoint over `frame`; returns a JSON-able summary. With `data_docs`,
-    GX's Data Docs HTML site of the run is written into that folder."""
+    GX's Data Docs HTML site of the run is written into that folder. `shared_images`: "fail" (an
+    image in both splits fails the checks) or "report" (counted in the summary only)."""
     frame = add_split_facts(frame)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
@@ -132,7 +136,8 @@ def run_checks(frame: pd.DataFrame, min_rows_per_modality: int = 1, max_answer_s
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # the stage prints its own summary
     asset = context.data_sources.add_pandas("medr1").add_dataframe_asset("records")
     batch = asset.add_batch_definition_whole_dataframe("all records")
-    suite = context.suites.add(_suite(gx, min_rows_per_modality, max_answer_share, max_modality_share))
+    suite = context.suites.add(_suite(gx, min_rows_per_modality, max_answer_share, max_modality_share,
+                                      shared_images))
     actions = []
     if data_docs is not None:
         context.add_data_docs_site(site_name="medr1", site_config={
@@ -190,6 +195,8 @@ def run_checks(frame: pd.DataFrame, min_rows_per_modality: int = 1, max_answer_s
         "evaluated_expectations": len(expectations),
         "failed": failed,
         "expectations": expectations,
+        "shared_images": (int(frame.loc[frame["image_in_both_splits"], "image_sha256"].nunique())
+                          if "image_in_both_splits" in frame else 0),
     }
 
 
@@ -198,7 +205,8 @@ def check_ingested(data: Path, params: Params, data_docs: Path | None = None) ->
     stage runs, and what the Prefect flow runs before every pipeline run."""
     thresholds = params.validate_
     return run_checks(splits_frame(data, params.ingest.image_size), thresholds.min_rows_per_modality,
-                      thresholds.max_answer_share, thresholds.max_modality_share, data_docs=data_docs)
+                      thresholds.max_answer_share, thresholds.max_modality_share, data_docs=data_docs,
+                      shared_images=thresholds.shared_images)
 
 
 def describe_failures(summary: dict) -> str:

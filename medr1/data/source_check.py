@@ -20,7 +20,7 @@ def check_source(kind: str, root: Path, out: Path, thresholds: ValidateParams, f
     if summary["records"]:
         validation = run_checks(splits_frame(Path(out), image_size), thresholds.min_rows_per_modality,
                                 thresholds.max_answer_share, thresholds.max_modality_share,
-                                data_docs=Path(out) / "data_docs")
+                                data_docs=Path(out) / "data_docs", shared_images=thresholds.shared_images)
     return {
         "success": bool(validation and validation["success"]),
         "ingest": summary,
