@@ -101,3 +101,14 @@ def test_params_reach_grpo_config(tmp_path):
     config = grpo_config(PARAMS.train.model_copy(update={"device": "cpu", "per_device_train_batch_size": 8, **knobs}),
                          tmp_path)
     assert {name: getattr(config, name) for name in knobs} == knobs
+
+
+def test_the_train_stage_refuses_a_report_to_without_dvclive(tmp_path):
+    """dvc.yaml declares the train stage's DVCLive folder as outputs: without dvclive the stage
+    would train for nothing and then fail on a missing output; it is refused first."""
+    from medr1.errors import PipelineError
+    from medr1.train.grpo import train_grpo
+
+    params = repo_params().train.model_copy(update={"trl": {"report_to": ["none"]}})
+    with pytest.raises(PipelineError, match="report_to needs dvclive"):
+        train_grpo(tmp_path / "no-model", [], tmp_path, params, tmp_path / "out", log_dir=tmp_path / "logs")

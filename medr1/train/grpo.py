@@ -23,7 +23,7 @@ from medr1.train.trl_config import grpo_config, lora_config
 def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params: TrainParams,
                output_dir: Path, log_dir: Path | None = None) -> list[dict]:
     """Train from `model_dir`, save the model and processor to `output_dir`, return the log history;
-    with `log_dir` and "dvclive" in train.trl.report_to, DVCLive logs there too.
+    with `log_dir` (which needs "dvclive" in train.trl.report_to), DVCLive logs there too.
 
     A run killed mid-way left checkpoints under `output_dir/checkpoints`; the next call resumes
     from the last one (same optimizer state, RNG and step count) instead of starting over.
@@ -31,6 +31,9 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
     from accelerate.utils import broadcast_object_list
     from trl import GRPOTrainer
 
+    if log_dir is not None and not split_report_to(params.trl.get("report_to"))[1]:
+        raise PipelineError(f"train.trl.report_to needs dvclive: the train stage's logs ({log_dir}) are outputs "
+                            "in dvc.yaml; add dvclive beside any other logger, e.g. report_to: [dvclive, wandb]")
     model, processor = load_for_training(model_dir, params)
     if not params.lora.enabled:  # LoRA adapters train as configured, whatever the model
         apply_training_hook(model, processor.tokenizer, records)
@@ -45,7 +48,7 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
         processing_class=processor,
         peft_config=lora_config(params) if params.lora.enabled else None,
     )
-    if log_dir is not None and split_report_to(params.trl.get("report_to"))[1]:
+    if log_dir is not None:
         trainer.add_callback(dvclive_callback(log_dir))
     if params.lora.enabled and trainer.is_deepspeed_enabled:
         raise PipelineError("train.lora with DeepSpeed is not supported yet (the merged model cannot be gathered "
