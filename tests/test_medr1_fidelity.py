@@ -11,7 +11,7 @@ import pytest
 
 from medr1.data.sources.medr1_splits import parse_problem
 from medr1.task import published
-from medr1.task.grading import grade_output, score
+from medr1.task.grading import gold_of, grade_output, score
 from medr1.task.prompts import user_prompt
 from medr1.task.rewards import reward_functions
 
@@ -114,7 +114,7 @@ def test_accuracy_reward_equals_med_r1s_math_verify_pass_included():
     completions, solutions = zip(*CASES)
     expected = reference.accuracy_reward([_trl(c) for c in completions], list(solutions))
     assert [published.accuracy_reward(c, s) for c, s in CASES] == expected
-    gold = [published.gold_letter(s) for s in solutions]
+    gold = [gold_of(s) for s in solutions]
     ours = reward_functions(["accuracy"], "med-r1", "think_before")[0]([_trl(c) for c in completions], answer=gold)
     assert ours == expected
     assert 0 < sum(expected) < len(CASES)
@@ -131,7 +131,7 @@ def test_accuracy_reward_equals_med_r1s_math_verify_pass_included():
 ])
 def test_grading_equals_each_evaluation_script(protocol, mode, reference_correct):
     expected = [reference_correct(completion, solution) for completion, solution in CASES]
-    ours = [grade_output(c, published.gold_letter(s), "ABCD", mode, protocol, "med-r1").correct for c, s in CASES]
+    ours = [grade_output(c, gold_of(s), "ABCD", mode, protocol, "med-r1").correct for c, s in CASES]
     assert ours == expected
     assert [score(c, s, mode, "med-r1", protocol)["correct"] for c, s in CASES] == expected
     assert 0 < sum(expected) < len(CASES)

@@ -110,8 +110,9 @@ def apply_recipe(name: str, params_file: Path, root: Path = RECIPES) -> dict[str
     """
     recipe = read_recipe(name, root)
     handler = _handler()
-    document = handler.load(params_file.read_text())
-    before = settings(yaml.safe_load(params_file.read_text()) or {})
+    original = params_file.read_text()
+    document = handler.load(original)
+    before = settings(yaml.safe_load(original) or {})
     for path, value in settings(recipe["params"]).items():
         if path not in before or before[path] != value:
             _set(document, path, value, f"recipe {name}")

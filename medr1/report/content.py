@@ -69,9 +69,10 @@ class Metrics:
 
     def number(self, source: str, *path: str) -> bool:
         """True when the value exists and is a number (a format rate is null for a zero-shot prompt)."""
-        if not self.has(source, *path):
+        try:
+            value = self._find(source, path)
+        except PipelineError:
             return False
-        value = self._find(source, path)
         return isinstance(value, int | float) and not isinstance(value, bool)
 
     def has(self, source: str, *path: str) -> bool:

@@ -60,10 +60,8 @@ def score(completion: str, solution: str, mode: str, rewards: RewardVariant, pro
     graded = grade_output(completion, gold, "", mode, protocol, rewards)
     if mode == "zero_shot":
         rewarded = {"format_reward": None, "accuracy_reward": None}
-    elif rewards == "med-r1":
-        rewarded = {"format_reward": published.format_reward(completion, mode),
-                    "accuracy_reward": published.accuracy_reward(completion, solution)}
-    else:
-        rewarded = {"format_reward": format_reward_of(completion, mode, rewards),
-                    "accuracy_reward": accuracy_reward_of(completion, gold, rewards)}
+    else:  # Med-R1's accuracy reward reads the solution text as given, not rebuilt from the letter
+        accuracy = (published.accuracy_reward(completion, solution) if rewards == "med-r1"
+                    else accuracy_reward_of(completion, gold, rewards))
+        rewarded = {"format_reward": format_reward_of(completion, mode, rewards), "accuracy_reward": accuracy}
     return {**rewarded, "extracted": graded.extracted, "correct": graded.correct}

@@ -77,7 +77,3 @@ def graded_answer(output: str, how: str) -> str | None:
         return extract_tagged(output) if "answer" in output else output
     raise ValueError(f"unknown grading {how!r}")
 
-
-def gold_letter(solution: str) -> str:
-    """The gold letter as the evaluation scripts read it from the solution."""
-    return _GRADED.search(solution).group(1)

@@ -51,6 +51,3 @@ def evaluation_tasks(params) -> tuple[TaskSpec, TaskSpec]:
     zero_shot = params.evaluate.base_prompt == "zero_shot"
     return trained, replace(trained, purpose="zero_shot") if zero_shot else trained
 
-
-def training_task(params) -> TaskSpec:
-    return TaskSpec(params.train.reasoning, params.train.prompts, "train", params.train.rewards)
