@@ -1,0 +1,66 @@
+"""Install packages with uv from the sources pip is configured with on this machine.
+
+`make install` uses uv because it installs the same pinned versions as pip in a fraction of the
+time (torch and its CUDA libraries are about 5 GB to unpack). uv does not read pip's configuration,
+so a machine whose pip is pointed at a local index, wheel folder, constraint file or CA bundle
+(`pip config list`) would send uv to the public index instead; this passes them on.
+
+    python infra/uv_install.py UV_BIN [uv pip install arguments...]
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+# pip setting -> uv option (settings that hold several values separate them by white space).
+OPTIONS = {
+    "index-url": "--index-url",
+    "extra-index-url": "--extra-index-url",
+    "find-links": "--find-links",
+    "constraint": "--constraint",
+}
+
+
+# pip reads `global`, then the command's own section, then PIP_* variables; a later one wins.
+SECTIONS = ("global", "install", ":env:")
+
+
+def pip_settings() -> dict[str, list[str]]:
+    """The settings `pip install` would use here (every config file and PIP_* variable), by name."""
+    listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
+                             check=True).stdout
+    by_section: dict[str, dict[str, list[str]]] = {}
+    for line in listing.splitlines():
+        key, _, value = line.partition("=")
+        section, _, name = key.rpartition(".")
+        if section in SECTIONS:
+            by_section.setdefault(section, {})[name] = value.strip().strip("'\"").split()
+    settings: dict[str, list[str]] = {}
+    for section in SECTIONS:
+        settings.update(by_section.get(section, {}))
+    return settings
+
+
+def uv_arguments(settings: dict[str, list[str]]) -> list[str]:
+    arguments = []
+    for name, option in OPTIONS.items():
+        for value in settings.get(name, []):
+            arguments += [option, value]
+    # pip takes the best version across all its indexes; uv's default takes the first index's only.
+    return arguments + ["--index-strategy", "unsafe-best-match"]
+
+
+def main() -> int:
+    uv, *arguments = sys.argv[1:]
+    settings = pip_settings()
+    environment = dict(os.environ)
+    if settings.get("cert"):
+        environment.setdefault("SSL_CERT_FILE", settings["cert"][0])
+    command = [uv, "pip", "install", "--python", sys.executable, *arguments, *uv_arguments(settings)]
+    return subprocess.run(command, check=False, env=environment).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
