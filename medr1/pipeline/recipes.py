@@ -44,7 +44,8 @@ def read_recipe(name: str, root: Path = RECIPES) -> dict:
     return recipe
 
 
-WHOLE = {"train.trl"}  # pass-through mappings: a recipe sets them whole, so none of another recipe's keys stay
+# pass-through mappings: a recipe sets them whole, so none of another recipe's keys stay
+WHOLE = {"train.trl", "sft.trl"}
 
 
 def settings(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -83,6 +84,13 @@ def _set(document, path: str, value, note: str) -> None:
     node.yaml_add_eol_comment(note, leaf, column=31)
 
 
+def _reads_back(text: str) -> bool:
+    try:
+        return yaml.safe_load(text) == text
+    except yaml.YAMLError:
+        return False
+
+
 def _handler():
     from ruamel.yaml import YAML
 
@@ -96,7 +104,13 @@ def _handler():
             text = f"{mantissa}.0e{exponent}"
         return representer.represent_scalar("tag:yaml.org,2002:float", text)
 
+    def represent_str(representer, value: str):
+        # DVC and PyYAML read YAML 1.1, where a plain `no` or `on` is a boolean: quote such strings
+        plain = _reads_back(value)
+        return representer.represent_scalar("tag:yaml.org,2002:str", value, style=None if plain else '"')
+
     handler.representer.add_representer(float, represent_float)
+    handler.representer.add_representer(str, represent_str)
     handler.representer.add_representer(type(None), lambda representer, _: representer.represent_scalar(
         "tag:yaml.org,2002:null", "null"))
     return handler
