@@ -17,7 +17,7 @@ def main() -> None:
     staging = staging_for(OUT)
     if params.kind == "tiny":
         records = list(read_jsonl(Path("data/processed/train.jsonl")))
-        reference = build_tiny_base(records, params, staging)
+        reference = build_tiny_base(records, params, staging, published_at=OUT)
         print(f"[base_model] tiny Qwen2-VL, {reference['parameters']:,} parameters, "
               f"warm-up loss {reference['warmup_final_loss']:.3f}")
     else:

@@ -51,7 +51,7 @@ def test_audit_names_dvc_lock_md5s_and_hashes_match(pipeline_run):
     data = {entry["path"]: entry["md5"] for entry in audit["data"]}
     assert data["data/processed"] == lock["ingest"]["outs"]["data/processed"]
     assert data["data/raw/synthetic"] == lock["synthesize"]["outs"]["data/raw/synthetic"]
-    assert audit["base_model"]["kind"] == "tiny"
+    assert audit["base_model"]["kind"] == "tiny" and audit["base_model"]["path"] == "models/base"  # not its staging
     assert audit["params"]["train"]["max_steps"] == 2
     assert verify_local(audit, repo / "models/grpo") == []
     processed_md5 = lock["ingest"]["outs"]["data/processed"]

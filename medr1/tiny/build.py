@@ -30,7 +30,9 @@ def tokenizer_corpus(records: list[Record], seed: int) -> list[str]:
     return texts
 
 
-def build_tiny_base(records: list[Record], params: BaseModelParams, out: Path) -> dict:
+def build_tiny_base(records: list[Record], params: BaseModelParams, out: Path, published_at: Path) -> dict:
+    """Build, warm up and save the tiny model in `out`; its reference names `published_at`, where the
+    stage publishes `out` (the audit of a registered version names that folder, not the staging one)."""
     import torch
 
     from medr1.tiny.model import build_model, build_processor, train_tokenizer
@@ -48,7 +50,7 @@ def build_tiny_base(records: list[Record], params: BaseModelParams, out: Path) -
     hashes = folder_hashes(out)
     reference = {
         "kind": "tiny",
-        "path": str(out),
+        "path": str(published_at),
         "sha256": folder_digest(hashes),
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),
