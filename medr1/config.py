@@ -101,6 +101,9 @@ class TrainParams(Section):
     launcher: str = Field(
         description='the command that runs `-m stages.train`: python, or "accelerate launch --config_file ..."')
     gradient_checkpointing: bool
+    max_pixels: int | None = Field(ge=1, description="the training processor's image size limit (Med-R1: "
+                                   "401,408); null: the checkpoint's own, and train.min_pixels is unused")
+    min_pixels: int = Field(ge=1, description="the training processor's lower image size limit (Med-R1: 3,136)")
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
         description="auto: flash_attention_2 on CUDA when flash-attn is installed, else sdpa")
     use_vllm: bool = Field(description="generate with TRL's vLLM integration (GPU only)")
@@ -142,11 +145,23 @@ class TrainParams(Section):
 
 
 class SftParams(Section):
-    max_steps: int = Field(ge=1)
+    style: Literal["completion_only", "med-r1"] = Field(
+        description="completion_only: the run's prompt, loss on the gold completion; med-r1: Med-R1's sft.py "
+                    "(its system prompt and example layout, loss on every token; docs/fidelity.md)")
+    max_steps: int = Field(ge=-1, description="optimizer steps; -1: sft.trl.num_train_epochs epochs instead")
     learning_rate: float = Field(gt=0)
     per_device_train_batch_size: int = Field(ge=1, description="questions per step")
     logging_steps: int = Field(ge=1)
     seed: int
+    trl: dict[str, object] = Field(
+        description="any other setting of TRL's SFTConfig, passed through (checked against the installed TRL)")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps_or_epochs(cls, steps: int) -> int:
+        if steps == 0:
+            raise ValueError("0 steps trains nothing: give a number of steps, or -1 for sft.trl.num_train_epochs")
+        return steps
 
 
 class EvaluateParams(Section):

@@ -1,4 +1,8 @@
-"""Stage sft: the supervised baseline that Med-R1 compares GRPO with, on the same train split."""
+"""Stage sft: the supervised baseline that Med-R1 compares GRPO with, on the same train split.
+
+It runs under train.launcher like the train stage: one process here, one per GPU under
+`accelerate launch` (Med-R1 trains its SFT baseline on 2 GPUs with DeepSpeed ZeRO-2).
+"""
 
 from pathlib import Path
 
@@ -15,13 +19,21 @@ OUT = Path("models/sft")
 
 
 def main() -> None:
+    from accelerate import PartialState
+
+    state = PartialState()
     params = load_params()
     records = list(read_jsonl(DATA / "train.jsonl"))
-    staging = staging_for(OUT)
+    staging = staging_for(OUT, fresh=state.is_main_process)  # emptied once, by the main process
+    state.wait_for_everyone()
     history = train_sft(base_model_dir(Path("models/base")), records, DATA, params.sft, params.train, staging)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return
     publish(staging, OUT, leave_out=("checkpoints",))
     losses = [entry["loss"] for entry in history if "loss" in entry]
-    print(f"[sft] {params.sft.max_steps} steps; loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "[sft] done")
+    steps = max((entry.get("step", 0) for entry in history), default=0)
+    print(f"[sft] {steps} steps; loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else f"[sft] {steps} steps")
     if memory := peak_gpu_memory():
         print(f"[sft] {memory}")
 

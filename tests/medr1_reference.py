@@ -4,6 +4,7 @@
 tests/test_medr1_fidelity.py holds medr1.task's `med-r1` variants to. Do not "fix" anything here.
 """
 
+import math
 import re
 
 from math_verify import parse, verify
@@ -94,3 +95,98 @@ TRAIN_NOTHINK = "{Question} Your task: 1. Provide the correct single-letter choi
 EVAL_THINK = "{Question} Think through the question step by step in <think>...</think> tags. Then provide the correct single-letter choice (A, B, C, D,...) inside <answer>...</answer> tags."
 EVAL_NOTHINK = "{Question} Provide the correct single-letter choice (A, B, C, D,...) inside <answer>...</answer> tags."
 EVAL_ZERO_SHOT = "{Question} Provide the correct single-letter choice (A, B, C, D,...)."
+
+
+# src/r1-v/src/open_r1/sft.py convert_example (an example with no "system", as Med-R1's split records)
+def convert_example(example):
+    messages = []
+    if "system" in example:
+        messages.append({
+            "role": "system",
+            "content": [{"type": "text", "text": example["system"]}],
+        })
+    else:
+        SYSTEM_PROMPT = (
+            "Your task: Provide the correct single-letter choice (A, B, C, D,...) inside <answer>...</answer> tags."
+        )
+
+        messages.append({
+            "role": "system",
+            "content": [{"type": "text", "text": SYSTEM_PROMPT}],
+        })
+
+    thinking = example.get("thinking")
+    problem = example.get("problem")
+    solution = example.get("solution")
+    image = example.get("image")
+    messages.append({
+        "role": "user",
+        "content": [
+            {"type": "text", "text": problem},
+            {"type": "image", "image": image},
+            ]
+    })
+    messages.append({
+        "role": "assistant",
+        "content": f"{thinking}\n\n{solution}",
+    })
+
+    example["messages"] = messages
+    return example
+
+
+# sft.py collate_fn with its `processor` global passed in; images as qwen_vl_utils.process_vision_info gives them
+def collate_fn(examples, processor, fetch_image):
+    texts = [
+        processor.apply_chat_template( convert_example(example)["messages"], tokenize=False, add_generation_prompt=True)
+        for example in examples
+    ]
+    image_inputs = []
+    for example in examples:
+        imgs = [fetch_image(item) for message in example["messages"] if isinstance(message["content"], list)
+                for item in message["content"] if "image" in item]
+        image_inputs.append(imgs)
+    batch = processor(
+        text=texts,
+        images=image_inputs,
+        return_tensors="pt",
+        padding=True,
+    )
+    labels = batch["input_ids"].clone()
+    labels[labels == processor.tokenizer.pad_token_id] = -100
+    image_token_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    labels[labels == image_token_id] = -100
+    batch["labels"] = labels
+
+    return batch
+
+
+# qwen_vl_utils/vision_process.py (QwenLM/Qwen2-VL), which sft.py's process_vision_info calls
+IMAGE_FACTOR = 28
+MIN_PIXELS = 4 * 28 * 28
+MAX_PIXELS = 16384 * 28 * 28
+
+
+def smart_resize(height, width, factor=IMAGE_FACTOR, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS):
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = math.floor(height / beta / factor) * factor
+        w_bar = math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def fetch_image(ele):
+    from PIL import Image
+
+    image = ele["image"]
+    image_obj = image if isinstance(image, Image.Image) else Image.open(image)
+    image = image_obj.convert("RGB")
+    width, height = image.size
+    resized_height, resized_width = smart_resize(height, width)
+    return image.resize((resized_width, resized_height))

@@ -12,7 +12,7 @@ import yaml
 from medr1.config import load_params
 from medr1.errors import PipelineError
 from medr1.pipeline.recipes import RecipeError, apply_recipe, recipe_names
-from medr1.train.trl_config import grpo_config
+from medr1.train.trl_config import grpo_config, sft_config
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -26,6 +26,15 @@ MEDR1_GRPO_CONFIG = {
     "gradient_accumulation_steps": 2, "num_train_epochs": 1, "max_steps": -1, "loss_type": "grpo",
     "scale_rewards": "group", "num_iterations": 1, "logging_steps": 1, "save_steps": 1000, "seed": 42,
     "gradient_checkpointing": False, "reward_weights": [1.0, 1.0],
+}
+
+# Med-R1's SFT baseline (configs/qwen2/qwen2vl_sft_config_*.yaml; docs/fidelity.md), as the sft stage builds it.
+MEDR1_SFT_CONFIG = {
+    "learning_rate": 2e-5, "lr_scheduler_type": "cosine", "warmup_steps": 0.1, "weight_decay": 0.0,
+    "num_train_epochs": 1, "max_steps": -1, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 16,
+    "activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": False},
+    "logging_steps": 1, "save_strategy": "steps", "save_steps": 100, "seed": 42, "packing": False,
+    "dataset_kwargs": {"skip_prepare_dataset": True}, "remove_unused_columns": False,
 }
 
 
@@ -71,6 +80,20 @@ def test_med_r1_values_reach_the_grpo_config_the_trainer_builds(params_file, tmp
     assert built == MEDR1_GRPO_CONFIG
 
 
+@pytest.mark.parametrize("name", [name for name in recipe_names(RECIPES) if name.startswith("med-r1/")])
+def test_med_r1_sft_values_reach_the_sft_config_the_trainer_builds(name, params_file, tmp_path):
+    from medr1.train.sft import style_settings
+
+    apply_recipe(name, params_file, RECIPES)
+    sft = load_params(params_file).sft
+    assert sft.style == "med-r1"
+    config = sft_config(sft, "cpu", tmp_path / "out", **style_settings(sft.style))
+    built = {key: getattr(config, key) for key in MEDR1_SFT_CONFIG}
+    built["lr_scheduler_type"] = str(getattr(config.lr_scheduler_type, "value", config.lr_scheduler_type))
+    assert built == MEDR1_SFT_CONFIG
+    assert config.get_warmup_steps(1000) == 100  # transformers 4.49's warmup_ratio 0.1: ceil(0.1 x steps)
+
+
 @pytest.mark.parametrize("trl, named", [
     ({"losstype": "grpo"}, "losstype is not a GRPOConfig setting"),
     ({"learning_rate": 1e-5}, "learning_rate is set from its own param"),
@@ -80,6 +103,14 @@ def test_a_bad_trl_key_is_named(params_file, tmp_path, trl, named):
     train = load_params(params_file).train
     with pytest.raises(PipelineError, match=named):
         grpo_config(train.model_copy(update={"trl": trl}), tmp_path / "out")
+
+
+def test_a_bad_sft_trl_key_is_named(params_file, tmp_path):
+    sft = load_params(params_file).sft
+    with pytest.raises(PipelineError, match="sft.trl: warmup_ratio is not a SFTConfig setting"):
+        sft_config(sft.model_copy(update={"trl": {"warmup_ratio": 0.1}}), "cpu", tmp_path / "out")
+    with pytest.raises(PipelineError, match="sft.max_steps: -1 trains by epochs"):
+        sft_config(sft.model_copy(update={"max_steps": -1, "trl": {}}), "cpu", tmp_path / "out")
 
 
 def test_epochs_need_num_train_epochs(params_file, tmp_path):

@@ -60,6 +60,24 @@ def test_sft_baseline_trains_and_saves_a_loadable_model(small_base, processed, t
     assert _load(tmp_path).config.model_type == "qwen2_vl"
 
 
+def test_med_r1_sft_trains_with_its_recipe_settings_and_saves_a_loadable_model(small_base, processed, tmp_path):
+    import yaml
+
+    from medr1.train.sft import train_sft
+
+    base, records = small_base
+    recipe = yaml.safe_load((REPO / "recipes/med-r1/qwen2-vl-2b-think.yaml").read_text())["params"]["sft"]
+    trl = {**recipe["trl"], "gradient_accumulation_steps": 1, "save_strategy": "no"}
+    sft = PARAMS.sft.model_validate({**recipe, "per_device_train_batch_size": 2, "trl": trl})
+    history = train_sft(base, records, processed, sft, PARAMS.train, tmp_path)
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    assert len(losses) == len(records) // 2  # one epoch of 2-example steps, a loss logged at each
+    rates = [entry["learning_rate"] for entry in history if "learning_rate" in entry]
+    # warmup over ceil(0.1 x 4) = 1 step, then cosine from 2e-5: 0.5 (1 + cos(pi k/3)) for k = 0, 1, 2
+    assert rates == pytest.approx([0.0, 2e-5, 1.5e-5, 5e-6])
+    assert _load(tmp_path).config.model_type == "qwen2_vl"
+
+
 def test_resume_picks_the_newest_complete_checkpoint(tmp_path):
     from medr1.train.resume import last_checkpoint
 
@@ -112,3 +130,17 @@ def test_the_train_stage_refuses_a_report_to_without_dvclive(tmp_path):
     params = repo_params().train.model_copy(update={"trl": {"report_to": ["none"]}})
     with pytest.raises(PipelineError, match="report_to needs dvclive"):
         train_grpo(tmp_path / "no-model", [], tmp_path, params, tmp_path / "out", log_dir=tmp_path / "logs")
+
+
+def test_pixel_limits_bound_the_training_processors_resize(small_base):
+    from PIL import Image
+
+    from medr1.model.loading import load_for_training
+
+    base, _ = small_base
+    image = Image.new("RGB", (392, 392))
+    _, own = load_for_training(base, PARAMS.train)
+    _, limited = load_for_training(base, PARAMS.train, (3136, 56 * 56))
+    own_grid = own.image_processor(images=[image], return_tensors="pt")["image_grid_thw"].tolist()
+    limited_grid = limited.image_processor(images=[image], return_tensors="pt")["image_grid_thw"].tolist()
+    assert limited_grid == [[1, 4, 4]] and own_grid == [[1, 8, 8]]  # 56x56 and 112x112 pixels in 14-pixel patches

@@ -29,9 +29,10 @@ def resolve_attention(choice: str, device: str) -> str:
     return "flash_attention_2" if device == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
 
 
-def load_for_training(model_dir: Path, params: TrainParams):
+def load_for_training(model_dir: Path, params: TrainParams, pixel_limits: tuple[int, int] | None = None):
     """(model, processor) from `model_dir`. Weights stay float32 (the optimizer's updates at a
-    learning rate of 1e-6 would vanish in bf16 weights); on CUDA bf16 is the compute type."""
+    learning rate of 1e-6 would vanish in bf16 weights); on CUDA bf16 is the compute type.
+    `pixel_limits` (min, max) bound the image processor's resize instead of the checkpoint's own."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -39,6 +40,8 @@ def load_for_training(model_dir: Path, params: TrainParams):
     device = resolve_device(params.device)
     with _loading(model_dir):
         processor = AutoProcessor.from_pretrained(model_dir)
+        if pixel_limits is not None:
+            processor.image_processor.size = {"shortest_edge": pixel_limits[0], "longest_edge": pixel_limits[1]}
         model = AutoModelForImageTextToText.from_pretrained(
             model_dir, dtype=torch.float32, attn_implementation=resolve_attention(params.attn_implementation, device))
     return model, processor

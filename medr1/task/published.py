@@ -2,6 +2,7 @@
 
 Source: github.com/Yuxiang-Lai117/Med-R1 at 88d76c7 (docs/fidelity.md gives file and line of each):
 - rewards: `src/r1-v/src/open_r1/grpo_vqa.py` (think) and `grpo_vqa_nothink.py` (no-think);
+- the SFT baseline's examples: `src/r1-v/src/open_r1/sft.py` (convert_example);
 - grading: `src/eval_vqa/test_qwen2vl_vqa.py` (think), `test_qwen2vl_vqa_nothink.py` and
   `test_qwen2vl_vqa_zero_shot.py` (the raw output compared with the gold letter), and
   `test_qwen2_5vl_vqa_nothink.py` (the tag read when the output mentions "answer").
@@ -24,6 +25,22 @@ FORMAT_PATTERNS = {
 }
 _TAGGED = re.compile(r"<answer>(.*?)</answer>")  # accuracy_reward: no DOTALL
 _GRADED = re.compile(r"<answer>\s*(\w+)\s*</answer>")  # test_qwen2vl_vqa.py extract_option_answer
+
+
+# sft.py convert_example: the system prompt of every example (Med-R1's split records carry no "system")
+SFT_SYSTEM_PROMPT = ("Your task: Provide the correct single-letter choice (A, B, C, D,...) "
+                     "inside <answer>...</answer> tags.")
+
+
+def sft_messages(problem: str, solution: str, image, thinking: str | None = None) -> list[dict]:
+    """sft.py convert_example: the system prompt, the problem text before its image, and the target
+    f"{thinking}\\n\\n{solution}". Med-R1's split records have no `thinking`, so the published script's
+    target starts with the text "None"; kept as published (docs/fidelity.md)."""
+    return [
+        {"role": "system", "content": [{"type": "text", "text": SFT_SYSTEM_PROMPT}]},
+        {"role": "user", "content": [{"type": "text", "text": problem}, {"type": "image", "image": image}]},
+        {"role": "assistant", "content": f"{thinking}\n\n{solution}"},
+    ]
 
 
 def solution_text(letter: str) -> str:

@@ -34,7 +34,8 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
     if log_dir is not None and not split_report_to(params.trl.get("report_to"))[1]:
         raise PipelineError(f"train.trl.report_to needs dvclive: the train stage's logs ({log_dir}) are outputs "
                             "in dvc.yaml; add dvclive beside any other logger, e.g. report_to: [dvclive, wandb]")
-    model, processor = load_for_training(model_dir, params)
+    limits = None if params.max_pixels is None else (params.min_pixels, params.max_pixels)
+    model, processor = load_for_training(model_dir, params, limits)
     if not params.lora.enabled:  # LoRA adapters train as configured, whatever the model
         apply_training_hook(model, processor.tokenizer, records)
     # Beside the checkpoints, which publishing leaves out; one folder per process under a launcher.

@@ -1,11 +1,11 @@
-"""params.yaml's train section as TRL's GRPOConfig and peft's LoraConfig."""
+"""params.yaml's train and sft sections as TRL's GRPOConfig and SFTConfig, and peft's LoraConfig."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-from medr1.config import TrainParams
+from medr1.config import SftParams, TrainParams
 from medr1.errors import PipelineError
 from medr1.model.loading import resolve_device
 from medr1.train.loggers import split_report_to
@@ -42,34 +42,53 @@ def typed_settings(params: TrainParams, output_dir: Path) -> dict:
     }
 
 
-def passthrough_settings(params: TrainParams, typed: dict) -> dict:
-    """train.trl, checked against the installed TRL's GRPOConfig: an unknown key, or one that
+def passthrough_settings(section: str, config_class, trl_settings: dict, typed: dict, max_steps: int) -> dict:
+    """<section>.trl, checked against the installed TRL's `config_class`: an unknown key, or one that
     params.yaml types itself, is refused with its name."""
     import trl
-    from trl import GRPOConfig
 
-    known = {field.name for field in dataclasses.fields(GRPOConfig)}
-    unknown = sorted(set(params.trl) - known)
+    known = {field.name for field in dataclasses.fields(config_class)}
+    unknown = sorted(set(trl_settings) - known)
     if unknown:
-        raise PipelineError(f"train.trl: {', '.join(unknown)} is not a GRPOConfig setting of the installed "
-                            f"TRL {trl.__version__}; check the spelling (https://huggingface.co/docs/trl)")
-    typed_twice = sorted(set(params.trl) & set(typed))
+        raise PipelineError(f"{section}.trl: {', '.join(unknown)} is not a {config_class.__name__} setting of the "
+                            f"installed TRL {trl.__version__}; check the spelling (https://huggingface.co/docs/trl)")
+    typed_twice = sorted(set(trl_settings) & set(typed))
     if typed_twice:
-        raise PipelineError(f"train.trl: {', '.join(typed_twice)} is set from its own param (train.<key>, or "
-                            "train.checkpoint_steps for save_steps, train.device for use_cpu/bf16); set it there")
-    if params.max_steps == -1 and "num_train_epochs" not in params.trl:
-        raise PipelineError("train.max_steps: -1 trains by epochs: set train.trl.num_train_epochs")
-    return dict(params.trl)
+        raise PipelineError(f"{section}.trl: {', '.join(typed_twice)} is set from its own param ({section}.<key>, "
+                            f"or train.checkpoint_steps for save_steps, train.device for use_cpu/bf16); set it there")
+    if max_steps == -1 and "num_train_epochs" not in trl_settings:
+        raise PipelineError(f"{section}.max_steps: -1 trains by epochs: set {section}.trl.num_train_epochs")
+    return dict(trl_settings)
 
 
 def grpo_config(params: TrainParams, output_dir: Path):
     from trl import GRPOConfig
 
     typed = typed_settings(params, output_dir)
-    passthrough = passthrough_settings(params, typed)
+    passthrough = passthrough_settings("train", GRPOConfig, params.trl, typed, params.max_steps)
     # dvclive is wired by medr1.train.loggers (the stage's folder, the global step), not by name
     passthrough["report_to"], _ = split_report_to(passthrough.get("report_to", "none"))
     return GRPOConfig(**typed, **passthrough)
+
+
+def sft_config(params: SftParams, device: str, output_dir: Path, **style_settings):
+    """SFTConfig from the sft section; `style_settings` are those its style (completion_only, med-r1) fixes."""
+    from trl import SFTConfig
+
+    typed = {
+        "output_dir": str(output_dir),
+        "max_steps": params.max_steps,
+        "learning_rate": params.learning_rate,
+        "per_device_train_batch_size": params.per_device_train_batch_size,
+        "logging_steps": params.logging_steps,
+        "seed": params.seed,
+        "use_cpu": device == "cpu",
+        "bf16": device == "cuda",
+        "report_to": "none",
+        **style_settings,
+    }
+    passthrough = passthrough_settings("sft", SFTConfig, params.trl, typed, params.max_steps)
+    return SFTConfig(**typed, **passthrough)
 
 
 def lora_config(params: TrainParams):
