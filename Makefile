@@ -17,11 +17,13 @@ install: $(STAMP)
 
 # constraints.txt pins every package (not only ours) to the versions the documented numbers came
 # from: the tiny model's accuracy moved by 0.07 between two installs that floated (docs/learning-notes.md).
-# uv installs them (about 30 s where pip took 2-3 min) from the indexes pip is configured with.
+# uv installs them (under a minute where pip took 2-3) from the indexes pip is configured with, and
+# compiles the bytecode as pip does: where PYTHONDONTWRITEBYTECODE is set (as on CI machines), every
+# process would otherwise compile transformers and torch again, which doubled the test suite's time.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt uv
-	$(BIN)/python infra/uv_install.py $(BIN)/uv --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python infra/uv_install.py $(BIN)/uv --quiet --compile-bytecode -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 # After a deliberate upgrade (pip install -U ... in .venv): record the new versions.
