@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import tiny_architecture
+from conftest import batch_and_prompts, tiny_architecture
 
 from medr1.data.records import read_jsonl
 from medr1.errors import PipelineError
@@ -142,19 +142,6 @@ def test_image_files_processed_together_equal_one_by_one(random_tiny, processed)
     assert len(cache) == len(set(paths)) < len(paths)
 
 
-def _batch_and_prompts(processor, records, processed, mode="no_think"):
-    """generate's left-padded batch of these records, and the same prompts split into shared heads."""
-    from medr1.evaluate.heads import split_prompts
-    from medr1.model.encoding import ImageCache, encode, prompt_text
-
-    cache = ImageCache(processor)
-    keys = [str(processed / r.image) for r in records]
-    images = [cache.get(key) for key in keys]
-    texts = [prompt_text(processor, r.question, r.options, mode, i) for r, i in zip(records, images)]
-    prompts = split_prompts(processor, processor.tokenizer(texts, add_special_tokens=False)["input_ids"], images, keys)
-    return encode(processor, texts, images, padding_side="left"), prompts
-
-
 def _sharing_images(records, count):
     """`count` records, several about each image, with questions of different lengths."""
     return sorted(records, key=lambda r: r.image)[:count]
@@ -177,7 +164,7 @@ def _never_settled(token_lists):
 def test_checked_drafts_give_plain_greedy_tokens_and_right_ones_save_passes(random_tiny, processed, guess):
     """Whatever the drafts, the tokens are generate's; drafts of generate's own tokens save passes."""
     model, processor, records = random_tiny
-    batch, prompts = _batch_and_prompts(processor, _sharing_images(records, 7), processed)
+    batch, prompts = batch_and_prompts(processor, _sharing_images(records, 7), processed)
     assert len(prompts.head_keys) < 7  # rows continue shared heads
     end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     plain = _plain_greedy(model, processor, batch, 12)
@@ -215,7 +202,7 @@ def uneven_images(random_tiny, processed, tmp_path):
 
 def test_heads_of_different_lengths_give_plain_greedy_tokens(random_tiny, uneven_images):
     model, processor, _ = random_tiny
-    batch, prompts = _batch_and_prompts(processor, *uneven_images)
+    batch, prompts = batch_and_prompts(processor, *uneven_images)
     assert len(set(prompts.heads["attention_mask"].sum(dim=1).tolist())) > 1
     end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     plain = _plain_greedy(model, processor, batch, 8)
@@ -243,7 +230,7 @@ def test_shared_heads_score_every_next_token_as_the_whole_prompt_does(random_tin
     """Logits, not only tokens: a random tiny model's argmax barely depends on the context, so a
     mask or position error could keep its tokens; its logits still move."""
     model, processor, _ = random_tiny
-    batch, prompts = _batch_and_prompts(processor, *uneven_images)
+    batch, prompts = batch_and_prompts(processor, *uneven_images)
     steps = 3
     plain = model.generate(**batch, max_new_tokens=steps, do_sample=False, eos_token_id=None, output_logits=True,
                            return_dict_in_generate=True, pad_token_id=processor.tokenizer.pad_token_id).logits
@@ -262,7 +249,7 @@ def test_shared_heads_score_every_next_token_as_the_whole_prompt_does(random_tin
 @pytest.mark.parametrize("guess", ["right", "wrong"])
 def test_checked_drafts_apply_the_models_repetition_penalty_as_generate_does(random_tiny, processed, guess):
     model, processor, records = random_tiny
-    batch, prompts = _batch_and_prompts(processor, _sharing_images(records, 5), processed)
+    batch, prompts = batch_and_prompts(processor, _sharing_images(records, 5), processed)
     end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     unpenalized = _plain_greedy(model, processor, batch, 10)
     model.generation_config.repetition_penalty = 100.0  # strong enough to move this random model
@@ -297,7 +284,7 @@ def test_a_row_stops_at_its_first_settled_prefix(random_tiny, processed):
     """Right drafts bring several tokens in one pass; a row settled inside them keeps only the
     settling prefix, as generate with a stopping criterion would."""
     model, processor, records = random_tiny
-    batch, prompts = _batch_and_prompts(processor, records[:4], processed)
+    batch, prompts = batch_and_prompts(processor, records[:4], processed)
     plain = _plain_greedy(model, processor, batch, 8)
 
     def settled(token_lists):  # like verdict_settled, more tokens never unsettle
@@ -326,7 +313,7 @@ def test_format_drafts_propose_the_rest_of_the_shortest_well_formed_answer(rando
 
 def test_rope_positions_equal_get_rope_index(random_tiny, processed):
     model, processor, records = random_tiny
-    batch, _ = _batch_and_prompts(processor, records[:9], processed)
+    batch, _ = batch_and_prompts(processor, records[:9], processed)
     assert len(set(batch["attention_mask"].sum(dim=1).tolist())) > 1  # rows of several lengths
     args = (batch["input_ids"], batch["mm_token_type_ids"], batch["image_grid_thw"], batch["attention_mask"])
     positions, deltas = rope_positions(model, *args)
@@ -342,7 +329,7 @@ def test_shared_heads_are_fed_the_positions_of_the_whole_prompt(random_tiny, pro
     """A head and each row's text after it, then each new token, get get_rope_index's positions
     for the whole prompt (a random model barely notices a shift, so this is checked directly)."""
     model, processor, records = random_tiny
-    batch, prompts = _batch_and_prompts(processor, _sharing_images(records, 7), processed)
+    batch, prompts = batch_and_prompts(processor, _sharing_images(records, 7), processed)
     expected, _ = model.model.get_rope_index(batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
                                              image_grid_thw=batch["image_grid_thw"],
                                              attention_mask=batch["attention_mask"])

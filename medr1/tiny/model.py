@@ -6,10 +6,8 @@ Everything here runs offline; nothing is fetched from a model hub.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     Qwen2Tokenizer,
     Qwen2VLConfig,
@@ -21,66 +19,18 @@ from transformers import (
 
 from medr1.config import TinyArchitecture
 from medr1.data.records import LETTERS
+from medr1.model.qwen_files import CHAT_TEMPLATE
+from medr1.synthetic.checkpoints import train_qwen_tokenizer
 from medr1.tiny.option_reader import wire_option_reader
 
-SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)
 # Tags of the answer format: single tokens, but ordinary text so they survive decoding.
 TAG_TOKENS = ("<answer>", "</answer>", "<think>", "</think>")
 
-# Qwen2-VL-2B-Instruct's chat template.
-CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
-    "<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
-    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Qwen2Tokenizer:
-    """Byte-level BPE (Qwen2's scheme) trained on `texts`, with Qwen2-VL's special tokens."""
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - len(SPECIAL_TOKENS) - len(TAG_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(list(texts), trainer=trainer)
-    vocab = backend.get_vocab()
-    merges = [tuple(pair) for pair in json.loads(backend.to_str())["model"]["merges"]]
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges)
-    tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS[1:])})
-    tokenizer.add_tokens(list(TAG_TOKENS))
-    tokenizer.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
+    """Byte-level BPE (Qwen2's scheme) trained on `texts`, with Qwen2-VL's special tokens and the
+    answer format's tags as single tokens (the tiny model's option reader and warm-up rely on it)."""
+    return train_qwen_tokenizer(texts, vocab_size, added_tokens=TAG_TOKENS)
 
 
 def build_processor(tokenizer: Qwen2Tokenizer, image_side: int) -> Qwen2VLProcessor:

@@ -1,0 +1,91 @@
+"""Checkpoint folders shaped like a Qwen2-VL / Qwen2.5-VL download (medr1/synthetic/checkpoints.py):
+a realistic byte-level BPE vocabulary, each family's chat template, image settings and shipped
+generation config. The fast evaluation decodes what plain `generate` decodes on both families."""
+
+import pytest
+from conftest import batch_and_prompts
+
+from medr1.data.records import read_jsonl
+from medr1.model.qwen_files import FAMILIES
+
+QUESTIONS = 200
+NEW_TOKENS = 10
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def checkpoint(request, tmp_path_factory, processed):
+    from medr1.model.loading import load_for_evaluation
+    from medr1.synthetic.checkpoints import write_checkpoint
+
+    records = list(read_jsonl(processed / "test.jsonl")) + list(read_jsonl(processed / "train.jsonl"))
+    texts = [r.question + " " + " ".join(r.options.values()) for r in records]
+    folder = write_checkpoint(request.param, tmp_path_factory.mktemp(request.param), texts)
+    model, processor = load_for_evaluation(folder, "cpu")
+    return request.param, model, processor, (records * (QUESTIONS // len(records) + 1))[:QUESTIONS]
+
+
+def test_the_folder_has_a_realistic_vocabulary_and_the_shipped_generation_config(checkpoint):
+    from medr1.model.qwen_files import GENERATION_DEFAULTS
+
+    family, model, processor, _ = checkpoint
+    tokenizer = processor.tokenizer
+    assert len(tokenizer) >= 8000
+    for text in ("<answer>", "</think>"):  # ordinary text, several tokens, as in Qwen's own vocabulary
+        assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) > 1
+    config = model.generation_config
+    assert {key: getattr(config, key) for key in GENERATION_DEFAULTS[family]} == GENERATION_DEFAULTS[family]
+
+
+@pytest.mark.parametrize("mode", ["think_before", "no_think", "think_after"])
+def test_fast_evaluation_decodes_what_generate_decodes(checkpoint, processed, mode):
+    """Our decoder (shared heads, cached image features, drafts, early stop once the verdict is
+    settled) against `generate` with the folder's own generation config, greedy as Med-R1 evaluates:
+    each of our completions is the start of generate's, and both grade the same."""
+    from medr1.evaluate.decoding import generate_completions
+    from medr1.model.encoding import ImageCache, encode, prompt_text
+    from medr1.task.spec import TaskSpec
+
+    _, model, processor, records = checkpoint
+    task = TaskSpec.of(mode)
+    cache = ImageCache(processor)
+    ours = generate_completions(model, processor, records, processed, task, batch_size=16,
+                                max_new_tokens=NEW_TOKENS, cache=cache, progress=False)
+    plain = []
+    for start in range(0, len(records), 16):
+        chunk = records[start : start + 16]
+        images = [cache.get(str(processed / r.image)) for r in chunk]
+        texts = [prompt_text(processor, r.question, r.options, task, image) for r, image in zip(chunk, images)]
+        batch = encode(processor, texts, images, padding_side="left")
+        output = model.generate(**batch, max_new_tokens=NEW_TOKENS, do_sample=False)
+        plain += processor.tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert all(full.startswith(short) for short, full in zip(ours, plain, strict=True))
+    def grades(texts):
+        return [task.grade(text, r.answer, "".join(r.options)) for text, r in zip(texts, records)]
+
+    assert grades(ours) == grades(plain)
+    assert sum(len(text) for text in ours) > 0  # the models wrote something to compare
+
+
+@pytest.mark.parametrize("mode", ["think_before", "no_think", "think_after"])
+def test_drafted_greedy_tokens_are_generates_tokens(checkpoint, processed, mode):
+    """Token for token, without the early stop: rows sharing image heads, drafts of the format's
+    shortest answer, M-RoPE positions and the shipped repetition penalty give generate's tokens."""
+    from medr1.evaluate.decoding import greedy_repetition_penalty
+    from medr1.evaluate.greedy import FormatDrafts, greedy_decode
+
+    _, model, processor, records = checkpoint
+    records = sorted(records, key=lambda r: r.image)  # questions about one image share a head
+    tokenizer = processor.tokenizer
+    ends = set(model.generation_config.eos_token_id)
+    drafts = FormatDrafts(tokenizer, mode, ["".join(r.options) for r in records],
+                          tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    penalty = greedy_repetition_penalty(model.generation_config)
+    for start in range(0, len(records), 25):
+        chunk = records[start : start + 25]
+        batch, prompts = batch_and_prompts(processor, chunk, processed, mode)
+        output = model.generate(**batch, max_new_tokens=NEW_TOKENS, do_sample=False)
+        plain = [next(([*row[:i + 1]] for i, token in enumerate(row) if token in ends), row)
+                 for row in output[:, batch["input_ids"].shape[1] :].tolist()]
+        ours = greedy_decode(model, prompts, drafts.for_rows(list(range(start, start + len(chunk)))), ends,
+                             NEW_TOKENS, lambda lists: [False] * len(lists), tokenizer.pad_token_id, penalty)
+        assert ours == plain, start
