@@ -1,0 +1,45 @@
+"""Every shipped `accelerate launch` config loads as accelerate reads it, so none can be broken
+unnoticed: ClusterConfig takes each key, and DeepSpeed settings are ones DeepSpeedPlugin knows."""
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "infra" / "accelerate").glob("*.yaml"))
+
+
+def test_the_configs_are_there():
+    assert {path.stem for path in CONFIGS} >= {"single-gpu", "multi-gpu-ddp", "deepspeed-zero2", "deepspeed-zero3",
+                                               "multi-node"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda path: path.stem)
+def test_config_loads_as_accelerate_launch_reads_it(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DeepSpeedPlugin, DistributedType
+
+    config = load_config_from_file(str(path))  # unknown or misspelt keys raise here
+    assert config.num_processes >= config.num_machines >= 1
+    assert config.machine_rank < config.num_machines
+    if config.distributed_type != DistributedType.DEEPSPEED:
+        assert not config.deepspeed_config
+        return
+    known = {field.name for field in dataclasses.fields(DeepSpeedPlugin)}
+    settings = config.deepspeed_config
+    assert set(settings) <= known, set(settings) - known
+    assert settings["zero_stage"] in (0, 1, 2, 3)
+    assert {settings.get("offload_optimizer_device", "none"), settings.get("offload_param_device", "none")} <= \
+        {"none", "cpu", "nvme"}
+
+
+@pytest.mark.parametrize("path", [path for path in CONFIGS if "DEEPSPEED" in path.read_text()], ids=lambda p: p.stem)
+def test_deepspeed_configs_build_the_plugin(path):
+    if importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("deepspeed is not installed here (pip install deepspeed, on a machine with CUDA)")
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DeepSpeedPlugin
+
+    settings = load_config_from_file(str(path)).deepspeed_config
+    assert DeepSpeedPlugin(**settings).zero_stage == settings["zero_stage"]
