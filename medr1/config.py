@@ -220,6 +220,7 @@ def _known(names: list[str], vocabulary: tuple[str, ...], what: str) -> list[str
 
 
 class Params(Section):
+    recipe: str = Field(description="the recipe these params were last set from (`medr1 recipe apply` writes it)")
     ingest: IngestParams
     validate_: ValidateParams = Field(alias="validate")
     base_model: BaseModelParams

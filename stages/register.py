@@ -10,6 +10,7 @@ from medr1.errors import PipelineError, run_main
 from medr1.model.base import base_reference
 from medr1.registry.backends import open_store
 from medr1.registry.lineage import data_dependencies, git_state, package_versions, read_lock, record_counts
+from medr1.registry.model_card import model_card, with_card
 from medr1.registry.versions import register
 
 OUT = Path("metrics/registered.json")
@@ -40,7 +41,9 @@ def main() -> None:
         "packages": package_versions(),
     }
     store = open_store(params.register_.store, base=Path.cwd())
-    manifest = register(store, params.register_.name, Path("models/grpo"), lineage)
+    name = params.register_.name
+    with with_card(Path("models/grpo"), model_card(name, lineage)) as model_dir:  # a Hugging Face folder
+        manifest = register(store, name, model_dir, lineage)
     OUT.write_text(json.dumps({"name": manifest["name"], "version": manifest["version"], "store": store.url}, indent=1))
     print(f"[register] {manifest['name']} version {manifest['version']} in {store.url}")
 

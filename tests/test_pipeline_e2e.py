@@ -38,6 +38,8 @@ def test_repro_produces_metrics_and_a_registered_version(pipeline_run):
     assert set(metrics["per_modality"]) <= set(MODALITIES)
     listed = json.loads(run(["medr1", "registry", "list", "--json"], repo).stdout)
     assert len(listed) == 1
+    narrow = run(["medr1", "registry", "list"], repo, env={"COLUMNS": "80"}).stdout
+    assert listed[0]["version"] in narrow and max(map(len, narrow.splitlines())) <= 80  # the full id, in 80 columns
 
 
 def test_audit_names_dvc_lock_md5s_and_hashes_match(pipeline_run):
@@ -53,10 +55,31 @@ def test_audit_names_dvc_lock_md5s_and_hashes_match(pipeline_run):
     assert data["data/raw/synthetic"] == lock["synthesize"]["outs"]["data/raw/synthetic"]
     assert audit["base_model"]["kind"] == "tiny" and audit["base_model"]["path"] == "models/base"  # not its staging
     assert audit["params"]["train"]["max_steps"] == 2
-    assert verify_local(audit, repo / "models/grpo") == []
+    assert verify_local(audit, repo / "models/grpo") == ["README.md"]  # the model card is the version's own
     processed_md5 = lock["ingest"]["outs"]["data/processed"]
     trained_on = json.loads(run(["medr1", "audit", "data", processed_md5, "--json"], repo).stdout)
     assert [item["version"] for item in trained_on] == [version]
+
+
+def test_a_pulled_version_is_a_hugging_face_folder_whose_card_holds_the_results(pipeline_run, tmp_path):
+    from huggingface_hub import ModelCard
+    from transformers import AutoModelForImageTextToText
+
+    repo = pipeline_run.repo
+    version = json.loads((repo / "metrics/registered.json").read_text())["version"]
+    run(["medr1", "registry", "pull", version, str(tmp_path / "pulled")], repo)
+    assert AutoModelForImageTextToText.from_pretrained(tmp_path / "pulled").config.model_type == "qwen2_vl"
+    card = ModelCard.load(tmp_path / "pulled" / "README.md")
+    metrics = json.loads((repo / "metrics/eval.json").read_text())
+    results = {result.metric_name: result.metric_value for result in card.data.eval_results}
+    assert results == {"accuracy": metrics["accuracy"],
+                       **{f"accuracy {modality}": value for modality, value in metrics["per_modality"].items()}}
+    from medr1.registry.lineage import read_lock
+
+    md5 = read_lock(repo / "dvc.lock")["ingest"]["outs"]["data/processed"]
+    assert f"data/processed@md5:{md5}" in card.data.datasets
+    assert card.data.base_model == "models/base" and card.data.recipe == "embedded-cpu"
+    assert "license" not in card.data.to_dict()  # left for the user
 
 
 def test_report_numbers_equal_the_metrics_of_the_run(pipeline_run):

@@ -44,8 +44,11 @@ def show(data, as_json: bool, title: str, columns: tuple[str, ...], rows: list[l
         print(json.dumps(data, indent=1))
         return
     table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
+    for index, column in enumerate(columns):
+        if column == "version":  # an id to copy: never cut or wrapped, other columns give way in a narrow terminal
+            table.add_column(column, no_wrap=True, min_width=max((len(row[index]) for row in rows), default=7))
+        else:
+            table.add_column(column)
     for row in rows:
         table.add_row(*row)
     console.print(table)

@@ -127,7 +127,7 @@ def apply_recipe(name: str, params_file: Path, root: Path = RECIPES) -> dict[str
     original = params_file.read_text()
     document = handler.load(original)
     before = settings(yaml.safe_load(original) or {})
-    for path, value in settings(recipe["params"]).items():
+    for path, value in {"recipe": name, **settings(recipe["params"])}.items():
         if path not in before or before[path] != value:
             _set(document, path, value, f"recipe {name}")
     stream = io.StringIO()
