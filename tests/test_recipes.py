@@ -113,6 +113,13 @@ def test_a_bad_sft_trl_key_is_named(params_file, tmp_path):
         sft_config(sft.model_copy(update={"max_steps": -1, "trl": {}}), "cpu", tmp_path / "out")
 
 
+def test_batch_sizes_that_do_not_divide_are_refused_with_the_numbers(params_file, tmp_path):
+    train = load_params(params_file).train.model_copy(update={"per_device_train_batch_size": 6, "num_generations": 4})
+    with pytest.raises(PipelineError, match=r"on 1 process\(es\): generation_batch_size \(6\) must be divisible "
+                                            r"by num_generations \(4\)"):
+        grpo_config(train, tmp_path / "out")
+
+
 def test_epochs_need_num_train_epochs(params_file, tmp_path):
     train = load_params(params_file).train.model_copy(update={"max_steps": -1})
     with pytest.raises(PipelineError, match="num_train_epochs"):

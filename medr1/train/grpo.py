@@ -34,6 +34,7 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
     if log_dir is not None and not split_report_to(params.trl.get("report_to"))[1]:
         raise PipelineError(f"train.trl.report_to needs dvclive: the train stage's logs ({log_dir}) are outputs "
                             "in dvc.yaml; add dvclive beside any other logger, e.g. report_to: [dvclive, wandb]")
+    args = grpo_config(params, output_dir / "checkpoints")  # settings that cannot work fail before the model loads
     limits = None if params.max_pixels is None else (params.min_pixels, params.max_pixels)
     model, processor = load_for_training(model_dir, params, limits)
     if not params.lora.enabled:  # LoRA adapters train as configured, whatever the model
@@ -44,7 +45,7 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_functions(params.reward_funcs, params.rewards, params.reasoning),
-        args=grpo_config(params, output_dir / "checkpoints"),
+        args=args,
         train_dataset=grpo_dataset(records, image_root, params.reasoning, fast_copies, params.prompts),
         processing_class=processor,
         peft_config=lora_config(params) if params.lora.enabled else None,

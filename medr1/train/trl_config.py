@@ -68,7 +68,19 @@ def grpo_config(params: TrainParams, output_dir: Path):
     passthrough = passthrough_settings("train", GRPOConfig, params.trl, typed, params.max_steps)
     # dvclive is wired by medr1.train.loggers (the stage's folder, the global step), not by name
     passthrough["report_to"], _ = split_report_to(passthrough.get("report_to", "none"))
-    return GRPOConfig(**typed, **passthrough)
+    return _built(GRPOConfig, "train", typed, passthrough)
+
+
+def _built(config_class, section: str, typed: dict, passthrough: dict):
+    """The TRL config, its own checks (batch sizes that must divide across processes, ...) named as params."""
+    try:
+        return config_class(**typed, **passthrough)
+    except ValueError as error:
+        from accelerate import PartialState
+
+        raise PipelineError(f"{section} params do not make a valid {config_class.__name__} on "
+                            f"{PartialState().num_processes} process(es): {error} (set in params.yaml's {section} "
+                            f"section or {section}.trl)") from None
 
 
 def sft_config(params: SftParams, device: str, output_dir: Path, **style_settings):
@@ -88,7 +100,7 @@ def sft_config(params: SftParams, device: str, output_dir: Path, **style_setting
         **style_settings,
     }
     passthrough = passthrough_settings("sft", SFTConfig, params.trl, typed, params.max_steps)
-    return SFTConfig(**typed, **passthrough)
+    return _built(SFTConfig, "sft", typed, passthrough)
 
 
 def lora_config(params: TrainParams):
