@@ -163,7 +163,10 @@ def test_failed_checks_stop_before_training(pipeline_copy):
     assert "train" not in _ran(result.stdout)
 
 
-def test_killed_training_resumes_from_its_last_checkpoint(pipeline_copy):
+def test_two_process_training_killed_resumes_from_its_last_checkpoint(pipeline_copy):
+    """The train stage under a launcher with two processes on the CPU (torchrun, gloo), killed with
+    kill -9 of its process group after a checkpoint: the next `dvc repro` resumes there, trains each
+    step once, publishes one model and registers one version."""
     import contextlib
     import os
     import signal
@@ -171,16 +174,20 @@ def test_killed_training_resumes_from_its_last_checkpoint(pipeline_copy):
     import sys
 
     repo = pipeline_copy
-    _set_params(repo, train={"max_steps": 8, "checkpoint_steps": 2, "learning_rate": 0.0007})
+    _set_params(repo, train={"max_steps": 8, "checkpoint_steps": 2, "learning_rate": 0.0007,
+                             "per_device_train_batch_size": 4, "num_generations": 4,
+                             "launcher": "torchrun --standalone --nproc_per_node 2"})
     versions_before = _versions(repo)
     checkpoints = repo / "models/grpo.partial/checkpoints"
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
-    first = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    log = repo.parent / "first-run.log"
+    with log.open("w") as output:
+        first = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
     try:
         deadline = time.monotonic() + 600
         while not (checkpoints / "checkpoint-4" / "trainer_state.json").is_file():
-            assert first.poll() is None, "training ended before it could be killed"
+            assert first.poll() is None, f"training ended before it could be killed:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline
             time.sleep(0.1)
     finally:
@@ -188,7 +195,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(pipeline_copy):
             os.killpg(first.pid, signal.SIGKILL)  # kill -9: no cleanup runs
         first.wait()
     result = run(["dvc", "repro", "register"], repo)  # train, evaluate, register: what a new version needs
-    assert "resuming from" in result.stdout and "checkpoint-" in result.stdout
+    assert "resuming from" in result.stdout and "checkpoint-" in result.stdout, result.stdout[-3000:]
     assert "Running stage 'synthesize'" not in result.stdout
     log = json.loads((repo / "models/grpo/trainer_log.json").read_text())
     assert [entry["step"] for entry in log if "reward" in entry] == list(range(1, 9))  # each step once, none skipped
