@@ -8,13 +8,22 @@ silently different number.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medr1.data.records import MODALITIES, QUESTION_TYPES
 from medr1.errors import PipelineError
+
+
+def _steps_or_epochs(steps: int) -> int:
+    if steps == 0:
+        raise ValueError("0 steps trains nothing: give a number of steps, or -1 to train trl.num_train_epochs epochs")
+    return steps
+
+
+StepsOrEpochs = Annotated[int, Field(ge=-1), AfterValidator(_steps_or_epochs)]
 
 
 class Section(BaseModel):
@@ -96,7 +105,7 @@ class LoraParams(Section):
 class TrainParams(Section):
     reasoning: Literal["think_before", "no_think", "think_after"]
     device: Literal["auto", "cpu", "cuda"]
-    max_steps: int = Field(ge=-1, description="optimizer steps; -1: train.trl.num_train_epochs epochs instead")
+    max_steps: StepsOrEpochs = Field(description="optimizer steps; -1: train.trl.num_train_epochs epochs instead")
     checkpoint_steps: int = Field(ge=1, description="save a resumable checkpoint every this many steps")
     launcher: str = Field(
         description='the command that runs `-m stages.train`: python, or "accelerate launch --config_file ..."')
@@ -129,13 +138,6 @@ class TrainParams(Section):
     trl: dict[str, object] = Field(
         description="any other setting of TRL's GRPOConfig, passed through (checked against the installed TRL)")
 
-    @field_validator("max_steps")
-    @classmethod
-    def _steps_or_epochs(cls, steps: int) -> int:
-        if steps == 0:
-            raise ValueError("0 steps trains nothing: give a number of steps, or -1 for train.trl.num_train_epochs")
-        return steps
-
     @model_validator(mode="after")
     def _one_weight_per_reward(self):
         if len(self.reward_weights) != len(self.reward_funcs):
@@ -148,20 +150,13 @@ class SftParams(Section):
     style: Literal["completion_only", "med-r1"] = Field(
         description="completion_only: the run's prompt, loss on the gold completion; med-r1: Med-R1's sft.py "
                     "(its system prompt and example layout, loss on every token; docs/fidelity.md)")
-    max_steps: int = Field(ge=-1, description="optimizer steps; -1: sft.trl.num_train_epochs epochs instead")
+    max_steps: StepsOrEpochs = Field(description="optimizer steps; -1: sft.trl.num_train_epochs epochs instead")
     learning_rate: float = Field(gt=0)
     per_device_train_batch_size: int = Field(ge=1, description="questions per step")
     logging_steps: int = Field(ge=1)
     seed: int
     trl: dict[str, object] = Field(
         description="any other setting of TRL's SFTConfig, passed through (checked against the installed TRL)")
-
-    @field_validator("max_steps")
-    @classmethod
-    def _steps_or_epochs(cls, steps: int) -> int:
-        if steps == 0:
-            raise ValueError("0 steps trains nothing: give a number of steps, or -1 for sft.trl.num_train_epochs")
-        return steps
 
 
 class EvaluateParams(Section):

@@ -33,6 +33,16 @@ def test_ill_typed_key_is_named(tmp_path):
     assert "train.max_steps" in str(error.value) and "ingest.test_fraction" in str(error.value)
 
 
+def test_zero_steps_are_refused_in_both_trainers(tmp_path):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"]["max_steps"] = raw["sft"]["max_steps"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError) as error:
+        load_params(tmp_path / "params.yaml")
+    assert str(error.value).count("0 steps trains nothing") == 2
+    assert "train.max_steps" in str(error.value) and "sft.max_steps" in str(error.value)
+
+
 def test_a_key_missing_from_params_yaml_is_named_not_defaulted(tmp_path):
     """params.yaml is the one source of every value: the types carry no second set of defaults."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
