@@ -41,8 +41,8 @@ def test_fast_evaluation_decodes_what_generate_decodes(checkpoint, processed, mo
     """Our decoder (shared heads, cached image features, drafts, early stop once the verdict is
     settled) against `generate` with the folder's own generation config, greedy as Med-R1 evaluates:
     each of our completions is the start of generate's, and both grade the same."""
-    from medr1.evaluate.decoding import generate_completions
-    from medr1.model.encoding import ImageCache, encode, prompt_text
+    from medr1.evaluate.decoding import generate_completions, plain_completions
+    from medr1.model.encoding import ImageCache
     from medr1.task.spec import TaskSpec
 
     _, model, processor, records = checkpoint
@@ -50,14 +50,7 @@ def test_fast_evaluation_decodes_what_generate_decodes(checkpoint, processed, mo
     cache = ImageCache(processor)
     ours = generate_completions(model, processor, records, processed, task, batch_size=16,
                                 max_new_tokens=NEW_TOKENS, cache=cache, progress=False)
-    plain = []
-    for start in range(0, len(records), 16):
-        chunk = records[start : start + 16]
-        images = [cache.get(str(processed / r.image)) for r in chunk]
-        texts = [prompt_text(processor, r.question, r.options, task, image) for r, image in zip(chunk, images)]
-        batch = encode(processor, texts, images, padding_side="left")
-        output = model.generate(**batch, max_new_tokens=NEW_TOKENS, do_sample=False)
-        plain += processor.tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    plain = plain_completions(model, processor, records, processed, task, 16, NEW_TOKENS, cache)
     assert all(full.startswith(short) for short, full in zip(ours, plain, strict=True))
     def grades(texts):
         return [task.grade(text, r.answer, "".join(r.options)) for text, r in zip(texts, records)]
@@ -89,3 +82,21 @@ def test_drafted_greedy_tokens_are_generates_tokens(checkpoint, processed, mode)
         ours = greedy_decode(model, prompts, drafts.for_rows(list(range(start, start + len(chunk)))), ends,
                              NEW_TOKENS, lambda lists: [False] * len(lists), tokenizer.pad_token_id, penalty)
         assert ours == plain, start
+
+
+def test_an_architecture_the_fast_decoder_does_not_know_is_evaluated_with_generate(checkpoint, processed,
+                                                                                   monkeypatch, capsys):
+    from medr1.evaluate import decoding
+
+    _, model, processor, records = checkpoint
+    monkeypatch.setattr(decoding, "FAST_DECODING", set())
+    monkeypatch.setattr(decoding, "_told", set())
+    records = records[:6]
+    first = decoding.generate_completions(model, processor, records, processed, "no_think", batch_size=4,
+                                          max_new_tokens=NEW_TOKENS, progress=False)
+    again = decoding.generate_completions(model, processor, records, processed, "no_think", batch_size=4,
+                                          max_new_tokens=NEW_TOKENS, progress=False)
+    said = capsys.readouterr().out
+    assert said.count("evaluating with plain generate") == 1 and model.config.model_type in said  # said once
+    assert first == again == decoding.plain_completions(model, processor, records, processed, "no_think", 4,
+                                                        NEW_TOKENS)

@@ -93,6 +93,35 @@ def length_buckets(lengths: list[int], batch_size: int, together: list | None = 
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
+# Architectures whose internals the fast decoder uses (get_rope_index, get_image_features, the cache
+# layout); any other model is evaluated with plain `generate`.
+FAST_DECODING = {"qwen2_vl", "qwen2_5_vl"}
+_told: set[str] = set()
+
+
+@torch.inference_mode()
+def plain_completions(model, processor, records: list[Record], image_root: Path, task: TaskSpec | str,
+                      batch_size: int = 32, max_new_tokens: int = 256, cache: ImageCache | None = None) -> list[str]:
+    """Greedy completions by `generate` itself, batch by batch with left padding, to max_new_tokens:
+    the reference the fast decoder is held to, and the path for architectures it does not know."""
+    from medr1.model.encoding import encode
+
+    task = TaskSpec.of(task)
+    cache = cache if cache is not None else ImageCache(processor)
+    completions = []
+    for start in range(0, len(records), batch_size):
+        chunk = records[start : start + batch_size]
+        images = cache.get_files([str(image_root / r.image) for r in chunk])
+        texts = [prompt_text(processor, r.question, r.options, task, image) for r, image in zip(chunk, images)]
+        encoded = encode(processor, texts, images, padding_side="left")
+        batch = {name: value.to(model.device) for name, value in encoded.items()}
+        batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+        output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+        completions += processor.tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :],
+                                                        skip_special_tokens=True)
+    return completions
+
+
 @torch.inference_mode()
 def generate_completions(
     model,
@@ -111,6 +140,12 @@ def generate_completions(
     task = TaskSpec.of(task)
     cache = cache if cache is not None else ImageCache(processor)  # an empty cache is falsy
     model.eval()
+    if model.config.model_type not in FAST_DECODING:
+        if model.config.model_type not in _told:
+            _told.add(model.config.model_type)
+            print(f"[{desc}] {model.config.model_type} is not one of {sorted(FAST_DECODING)}: evaluating with plain "
+                  "generate (slower, no early stop)", flush=True)
+        return plain_completions(model, processor, records, image_root, task, batch_size, max_new_tokens, cache)
     tokenizer = processor.tokenizer
     keys = [str(image_root / record.image) for record in records]
     images = cache.get_files(keys)
