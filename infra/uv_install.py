@@ -10,6 +10,7 @@ so a machine whose pip is pointed at a local index, wheel folder, constraint fil
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ OPTIONS = {
     "extra-index-url": "--extra-index-url",
     "find-links": "--find-links",
     "constraint": "--constraint",
+    "trusted-host": "--allow-insecure-host",
 }
 
 
@@ -36,7 +38,8 @@ def pip_settings() -> dict[str, list[str]]:
         key, _, value = line.partition("=")
         section, _, name = key.rpartition(".")
         if section in SECTIONS:
-            by_section.setdefault(section, {})[name] = value.strip().strip("'\"").split()
+            # pip prints each value as a Python literal; a multi-line value holds several, one a line
+            by_section.setdefault(section, {})[name] = str(ast.literal_eval(value.strip())).split()
     settings: dict[str, list[str]] = {}
     for section in SECTIONS:
         settings.update(by_section.get(section, {}))
@@ -48,11 +51,16 @@ def uv_arguments(settings: dict[str, list[str]]) -> list[str]:
     for name, option in OPTIONS.items():
         for value in settings.get(name, []):
             arguments += [option, value]
+    if settings.get("no-index", ["false"])[0].lower() in ("1", "true", "yes", "on"):
+        arguments.append("--no-index")  # an offline machine with wheel folders must not reach for PyPI
     # pip takes the best version across all its indexes; uv's default takes the first index's only.
     return arguments + ["--index-strategy", "unsafe-best-match"]
 
 
 def main() -> int:
+    if len(sys.argv) < 2:
+        print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
+        return 2
     uv, *arguments = sys.argv[1:]
     settings = pip_settings()
     environment = dict(os.environ)

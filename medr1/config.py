@@ -139,6 +139,12 @@ class TrainParams(Section):
         description="any other setting of TRL's GRPOConfig, passed through (checked against the installed TRL)")
 
     @model_validator(mode="after")
+    def _pixel_limits_in_order(self):
+        if self.max_pixels is not None and self.min_pixels > self.max_pixels:
+            raise ValueError(f"train.min_pixels {self.min_pixels} is above train.max_pixels {self.max_pixels}")
+        return self
+
+    @model_validator(mode="after")
     def _one_weight_per_reward(self):
         if len(self.reward_weights) != len(self.reward_funcs):
             raise ValueError(f"reward_weights has {len(self.reward_weights)} entries for "

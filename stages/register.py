@@ -8,9 +8,11 @@ import yaml
 from medr1.config import load_params
 from medr1.errors import PipelineError, run_main
 from medr1.model.base import base_reference
+from medr1.pipeline.recipes import recipe_changes
 from medr1.registry.backends import open_store
 from medr1.registry.lineage import data_dependencies, git_state, package_versions, read_lock, record_counts
 from medr1.registry.model_card import model_card, with_card
+from medr1.registry.redaction import redact
 from medr1.registry.versions import register
 
 OUT = Path("metrics/registered.json")
@@ -28,11 +30,13 @@ def main() -> None:
     missing = [stage for stage in ("ingest", "train") if stage not in stages]
     if missing:
         raise PipelineError(f"dvc.lock has no record of {missing}: run `dvc repro`, not this script alone")
+    raw_params = yaml.safe_load(Path("params.yaml").read_text())
     lineage = {
         "base_model": base_reference(Path("models/base")),
         "data": data_dependencies(stages, UPSTREAM),
         "dvc_lock": {name: stages[name] for name in UPSTREAM if name in stages},
-        "params": yaml.safe_load(Path("params.yaml").read_text()),
+        "params": raw_params,
+        "recipe": {"name": params.recipe, "changed": recipe_changes(raw_params, params.recipe)},
         "metrics": metrics,
         "validation": {k: validation[k] for k in ("success", "rows", "evaluated_expectations")},
         "ingest": ingest,
@@ -42,7 +46,7 @@ def main() -> None:
     }
     store = open_store(params.register_.store, base=Path.cwd())
     name = params.register_.name
-    with with_card(Path("models/grpo"), model_card(name, lineage)) as model_dir:  # a Hugging Face folder
+    with with_card(Path("models/grpo"), model_card(name, redact(lineage))) as model_dir:  # a Hugging Face folder
         manifest = register(store, name, model_dir, lineage)
     OUT.write_text(json.dumps({"name": manifest["name"], "version": manifest["version"], "store": store.url}, indent=1))
     print(f"[register] {manifest['name']} version {manifest['version']} in {store.url}")

@@ -161,13 +161,17 @@ def collate_fn(examples, processor, fetch_image):
     return batch
 
 
-# qwen_vl_utils/vision_process.py (QwenLM/Qwen2-VL), which sft.py's process_vision_info calls
+# qwen_vl_utils/vision_process.py 0.0.10 (Med-R1's src/requirements.txt), which sft.py's process_vision_info calls
 IMAGE_FACTOR = 28
 MIN_PIXELS = 4 * 28 * 28
 MAX_PIXELS = 16384 * 28 * 28
 
 
 def smart_resize(height, width, factor=IMAGE_FACTOR, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS):
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(
+            f"absolute aspect ratio must be smaller than {200}, got {max(height, width) / min(height, width)}"
+        )
     h_bar = max(factor, round(height / factor) * factor)
     w_bar = max(factor, round(width / factor) * factor)
     if h_bar * w_bar > max_pixels:
@@ -181,12 +185,23 @@ def smart_resize(height, width, factor=IMAGE_FACTOR, min_pixels=MIN_PIXELS, max_
     return h_bar, w_bar
 
 
+def to_rgb(pil_image):
+    from PIL import Image
+
+    if pil_image.mode == 'RGBA':
+        white_background = Image.new("RGB", pil_image.size, (255, 255, 255))
+        white_background.paste(pil_image, mask=pil_image.split()[3])  # Use alpha channel as mask
+        return white_background
+    else:
+        return pil_image.convert("RGB")
+
+
 def fetch_image(ele):
     from PIL import Image
 
     image = ele["image"]
     image_obj = image if isinstance(image, Image.Image) else Image.open(image)
-    image = image_obj.convert("RGB")
+    image = to_rgb(image_obj)
     width, height = image.size
     resized_height, resized_width = smart_resize(height, width)
     return image.resize((resized_width, resized_height))

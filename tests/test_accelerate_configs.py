@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+LAUNCH_SETTINGS = {"deepspeed_multinode_launcher", "deepspeed_hostfile", "deepspeed_config_file",
+                   "deepspeed_exclusion_filter", "deepspeed_inclusion_filter"}
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "infra" / "accelerate").glob("*.yaml"))
 
 
@@ -26,9 +28,12 @@ def test_config_loads_as_accelerate_launch_reads_it(path):
     if config.distributed_type != DistributedType.DEEPSPEED:
         assert not config.deepspeed_config
         return
-    known = {field.name for field in dataclasses.fields(DeepSpeedPlugin)}
+    # DeepSpeedPlugin's settings, and the ones `accelerate launch` reads for itself
+    known = {field.name for field in dataclasses.fields(DeepSpeedPlugin)} | LAUNCH_SETTINGS
     settings = config.deepspeed_config
     assert set(settings) <= known, set(settings) - known
+    if config.num_machines > 1:  # else accelerate falls back to pdsh with no hostfile
+        assert settings.get("deepspeed_multinode_launcher") == "standard"
     assert settings["zero_stage"] in (0, 1, 2, 3)
     assert {settings.get("offload_optimizer_device", "none"), settings.get("offload_param_device", "none")} <= \
         {"none", "cpu", "nvme"}
@@ -41,5 +46,6 @@ def test_deepspeed_configs_build_the_plugin(path):
     from accelerate.commands.config.config_args import load_config_from_file
     from accelerate.utils import DeepSpeedPlugin
 
-    settings = load_config_from_file(str(path)).deepspeed_config
+    settings = {key: value for key, value in load_config_from_file(str(path)).deepspeed_config.items()
+                if key not in LAUNCH_SETTINGS}
     assert DeepSpeedPlugin(**settings).zero_stage == settings["zero_stage"]

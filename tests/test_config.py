@@ -43,6 +43,14 @@ def test_zero_steps_are_refused_in_both_trainers(tmp_path):
     assert "train.max_steps" in str(error.value) and "sft.max_steps" in str(error.value)
 
 
+def test_pixel_limits_out_of_order_are_named(tmp_path):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"].update(max_pixels=3000, min_pixels=3136)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match="train.min_pixels 3136 is above train.max_pixels 3000"):
+        load_params(tmp_path / "params.yaml")
+
+
 def test_a_key_missing_from_params_yaml_is_named_not_defaulted(tmp_path):
     """params.yaml is the one source of every value: the types carry no second set of defaults."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -36,7 +36,13 @@ def published_examples(tmp_path_factory):
     for index, (record, size) in enumerate(zip(records, [(384, 384), (500, 300), (384, 384), (60, 90)],
                                                strict=True)):
         path = folder / f"{index}.png"
-        Image.radial_gradient("L").resize(size).convert("RGB").save(path)
+        image = Image.radial_gradient("L").resize(size)
+        if index == 1:  # transparency, which Med-R1's loader puts on white
+            image = Image.merge("RGBA", [image, image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), image,
+                                         image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)])
+        else:
+            image = Image.merge("RGB", [image, image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), image])
+        image.save(path)
         examples.append({"problem": record["problem"], "solution": record["solution"], "image": str(path)})
     corpus = [example["problem"] + example["solution"] for example in examples] * 4
     processor = build_processor(train_tokenizer(corpus, 600), 112)
@@ -70,3 +76,14 @@ def test_the_loss_covers_every_token_but_padding_and_image(published_examples):
     assert ((labels == ids) == trained).all() and (labels[~trained] == -100).all()
     system_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
     assert (labels[:, :1] == system_start).any()  # padding is on the right or left, the prompt is trained
+
+
+def test_an_image_med_r1s_loader_refuses_is_named(tmp_path):
+    from PIL import Image
+
+    from medr1.data.images import ImageError
+    from medr1.train.published_sft import fetch_image
+
+    Image.new("RGB", (2010, 10)).save(tmp_path / "strip.png")
+    with pytest.raises(ImageError, match=r"strip.png: 2010x10 is more than 200 times"):
+        fetch_image(str(tmp_path / "strip.png"))

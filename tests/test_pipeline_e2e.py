@@ -79,6 +79,7 @@ def test_a_pulled_version_is_a_hugging_face_folder_whose_card_holds_the_results(
     md5 = read_lock(repo / "dvc.lock")["ingest"]["outs"]["data/processed"]
     assert f"data/processed@md5:{md5}" in card.data.datasets
     assert card.data.base_model == "models/base" and card.data.recipe == "embedded-cpu"
+    assert "train.max_steps" in card.data.recipe_changes  # the suite's small params differ from the recipe
     assert "license" not in card.data.to_dict()  # left for the user
 
 

@@ -52,7 +52,8 @@ def test_a_downloaded_checkpoint_runs_the_med_r1_recipe_through_register(pipelin
     audit = json.loads(run(["medr1", "audit", "model", version, "--json"], repo).stdout)
     assert audit["base_model"] == {"kind": "local", "path": str(folder),
                                    "sha256": folder_digest(folder_hashes(folder))}
-    assert audit["params"]["recipe"] == recipe and audit["params"]["train"]["prompts"] == "med-r1"
+    assert audit["recipe"]["name"] == recipe and audit["params"]["train"]["prompts"] == "med-r1"
+    assert {"train.max_steps", "base_model.path", "train.device"} <= set(audit["recipe"]["changed"])
     metrics = json.loads((repo / "metrics/eval.json").read_text())
     tested = sum(1 for _ in read_jsonl(repo / "data/processed/test.jsonl"))
     assert metrics["count"] == metrics["base_count"] == metrics["sft_count"] == tested

@@ -111,6 +111,10 @@ def test_a_bad_sft_trl_key_is_named(params_file, tmp_path):
         sft_config(sft.model_copy(update={"trl": {"warmup_ratio": 0.1}}), "cpu", tmp_path / "out")
     with pytest.raises(PipelineError, match="sft.max_steps: -1 trains by epochs"):
         sft_config(sft.model_copy(update={"max_steps": -1, "trl": {}}), "cpu", tmp_path / "out")
+    with pytest.raises(PipelineError, match=r"max_length is set from its own param \(.*sft.style"):
+        sft_config(sft.model_copy(update={"trl": {"max_length": 512}}), "cpu", tmp_path / "out", max_length=None)
+    with pytest.raises(PipelineError, match="sft params do not make a valid SFTConfig"):
+        sft_config(sft.model_copy(update={"trl": {"lr_scheduler_type": "sideways"}}), "cpu", tmp_path / "out")
 
 
 def test_batch_sizes_that_do_not_divide_are_refused_with_the_numbers(params_file, tmp_path):

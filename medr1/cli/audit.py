@@ -39,6 +39,7 @@ def audit_model(
         "records": manifest.get("records") or record_counts(manifest.get("ingest") or {}),
         "validation": manifest.get("validation"),
         "params": manifest.get("params"),
+        "recipe": manifest.get("recipe"),
         "metrics": {k: manifest.get("metrics", {}).get(k)
                     for k in ("accuracy", "base_accuracy", "format_rate", "chance_accuracy")},
         "packages": manifest.get("packages"),
@@ -69,6 +70,9 @@ def audit_model(
     console.print(counts)
     console.print(f"validation {report['validation']}")
     console.print(f"metrics {report['metrics']}")
+    recipe = report["recipe"] or {}
+    changed = recipe.get("changed")
+    console.print(f"recipe {recipe.get('name')}" + (f", then changed: {', '.join(changed)}" if changed else ""))
     console.print(f"train params {(report['params'] or {}).get('train')}")
     files = Table(title="model files")
     for column in ("file", "sha256", "bytes"):

@@ -144,3 +144,14 @@ def apply_recipe(name: str, params_file: Path, root: Path = RECIPES) -> dict[str
         staged.write(text)
     os.replace(staged.name, params_file)
     return {key: (before.get(key), value) for key, value in after.items() if before.get(key) != value}
+
+
+def recipe_changes(params: dict, name: str, root: Path = RECIPES) -> list[str] | None:
+    """The params keys whose values differ from what recipe `name` sets (edited by hand, or by
+    `dvc exp run -S`, after it was applied); None when the recipe file is not there."""
+    try:
+        wanted = settings(read_recipe(name, root)["params"])
+    except MissingFileError:
+        return None
+    current = settings(params)
+    return sorted(key for key, value in wanted.items() if current.get(key) != value)

@@ -54,6 +54,10 @@ def model_card(name: str, lineage: dict) -> str:
 
     metrics, base, params = lineage.get("metrics", {}), lineage["base_model"], lineage["params"]
     train, git = params.get("train", {}), lineage.get("git", {})
+    recipe = lineage.get("recipe") or {"name": params.get("recipe"), "changed": None}
+    changed = recipe.get("changed")
+    as_applied = ("as applied" if changed == [] else f"then changed: {', '.join(changed)}" if changed
+                  else "its file is not in this checkout")
     card_data = ModelCardData(
         model_name=name,
         base_model=base.get("path"),
@@ -62,7 +66,8 @@ def model_card(name: str, lineage: dict) -> str:
         pipeline_tag="image-text-to-text",
         library_name="transformers",
         eval_results=_results(metrics) or None,
-        recipe=params.get("recipe"),
+        recipe=recipe.get("name"),
+        recipe_changes=recipe.get("changed"),
     )
     data_lines = "\n".join(f"  - `{entry['path']}` md5 `{entry['md5']}` (stage {entry['stage']})"
                            for entry in lineage.get("data", []))
@@ -80,8 +85,9 @@ rewards (answer format and correctness), as Med-R1 does, by the Med-R1 pipeline.
 ## Lineage
 
 - Base model: {base.get("kind")} `{base.get("path")}`, sha256 `{base.get("sha256")}`.
-- Recipe: `{params.get("recipe")}`; reasoning layout `{train.get("reasoning")}`, prompts `{train.get("prompts")}`,
-  rewards `{train.get("rewards")}`; every param is in the version's manifest (`medr1 audit model`).
+- Recipe: `{recipe.get("name")}`, {as_applied}.
+- Reasoning layout `{train.get("reasoning")}`, prompts `{train.get("prompts")}`, rewards `{train.get("rewards")}`;
+  every param is in the version's manifest (`medr1 audit model`).
 - Code: git commit `{git.get("commit")}`{dirty}.
 - Data (dvc.lock):
 {data_lines}

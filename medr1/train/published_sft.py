@@ -13,11 +13,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from medr1.data.images import ImageError
 from medr1.data.records import Record
 from medr1.task.prompts import medr1_problem
 from medr1.task.published import sft_messages, solution_text
 
-# qwen_vl_utils.vision_process (the version Med-R1 installs): fetch_image's defaults
+# qwen_vl_utils.vision_process (0.0.10, src/requirements.txt): fetch_image's defaults
 IMAGE_FACTOR = 28
 MIN_PIXELS = 4 * 28 * 28
 MAX_PIXELS = 16384 * 28 * 28
@@ -38,12 +39,23 @@ def fetch_image_size(height: int, width: int) -> tuple[int, int]:
     return h_bar, w_bar
 
 
+MAX_RATIO = 200
+
+
 def fetch_image(path: str):
-    """qwen_vl_utils.fetch_image on a local file: RGB, resized (PIL's default filter) to fetch_image_size."""
+    """qwen_vl_utils.fetch_image (0.0.10, which Med-R1 pins) on a local file: RGB with transparency on
+    white (`to_rgb`), resized with PIL's default filter to fetch_image_size."""
     from PIL import Image
 
     with Image.open(path) as opened:
-        image = opened.convert("RGB")
+        if opened.mode == "RGBA":
+            image = Image.new("RGB", opened.size, (255, 255, 255))
+            image.paste(opened, mask=opened.split()[3])
+        else:
+            image = opened.convert("RGB")
+    if max(image.size) / min(image.size) > MAX_RATIO:
+        raise ImageError(f"{path}: {image.width}x{image.height} is more than {MAX_RATIO} times as long as it is "
+                         "wide, which Med-R1's image loader refuses; drop or crop this image")
     height, width = fetch_image_size(image.height, image.width)
     return image.resize((width, height))
 

@@ -54,8 +54,11 @@ def passthrough_settings(section: str, config_class, trl_settings: dict, typed: 
                             f"installed TRL {trl.__version__}; check the spelling (https://huggingface.co/docs/trl)")
     typed_twice = sorted(set(trl_settings) & set(typed))
     if typed_twice:
-        raise PipelineError(f"{section}.trl: {', '.join(typed_twice)} is set from its own param ({section}.<key>, "
-                            f"or train.checkpoint_steps for save_steps, train.device for use_cpu/bf16); set it there")
+        where = ("sft.<key>, or sft.style for the settings a style fixes, train.device for use_cpu/bf16"
+                 if section == "sft" else "train.<key>, or train.checkpoint_steps for save_steps, train.device "
+                 "for use_cpu/bf16")
+        raise PipelineError(f"{section}.trl: {', '.join(typed_twice)} is set from its own param ({where}); "
+                            "set it there")
     if max_steps == -1 and "num_train_epochs" not in trl_settings:
         raise PipelineError(f"{section}.max_steps: -1 trains by epochs: set {section}.trl.num_train_epochs")
     return dict(trl_settings)
@@ -75,7 +78,7 @@ def _built(config_class, section: str, typed: dict, passthrough: dict):
     """The TRL config, its own checks (batch sizes that must divide across processes, ...) named as params."""
     try:
         return config_class(**typed, **passthrough)
-    except ValueError as error:
+    except (ValueError, TypeError) as error:
         from accelerate import PartialState
 
         raise PipelineError(f"{section} params do not make a valid {config_class.__name__} on "
