@@ -104,21 +104,13 @@ def test_bucketed_batches_return_completions_in_record_order(random_tiny, proces
 def test_cached_vision_features_give_the_completions_of_plain_generation(random_tiny, processed):
     """Our decoding (image features computed once per image, passed as encoder outputs) against
     the plain path: pixel values through generate, batch by batch, no stopping criterion."""
-    from medr1.model.encoding import ImageCache, encode, prompt_text
+    from medr1.evaluate.decoding import plain_completions
 
     model, processor, records = random_tiny
     records = records[:12]
     ours = generate_completions(model, processor, records, processed, "no_think", batch_size=4, max_new_tokens=6,
                                 progress=False)
-    cache, plain = ImageCache(processor), []
-    for start in range(0, len(records), 4):
-        chunk = records[start : start + 4]
-        images = [cache.get(str(processed / r.image)) for r in chunk]
-        texts = [prompt_text(processor, r.question, r.options, "no_think", i) for r, i in zip(chunk, images)]
-        batch = encode(processor, texts, images, padding_side="left")
-        output = model.generate(**batch, max_new_tokens=6, do_sample=False,
-                                pad_token_id=processor.tokenizer.pad_token_id)
-        plain += processor.tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    plain = plain_completions(model, processor, records, processed, "no_think", batch_size=4, max_new_tokens=6)
     assert ours == plain
 
 

@@ -29,7 +29,7 @@ from medr1.data.records import Record
 from medr1.errors import PipelineError
 from medr1.evaluate.greedy import FormatDrafts, greedy_decode
 from medr1.evaluate.heads import split_prompts
-from medr1.model.encoding import ImageCache, ProcessedImage, prompt_text
+from medr1.model.encoding import ImageCache, ProcessedImage, encode, prompt_text
 from medr1.task.spec import TaskSpec
 
 
@@ -104,8 +104,6 @@ def plain_completions(model, processor, records: list[Record], image_root: Path,
                       batch_size: int = 32, max_new_tokens: int = 256, cache: ImageCache | None = None) -> list[str]:
     """Greedy completions by `generate` itself, batch by batch with left padding, to max_new_tokens:
     the reference the fast decoder is held to, and the path for architectures it does not know."""
-    from medr1.model.encoding import encode
-
     task = TaskSpec.of(task)
     cache = cache if cache is not None else ImageCache(processor)
     completions = []
