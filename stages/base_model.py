@@ -7,7 +7,6 @@ from medr1.data.records import read_jsonl
 from medr1.errors import PipelineError, run_main
 from medr1.model.base import reference_local_base
 from medr1.pipeline.staging import publish, staging_for
-from medr1.tiny.build import build_tiny_base
 
 OUT = Path("models/base")
 
@@ -16,6 +15,8 @@ def main() -> None:
     params = load_params().base_model
     staging = staging_for(OUT)
     if params.kind == "tiny":
+        from medr1.tiny.build import build_tiny_base  # torch and transformers: seconds a local reference does without
+
         records = list(read_jsonl(Path("data/processed/train.jsonl")))
         reference = build_tiny_base(records, params, staging, published_at=OUT)
         print(f"[base_model] tiny Qwen2-VL, {reference['parameters']:,} parameters, "
