@@ -113,6 +113,9 @@ class TrainParams(Section):
     max_pixels: int | None = Field(ge=1, description="the training processor's image size limit (Med-R1: "
                                    "401,408); null: the checkpoint's own, and train.min_pixels is unused")
     min_pixels: int = Field(ge=1, description="the training processor's lower image size limit (Med-R1: 3,136)")
+    max_prompt_length: int | None = Field(ge=1, description="the longest train prompt in tokens, image tokens "
+                                          "included; a longer one is refused before training, not cut (Med-R1: "
+                                          "1024, which its trainer cuts); null: no limit")
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
         description="auto: flash_attention_2 on CUDA when flash-attn is installed, else sdpa")
     use_vllm: bool = Field(description="generate with TRL's vLLM integration (GPU only)")

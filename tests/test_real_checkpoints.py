@@ -8,7 +8,8 @@ from conftest import batch_and_prompts
 from medr1.data.records import read_jsonl
 from medr1.model.qwen_files import FAMILIES
 
-QUESTIONS = 200
+QUESTIONS = 200  # the bar: extracted answers and verdicts equal generate's on 200 questions per layout
+TOKEN_QUESTIONS = 50  # the stricter token-for-token comparison, on a quarter of them
 NEW_TOKENS = 10
 
 
@@ -67,7 +68,7 @@ def test_drafted_greedy_tokens_are_generates_tokens(checkpoint, processed, mode)
     from medr1.evaluate.greedy import FormatDrafts, greedy_decode
 
     _, model, processor, records = checkpoint
-    records = sorted(records, key=lambda r: r.image)  # questions about one image share a head
+    records = sorted(records[:TOKEN_QUESTIONS], key=lambda r: r.image)  # questions about one image share a head
     tokenizer = processor.tokenizer
     ends = set(model.generation_config.eos_token_id)
     drafts = FormatDrafts(tokenizer, mode, ["".join(r.options) for r in records],
@@ -82,6 +83,25 @@ def test_drafted_greedy_tokens_are_generates_tokens(checkpoint, processed, mode)
         ours = greedy_decode(model, prompts, drafts.for_rows(list(range(start, start + len(chunk)))), ends,
                              NEW_TOKENS, lambda lists: [False] * len(lists), tokenizer.pad_token_id, penalty)
         assert ours == plain, start
+
+
+@pytest.mark.parametrize("style", ["med-r1", "tiny"])
+def test_prompt_lengths_are_the_processors_own(checkpoint, processed, style):
+    """train.max_prompt_length is checked on lengths computed from image headers: they equal the
+    processor's input ids, image tokens included."""
+    from PIL import Image
+
+    from medr1.task.prompts import chat_prompt
+    from medr1.train.prompt_lengths import prompt_lengths
+
+    _, _, processor, records = checkpoint
+    records = records[:24]
+    texts = [processor.apply_chat_template(chat_prompt(r.question, r.options, "think_before", style), tokenize=False,
+                                           add_generation_prompt=True) for r in records]
+    images = [Image.open(processed / r.image).convert("RGB") for r in records]
+    encoded = processor(text=texts, images=images, add_special_tokens=False, padding=True, return_tensors="pt")
+    assert prompt_lengths(processor, records, processed, "think_before", style) == \
+        encoded["attention_mask"].sum(dim=1).tolist()
 
 
 def test_an_architecture_the_fast_decoder_does_not_know_is_evaluated_with_generate(checkpoint, processed,

@@ -144,3 +144,23 @@ def test_pixel_limits_bound_the_training_processors_resize(small_base):
     own_grid = own.image_processor(images=[image], return_tensors="pt")["image_grid_thw"].tolist()
     limited_grid = limited.image_processor(images=[image], return_tensors="pt")["image_grid_thw"].tolist()
     assert limited_grid == [[1, 4, 4]] and own_grid == [[1, 8, 8]]  # 56x56 and 112x112 pixels in 14-pixel patches
+
+
+def test_prompts_over_max_prompt_length_are_refused_before_the_model_loads(small_base, processed, tmp_path):
+    """Med-R1's trainer cuts a prompt over --max_prompt_length from the left (image tokens too);
+    ours refuses it by name before loading any weights: this folder has the processor only."""
+    from medr1.errors import PipelineError
+    from medr1.model.loading import load_training_processor
+    from medr1.train.grpo import train_grpo
+
+    base, records = small_base
+    load_training_processor(base).save_pretrained(tmp_path / "processor-only")
+    params = PARAMS.train.model_copy(update={**FAST, "max_prompt_length": 10})
+    over = r"train prompts are longer than train.max_prompt_length 10 tokens"
+    with pytest.raises(PipelineError, match=over) as error:
+        train_grpo(tmp_path / "processor-only", records, processed, params, tmp_path / "out")
+    assert any(record.question_id in str(error.value) for record in records)
+    assert "train.max_pixels" in str(error.value)
+    roomy = params.model_copy(update={"max_prompt_length": 4096})
+    with pytest.raises(PipelineError, match="cannot load a model"):  # past the check, at the weights
+        train_grpo(tmp_path / "processor-only", records, processed, roomy, tmp_path / "out")

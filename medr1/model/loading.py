@@ -34,17 +34,26 @@ def load_for_training(model_dir: Path, params: TrainParams, pixel_limits: tuple[
     learning rate of 1e-6 would vanish in bf16 weights); on CUDA bf16 is the compute type.
     `pixel_limits` (min, max) bound the image processor's resize instead of the checkpoint's own."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     torch.manual_seed(params.seed)
     device = resolve_device(params.device)
+    processor = load_training_processor(model_dir, pixel_limits)
     with _loading(model_dir):
-        processor = AutoProcessor.from_pretrained(model_dir)
-        if pixel_limits is not None:
-            processor.image_processor.size = {"shortest_edge": pixel_limits[0], "longest_edge": pixel_limits[1]}
         model = AutoModelForImageTextToText.from_pretrained(
             model_dir, dtype=torch.float32, attn_implementation=resolve_attention(params.attn_implementation, device))
     return model, processor
+
+
+def load_training_processor(model_dir: Path, pixel_limits: tuple[int, int] | None = None):
+    """The folder's processor, its image resize bounded by `pixel_limits` (min, max) when given."""
+    from transformers import AutoProcessor
+
+    with _loading(model_dir):
+        processor = AutoProcessor.from_pretrained(model_dir)
+    if pixel_limits is not None:
+        processor.image_processor.size = {"shortest_edge": pixel_limits[0], "longest_edge": pixel_limits[1]}
+    return processor
 
 
 def peak_gpu_memory() -> str | None:
@@ -76,6 +85,8 @@ def _loading(folder: Path):
     """A folder from_pretrained cannot read (a missing or truncated file) as a message naming it."""
     try:
         yield
-    except OSError as error:
+    except (OSError, ValueError) as error:
+        if isinstance(error, ValueError) and not str(error).startswith("Unrecognized model"):  # no config.json
+            raise
         raise PipelineError(f"cannot load a model from {folder}: {error}; check the folder is a complete "
                             "Qwen2-VL / Qwen2.5-VL checkpoint (config.json, weights, processor files)") from None

@@ -11,10 +11,11 @@ from medr1.config import TrainParams
 from medr1.data.records import Record
 from medr1.errors import PipelineError
 from medr1.model.hooks import apply_training_hook
-from medr1.model.loading import load_for_training
+from medr1.model.loading import load_for_training, load_training_processor
 from medr1.task.rewards import reward_functions
 from medr1.train.datasets import grpo_dataset
 from medr1.train.loggers import dvclive_callback, split_report_to
+from medr1.train.prompt_lengths import refuse_cut_prompts
 from medr1.train.resume import last_checkpoint
 from medr1.train.saving import save_trained
 from medr1.train.trl_config import grpo_config, lora_config
@@ -36,6 +37,10 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
                             "in dvc.yaml; add dvclive beside any other logger, e.g. report_to: [dvclive, wandb]")
     args = grpo_config(params, output_dir / "checkpoints")  # settings that cannot work fail before the model loads
     limits = None if params.max_pixels is None else (params.min_pixels, params.max_pixels)
+    longest = refuse_cut_prompts(load_training_processor(model_dir, limits), records, image_root, params.reasoning,
+                                 params.prompts, params.max_prompt_length)
+    print(f"[train] longest prompt {longest} tokens, image tokens included (train.max_prompt_length "
+          f"{params.max_prompt_length})", flush=True)
     model, processor = load_for_training(model_dir, params, limits)
     if not params.lora.enabled:  # LoRA adapters train as configured, whatever the model
         apply_training_hook(model, processor.tokenizer, records)
