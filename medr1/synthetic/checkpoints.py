@@ -57,6 +57,7 @@ class Sizes:
     vision_hidden_size: int = 32
     vision_num_heads: int = 2
     max_position_embeddings: int = 4096
+    embedding_rows: int = 0  # pad the embeddings to this many rows (Qwen2-VL ships 151,936); 0: the vocabulary's
 
 
 def general_text() -> list[str]:
@@ -74,7 +75,8 @@ def _config(family: Family, tokenizer, sizes: Sizes):
     section = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]  # M-RoPE (temporal, height, width)
     token_id = tokenizer.convert_tokens_to_ids
     text = {
-        "vocab_size": len(tokenizer), "hidden_size": sizes.hidden_size, "intermediate_size": sizes.intermediate_size,
+        "vocab_size": max(len(tokenizer), sizes.embedding_rows), "hidden_size": sizes.hidden_size,
+        "intermediate_size": sizes.intermediate_size,
         "num_hidden_layers": sizes.num_hidden_layers, "num_attention_heads": sizes.num_attention_heads,
         "num_key_value_heads": sizes.num_key_value_heads, "max_position_embeddings": sizes.max_position_embeddings,
         "rope_parameters": {"rope_type": "default", "mrope_section": section, "rope_theta": 1000000.0},
@@ -95,8 +97,10 @@ def _config(family: Family, tokenizer, sizes: Sizes):
 
 
 def write_checkpoint(family: Family, out: Path, texts: Iterable[str] = (), vocab_size: int = 8192,
-                     sizes: Sizes = Sizes(), seed: int = 0) -> Path:
-    """Save a randomly initialised `family` model and its processor files in `out`, as a download has them."""
+                     sizes: Sizes = Sizes(), seed: int = 0, device: str = "cpu", dtype=None) -> Path:
+    """Save a randomly initialised `family` model and its processor files in `out`, as a download has
+    them; initialised on `device` (2B weights initialise much faster on a GPU), saved in `dtype`
+    (Qwen ships bf16; None: float32)."""
     import torch
     from transformers import (
         AutoModelForImageTextToText,
@@ -110,7 +114,10 @@ def write_checkpoint(family: Family, out: Path, texts: Iterable[str] = (), vocab
     torch.manual_seed(seed)
     tokenizer = train_qwen_tokenizer([*texts, *general_text()], vocab_size)
     config = _config(family, tokenizer, sizes)
-    model = AutoModelForImageTextToText.from_config(config)
+    with torch.device(device):
+        model = AutoModelForImageTextToText.from_config(config)
+    if dtype is not None:
+        model.to(dtype)
     settings = dict(IMAGE_PROCESSOR)
     size = {"shortest_edge": settings.pop("min_pixels"), "longest_edge": settings.pop("max_pixels")}
     processor_class = Qwen2VLProcessor if family == "qwen2-vl" else Qwen2_5_VLProcessor
