@@ -1,8 +1,6 @@
 """Med-R1's split files: options parsed out of `problem`, labels from file names, drops named."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from PIL import Image
@@ -73,21 +71,22 @@ def test_reader_recovers_both_labels_and_names_every_drop(tmp_path):
     assert all(where.startswith("modality/") for _, where in dropped.every)
 
 
-def test_medr1_check_reports_per_file_counts_and_fails_only_on_checks(tmp_path):
+def test_medr1_check_reports_per_file_counts_and_fails_only_on_checks(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from medr1.cli.app import app
+
     write_splits_folder(tmp_path / "splits")
-    medr1 = [sys.executable, "-m", "medr1.cli"]
     out = tmp_path / "out"
-    # no params.yaml here: default thresholds
-    result = subprocess.run([*medr1, "check", "medr1-splits", str(tmp_path / "splits"), "--out", str(out), "--json",
-                             "--keep-source-split"],
-                            capture_output=True, text=True, check=False, cwd=tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: default thresholds
+    result = CliRunner().invoke(app, ["check", "medr1-splits", str(tmp_path / "splits"), "--out", str(out), "--json",
+                                      "--keep-source-split"])
+    assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["ingest"]["records_per_file"]["modality/train/MR (Mag-netic Resonance Imaging)_train.json"] == 9
     assert report["ingest"]["train"] == 4 and report["ingest"]["test"] == 2
     assert report["ingest"]["dropped_total"] == 6
     assert len((out / "dropped.jsonl").read_text().splitlines()) == 6
-    strict = subprocess.run([*medr1, "check", "medr1-splits", str(tmp_path / "splits"), "--strict"],
-                            capture_output=True, text=True, check=False, cwd=tmp_path)  # default thresholds too
-    assert strict.returncode == 1 and "Traceback" not in strict.stdout + strict.stderr
-    assert "image path escapes the data root" in strict.stdout
+    strict = CliRunner().invoke(app, ["check", "medr1-splits", str(tmp_path / "splits"), "--strict"])
+    assert strict.exit_code == 1 and isinstance(strict.exception, SystemExit)  # an exit, not an uncaught error
+    assert "Traceback" not in strict.output and "image path escapes the data root" in strict.output
