@@ -76,6 +76,9 @@ class IngestParams(Section):
     image_cache: str | None = Field(description="resized images by source content hash; null: no cache")
     test_fraction: float = Field(gt=0, lt=1)
     seed: int
+    accept_unreadable_files: bool = Field(
+        description="false: a source file that cannot be read at all stops the ingest, naming it; true: its "
+                    "questions count as dropped and the file is listed")
 
 
 class ValidateParams(Section):

@@ -21,7 +21,8 @@ def main() -> None:
     summary = ingest(root, staging, params.image_size, params.test_fraction, params.seed, kind=params.source,
                      family=params.medr1_splits.family, keep_source_split=params.medr1_splits.keep_source_split,
                      images_root=Path(params.medr1_splits.images_root) if params.medr1_splits.images_root else None,
-                     cache=Path(params.image_cache) if params.image_cache else None)
+                     cache=Path(params.image_cache) if params.image_cache else None,
+                     accept_unreadable_files=params.accept_unreadable_files)
     if not summary["records"]:
         reasons = "; ".join(f"{reason} ({entry['count']})" for reason, entry in summary["dropped"].items())
         raise PipelineError(f"no usable records in {root}: every record was dropped: {reasons}. "
@@ -31,6 +32,9 @@ def main() -> None:
     SUMMARY.write_text(json.dumps(summary, indent=1))
     print(f"[ingest] {summary['records']} records ({summary['train']} train / {summary['test']} test), "
           f"{summary['images']} images, {summary['dropped_total']} dropped")
+    if summary["unreadable_files"]:
+        lost = "; ".join(f"{entry['file']} ({entry['questions']} questions)" for entry in summary["unreadable_files"])
+        print(f"[ingest] accepted without their questions (ingest.accept_unreadable_files): {lost}")
 
 
 if __name__ == "__main__":

@@ -71,18 +71,28 @@ def build_corpus(root: Path) -> dict[str, str]:
                        "options are not 2 or more consecutive letters from A"),
         "gap-in-options": (entry("gap-in-options", option_B=None, option_C="Tumor"),
                            "options are not 2 or more consecutive letters from A"),
+        "blank-question": (entry("blank-question", question="   "),
+                           "invalid question: String should have at least 1 character"),
+        "blank-option": (entry("blank-option", option_B="  "), "gt_answer matches no option"),
+        "image-path-number": (entry("image-path-number", image_path=7), "image file not found"),
+        "image-folder": (entry("image-folder", image_path="Images/Set"), "image file not found"),
     }
     qa = root / "QA_information" / "Open-access"
     qa.mkdir(parents=True)
     good = [entry(f"good-{name}", image_path=f"Images/Set/{name}")
             for name in ("ok (1).png", "deep.tif", "print.jpg", "palette.png")]
     (qa / "Set.json").write_text(json.dumps(good + [record for record, _ in cases.values()] + ["not a record"]))
-    (qa / "Broken.json").write_text('[{"question_id": "cut-off", ')
+    (qa / "Broken.json").write_text('[{"question_id": "cut-off"}, {"question_id": "lost", ')
     (qa / "Object.json").write_text('{"question_id": "not-a-list"}')
+    (qa / "Latin.json").write_bytes(json.dumps([entry("accent-1"), entry("accent-2"), entry("accent-3")])
+                                    .replace("What", "Qu\u00e9").encode("latin-1"))
     expected = {qid: reason for qid, (_, reason) in cases.items()}
-    expected.update({"Set.json[22]": "record is not an object", "Broken.json": "file is not valid JSON",
-                     "Object.json": "file is not a JSON list"})
+    expected["Set.json[26]"] = "record is not an object"
     return expected
+
+
+UNREADABLE = {"Broken.json": ("file is not valid JSON", 2), "Object.json": ("file is not a JSON list", 1),
+              "Latin.json": ("file is not UTF-8 text", 3)}
 
 
 @pytest.fixture(scope="module")
@@ -94,13 +104,17 @@ def corpus(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 def test_every_malformed_input_is_refused_with_its_reason(corpus, tmp_path):
     root, expected = corpus
-    assert len(expected) >= 20
-    summary = ingest(root, tmp_path / "out", 384, 0.5, 0, progress=False)
+    assert len(expected) + len(UNREADABLE) >= 25
+    summary = ingest(root, tmp_path / "out", 384, 0.5, 0, progress=False, accept_unreadable_files=True)
     refused = [json.loads(line) for line in (tmp_path / "out" / "dropped.jsonl").read_text().splitlines()]
+    records = [entry for entry in refused if "record" in entry]
     for case, reason in expected.items():
-        matching = [entry for entry in refused if case in entry["record"]]
+        matching = [entry for entry in records if f"question_id={case}" in entry["record"] or case in entry["record"]]
         assert [entry["reason"] for entry in matching] == [reason], case
-    assert summary["dropped_total"] == len(expected)
+        assert "Set.json[" in matching[0]["record"], case  # the file and position, not only the id
+    files = {entry["file"]: (entry["reason"].split(":")[0], entry["questions"]) for entry in refused if "file" in entry}
+    assert files == UNREADABLE
+    assert summary["dropped_total"] == len(expected) + sum(questions for _, questions in UNREADABLE.values())
     assert summary["records"] == 4  # the good one plus the 16-bit, CMYK and palette images, converted on purpose
     for line in ((tmp_path / "out" / "train.jsonl").read_text().splitlines()
                  + (tmp_path / "out" / "test.jsonl").read_text().splitlines()):
@@ -117,3 +131,78 @@ def test_medr1_check_on_the_corpus_names_problems_without_a_traceback(corpus, tm
     assert "Traceback" not in output
     for reason in ("image too large to decode safely", "image path escapes the data root", "file is not valid JSON"):
         assert reason in output
+
+
+def test_an_unreadable_file_stops_the_ingest_naming_it_and_writes_nothing(corpus, tmp_path):
+    from medr1.errors import DataError
+
+    root, _ = corpus
+    with pytest.raises(DataError) as error:
+        ingest(root, tmp_path / "out", 384, 0.5, 0, progress=False)
+    message = str(error.value)
+    for name, (reason, questions) in UNREADABLE.items():
+        assert f"{name} ({reason}" in message and f"about {questions} questions" in message, name
+    assert "ingest.accept_unreadable_files" in message
+    assert not (tmp_path / "out").exists()  # stopped before any image or split was written
+
+
+def _splits_record(image: str, problem: str, letter: str) -> dict:
+    return {"image": image, "problem": problem, "solution": f"<answer> {letter} </answer>"}
+
+
+def build_splits_corpus(root: Path) -> dict[str, str]:
+    """Med-R1's Splits/ layout with one malformed record per case, each at its own position of
+    CT_train.json; returns 'file[index]' -> the reason expected."""
+    images = root / "Images" / "Set"
+    images.mkdir(parents=True)
+    Image.new("RGB", (64, 48), (40, 80, 120)).save(images / "ok.png")
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    ok = "Images/Set/ok.png"
+    cases = [
+        (_splits_record(ok, "Which organ? A)Brain, B)Lung", "C"),
+         "solution's <answer> letter is not among the options"),
+        ({"image": ok, "problem": "Which organ? A)Brain, B)Lung", "solution": "A"},
+         "solution's <answer> letter is not among the options"),
+        (_splits_record(ok, "Which organ is it?", "A"), "problem has no question and at least two options A), B)"),
+        (_splits_record(ok, "Which organ? A)Brain", "A"), "problem has no question and at least two options A), B)"),
+        (_splits_record(ok, "   A)Brain, B)Lung", "A"), "problem has no question and at least two options A), B)"),
+        (_splits_record(ok, "Which side? A)left, B)left", "A"), "options are empty or repeated"),
+        ("a bare string", "record lacks image, problem or solution"),
+        ({"image": ok, "problem": "Which organ? A)Brain, B)Lung"}, "record lacks image, problem or solution"),
+        ({"image": 5, "problem": "Which organ? A)Brain, B)Lung", "solution": "<answer>A</answer>"},
+         "record lacks image, problem or solution"),
+        (_splits_record("../outside.png", "Which organ? A)Brain, B)Lung", "A"), "image path escapes the data root"),
+        (_splits_record("/etc/hostname", "Which organ? A)Brain, B)Lung", "A"), "image path escapes the data root"),
+        (_splits_record("Images/Set/none.png", "Which organ? A)Brain, B)Lung", "A"), "image file not found"),
+        (_splits_record("Images/Set/broken.png", "Which organ? A)Brain, B)Lung", "A"), "image does not decode"),
+        (_splits_record(ok, "Asked in no question-type file? A)x, B)y", "A"),
+         "question_type unknown: the question is in no question_type file"),
+    ]
+    good = [_splits_record(ok, f"Which organ {i}? A)Brain, B)Lung", "A") for i in range(4)]
+    labelled = good + [record for record, _ in cases[:-1] if isinstance(record, dict)]
+    files = {"modality/train/CT(Computed Tomography)_train.json": good + [record for record, _ in cases],
+             "modality/train/Sonar_train.json": good[:1],
+             "question_type/train/Anatomy Identification_train.json": labelled}
+    for name, records in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(json.dumps(records))
+    (root / "modality/test").mkdir()
+    (root / "modality/test/CT(Computed Tomography)_test.json").write_text(
+        json.dumps(good[:2])[:-5])  # cut off mid-record
+    expected = {f"CT(Computed Tomography)_train.json[{len(good) + i}]": reason for i, (_, reason) in enumerate(cases)}
+    expected["Sonar_train.json[0]"] = "unknown modality in file name 'Sonar_train'"
+    return expected
+
+
+def test_every_malformed_split_record_is_refused_at_its_position(tmp_path):
+    root = tmp_path / "splits"
+    expected = build_splits_corpus(root)
+    assert len(expected) >= 15
+    summary = ingest(root, tmp_path / "out", 384, 0.5, 0, progress=False, kind="medr1-splits",
+                     accept_unreadable_files=True)
+    refused = [json.loads(line) for line in (tmp_path / "out" / "dropped.jsonl").read_text().splitlines()]
+    for where, reason in expected.items():
+        assert [entry["reason"] for entry in refused if where in entry.get("record", "")] == [reason], where
+    assert [(entry["file"], entry["questions"]) for entry in refused if "file" in entry] == [
+        ("modality/test/CT(Computed Tomography)_test.json", 2)]
+    assert summary["records"] == 4 and summary["dropped_total"] == len(expected) + 2

@@ -39,6 +39,9 @@ def check(
         "--keep-source-split",
         help="medr1-splits only: keep Med-R1's own train/test sides instead of splitting by image hash.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Also fail when any record was dropped.")] = False,
+    accept_unreadable_files: Annotated[bool, typer.Option(
+        "--accept-unreadable-files",
+        help="Pass even when a question file cannot be read at all (its questions count as dropped).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Ingest and validate a source folder without training. Exit status 0 only when every check passes.
@@ -56,7 +59,8 @@ def check(
                      "max_modality_share": max_modality_share}
         thresholds = thresholds.model_copy(update={k: v for k, v in overrides.items() if v is not None})
         report = check_source(kind, root, out or Path(scratch), thresholds, family=family, images_root=images,
-                              keep_source_split=keep_source_split, progress=not as_json)
+                              keep_source_split=keep_source_split, progress=not as_json,
+                              accept_unreadable_files=accept_unreadable_files)
         if out is None:
             report["dropped_list"] = None  # the scratch folder is gone after this command
     passed = report["success"] and not (strict and report["ingest"]["dropped_total"])
@@ -73,6 +77,10 @@ def check(
     console.print(files)
     console.print(f"kept {summary['records']} records on {summary['images']} images; "
                   f"dropped {summary['dropped_total']}")
+    for entry in summary["unreadable_files"]:
+        colour = "yellow" if accept_unreadable_files else "red"
+        console.print(f"[{colour}]cannot read {entry['file']}: {entry['reason']}; it holds about "
+                      f"{entry['questions']} questions[/{colour}]")
     if summary["dropped"]:
         drops = Table(title="dropped records, by reason"
                       + (f" (every one in {report['dropped_list']})" if report["dropped_list"]

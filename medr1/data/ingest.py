@@ -7,6 +7,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from medr1.data.images import ImageError, default_workers, process_image
@@ -15,7 +16,7 @@ from medr1.data.sources.base import Dropped, SourceItem
 from medr1.data.sources.medr1_splits import read_medr1_splits
 from medr1.data.sources.omnimedvqa import read_omnimedvqa
 from medr1.data.splits import split_by_image, write_splits
-from medr1.errors import PipelineError
+from medr1.errors import DataError, PipelineError
 
 SOURCE_KINDS = ("synthetic", "omnimedvqa", "medr1-splits")
 
@@ -40,11 +41,21 @@ def _process(args: tuple[Path, Path, int, Path | None]) -> tuple[str, str, bool]
 
 def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, seed: int, progress: bool = True,
            kind: str = "omnimedvqa", family: str = "modality", keep_source_split: bool = False,
-           images_root: Path | None = None, workers: int | None = None, cache: Path | None = None) -> dict:
+           images_root: Path | None = None, workers: int | None = None, cache: Path | None = None,
+           accept_unreadable_files: bool = False) -> dict:
     """Write `out/{train,test}.jsonl`, `out/splits/...`, `out/images/`, `out/dropped.jsonl` (every
-    record refused, with its reason) and return the ingest summary; no splits when nothing is usable."""
+    record refused, with its reason) and return the ingest summary; no splits when nothing is usable.
+
+    A source file that cannot be read at all (not UTF-8, not JSON, not a list) stops the ingest
+    before anything is written, naming it and about how many questions it holds, unless
+    `accept_unreadable_files`: then its questions count as dropped and the summary lists the file.
+    """
     dropped, per_file = Dropped(), Counter()
     items = read_source(kind, source_root, dropped, per_file, family, images_root)
+    if dropped.files and not accept_unreadable_files:
+        raise DataError(f"{len(dropped.files)} source file(s) cannot be read: {dropped.describe_files()}. Repair or "
+                        "replace them, or set ingest.accept_unreadable_files: true (medr1 check: "
+                        "--accept-unreadable-files) to go on without their questions")
     image_folder = out / "images"
     image_folder.mkdir(parents=True, exist_ok=True)
     sources = sorted({item.image_path for item in items})
@@ -60,23 +71,20 @@ def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, 
     for item in items:
         result = processed[item.image_path]
         if isinstance(result, str):
-            dropped.add(result.split(":")[0], f"{item.question_id} ({item.image_path})")
+            dropped.add(result.split(":")[0], f"{item.where or item.question_id} ({item.image_path})")
             continue
         digest, name, _ = result
+        try:
+            record = Record(question_id=item.question_id, dataset=item.dataset, modality=item.modality,
+                            question_type=item.question_type, question=item.question, options=item.options,
+                            answer=item.answer, image=f"images/{name}", image_sha256=digest)
+        except ValidationError as error:  # whatever the readers let through, the record's schema catches here
+            problem = error.errors()[0]
+            field_name = ".".join(str(part) for part in problem["loc"]) or "record"
+            dropped.add(f"invalid {field_name}: {problem['msg']}", item.where or item.question_id)
+            continue
         sides[item.question_id] = item.split
-        records.append(
-            Record(
-                question_id=item.question_id,
-                dataset=item.dataset,
-                modality=item.modality,
-                question_type=item.question_type,
-                question=item.question,
-                options=item.options,
-                answer=item.answer,
-                image=f"images/{name}",
-                image_sha256=digest,
-            )
-        )
+        records.append(record)
     summary = {"source": str(source_root), "kind": kind, "records_per_file": dict(sorted(per_file.items())),
                "records": len(records), "images": len({r.image_sha256 for r in records}),
                "images_processed": sum(1 for r in results if not isinstance(r, str) and not r[2]),
@@ -89,8 +97,11 @@ def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, 
             train, test = split_by_image(records, test_fraction, seed)
         summary.update(write_splits(train, test, out))
     summary["dropped"] = dropped.as_dict()
-    summary["dropped_total"] = len(dropped.every)
+    summary["unreadable_files"] = dropped.files
+    summary["dropped_total"] = dropped.total
     with (out / "dropped.jsonl").open("w", encoding="utf-8") as handle:  # every dropped record, named
+        for entry in dropped.files:
+            handle.write(json.dumps(entry) + "\n")
         for reason, where in dropped.every:
             handle.write(json.dumps({"record": where, "reason": reason}) + "\n")
     return summary

@@ -20,16 +20,30 @@ class SourceItem:
     answer: str
     image_path: Path  # absolute, inside the source root
     split: str | None = None  # "train"/"test" when the source fixes it (Med-R1's split files)
+    where: str = ""  # the record's file and position, for the message that drops it later
 
 
 @dataclass
 class Dropped:
-    """Every record the readers refused, with its reason."""
+    """Every record the readers refused, with its reason, and every file they could not read at all."""
 
     every: list[tuple[str, str]] = field(default_factory=list)  # (reason, record)
+    files: list[dict] = field(default_factory=list)  # {"file", "reason", "questions"}: unreadable files
 
     def add(self, reason: str, where: str) -> None:
         self.every.append((reason, where))
+
+    def unreadable(self, file: str, reason: str, questions: int) -> None:
+        self.files.append({"file": file, "reason": reason, "questions": questions})
+
+    @property
+    def total(self) -> int:
+        """Questions lost: the records dropped, and those an unreadable file held."""
+        return len(self.every) + sum(entry["questions"] for entry in self.files)
+
+    def describe_files(self) -> str:
+        return "; ".join(f"{entry['file']} ({entry['reason']}; it holds about {entry['questions']} questions)"
+                         for entry in self.files)
 
     @property
     def counts(self) -> Counter:
@@ -46,17 +60,22 @@ class Dropped:
         return summary
 
 
-def json_list(file: Path, dropped: Dropped) -> list:
-    """The JSON list a question file holds, or [] with the file dropped saying why."""
+def json_list(file: Path, dropped: Dropped, question_key: str, name: str | None = None) -> list:
+    """The JSON list a question file holds, or [] with the file recorded as unreadable in `dropped`,
+    saying why and about how many questions it held (its `question_key` keys, counted in the raw bytes)."""
+    raw = file.read_bytes()
     try:
-        entries = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        dropped.add("file is not valid JSON", f"{file.name}: {error}")
-        return []
-    if not isinstance(entries, list):
-        dropped.add("file is not a JSON list", file.name)
-        return []
-    return entries
+        entries = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        reason = f"file is not UTF-8 text: {error}"
+    except json.JSONDecodeError as error:
+        reason = f"file is not valid JSON: {error}"
+    else:
+        if isinstance(entries, list):
+            return entries
+        reason = "file is not a JSON list"
+    dropped.unreadable(name or file.name, reason, raw.count(f'"{question_key}"'.encode()))
+    return []
 
 
 def safe_image_path(root: Path, relative: str) -> Path | None:

@@ -61,13 +61,14 @@ def split_files(root: Path, family: str) -> list[Path]:
     return sorted(file for side in SIDES for file in (root / family / side).glob("*.json"))
 
 
-def _index(root: Path, family: str, per_file: Counter | None) -> dict[tuple[str, str], str]:
+def _index(root: Path, family: str, per_file: Counter | None, dropped: Dropped) -> dict[tuple[str, str], str]:
     """(image, problem) -> this family's label, over all of the family's readable files (whose
-    record counts go into `per_file` too: a check reports every file of the folder)."""
+    record counts go into `per_file` too: a check reports every file of the folder, and every
+    file it cannot read, whose labels are then missing)."""
     index = {}
     for file in split_files(root, family):
         label = label_of(family, file)
-        entries = json_list(file, Dropped())
+        entries = json_list(file, dropped, "problem", f"{family}/{file.parent.name}/{file.name}")
         if per_file is not None:
             per_file[f"{family}/{file.parent.name}/{file.name}"] += len(entries)
         if label is None:
@@ -93,11 +94,11 @@ def read_medr1_splits(root: Path, family: str, dropped: Dropped, per_file: Count
     if not files:
         raise MissingFileError(f"no Med-R1 split files in {root}/{family}/{{train,test}}/: expected <name>_<side>.json")
     other = FAMILIES[1 - FAMILIES.index(family)]
-    other_labels = _index(root, other, per_file)
+    other_labels = _index(root, other, per_file, dropped)
     for file in files:
         side = file.parent.name
         label = label_of(family, file)
-        entries = json_list(file, dropped)
+        entries = json_list(file, dropped, "problem", f"{family}/{side}/{file.name}")
         if per_file is not None:
             per_file[f"{family}/{side}/{file.name}"] += len(entries)
         for position, entry in enumerate(entries):
@@ -148,4 +149,5 @@ def _item(root, entry, where, family, label, other_labels, side, dropped) -> Sou
         answer=answer.group(1),
         image_path=image_path,
         split=side,
+        where=where,
     )

@@ -54,7 +54,7 @@ def read_omnimedvqa(root: Path, dropped: Dropped, per_file: Counter | None = Non
     if not files:
         raise MissingFileError(f"no OmniMedVQA question files in {qa_folder}: expected {QA_FOLDER}/<dataset>.json")
     for qa_file in files:
-        entries = json_list(qa_file, dropped)
+        entries = json_list(qa_file, dropped, "question_id")
         if per_file is not None:
             per_file[qa_file.name] += len(entries)
         for position, entry in enumerate(entries):
@@ -106,4 +106,5 @@ def _item(root: Path, entry: object, where: str, dropped: Dropped) -> SourceItem
         options=options,
         answer=matches[0],
         image_path=image_path,
+        where=where,
     )
