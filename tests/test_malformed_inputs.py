@@ -124,12 +124,13 @@ def test_every_malformed_input_is_refused_with_its_reason(corpus, tmp_path):
 
 def test_medr1_check_on_the_corpus_names_problems_without_a_traceback(corpus, tmp_path):
     root, _ = corpus
-    result = subprocess.run([sys.executable, "-m", "medr1.cli", "check", "omnimedvqa", str(root), "--strict"],
+    result = subprocess.run([sys.executable, "-m", "medr1.cli", "check", "omnimedvqa", str(root)],
                             capture_output=True, text=True, check=False, cwd=tmp_path)
     output = result.stdout + result.stderr
-    assert result.returncode == 1
+    assert result.returncode == 1  # without --strict: the unreadable files fail it, the rest is still checked
     assert "Traceback" not in output
-    for reason in ("image too large to decode safely", "image path escapes the data root", "file is not valid JSON"):
+    for reason in ("image too large to decode safely", "image path escapes the data root",
+                   "cannot read Broken.json: file is not valid JSON", "about 3 questions"):
         assert reason in output
 
 
