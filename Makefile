@@ -39,10 +39,15 @@ run: $(STAMP)
 
 # The same pipeline through Prefect: a task per stage, data checks first, artifacts. No server needed
 # (Prefect's ephemeral local API); overrides as `dvc exp run -S` takes them: make run-flow SET="train.max_steps=100"
+# (several: SET="a.b=1 c.d=2"; quote one with spaces: SET="'train.launcher=torchrun --standalone'"). SET reaches
+# the flow as an environment variable, never as text of this recipe's shell command, and unexpanded by make:
+# a value cannot run anything.
+MEDR1_SET := $(value SET)
+export MEDR1_SET
 run-flow: $(STAMP)
 	test -d .git || git init --quiet
 	test -d .dvc || $(BIN)/dvc init --quiet
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m flows.pipeline $(foreach setting,$(SET),-S $(setting))
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m flows.pipeline --set-params-from MEDR1_SET
 
 # Prefect server on PostgreSQL, a worker with the deployments, MinIO with its bucket (Docker Compose).
 # The first time, infra/.env gets random passwords (git ignores it).

@@ -29,6 +29,21 @@ def overridden_params(params_file: Path, overrides: list[str]) -> Iterator[None]
         params_file.write_bytes(original)
 
 
+def check_overrides(params_file: Path, overrides: list[str]) -> None:
+    """Refuse `overrides` that are malformed or would make invalid params (a launcher that is not
+    one, an unknown key), on a scratch copy of params.yaml: nothing runs and nothing is written."""
+    import shutil
+    import tempfile
+
+    check_shape(overrides)
+    if not overrides or not params_file.is_file():
+        return
+    with tempfile.TemporaryDirectory(prefix="medr1-overrides-") as scratch:
+        copy = Path(scratch) / "params.yaml"
+        shutil.copyfile(params_file, copy)
+        _apply(copy, overrides)
+
+
 def check_shape(overrides: list[str]) -> None:
     malformed = [item for item in overrides if not isinstance(item, str) or "=" not in item]
     if malformed:

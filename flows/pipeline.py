@@ -8,6 +8,8 @@ configured, and the run's metrics, lineage and report as Prefect artifacts.
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 import threading
 from pathlib import Path
@@ -20,7 +22,7 @@ from prefect.states import Failed, State
 from flows.artifacts import REPORT, data_checks_markdown, per_modality_rows, run_summary_markdown
 from flows.dvc_commands import DvcFailed, TransientDvcError, has_remote, run_dvc, stages_that_ran, status
 from flows.dvc_graph import read_graph
-from flows.params_overrides import OverrideError, check_shape, overridden_params
+from flows.params_overrides import OverrideError, check_overrides, overridden_params
 from medr1.errors import PipelineError
 
 CHECKED_STAGE = "validate"        # the data checks run as soon as the stages it depends on have run
@@ -182,10 +184,15 @@ def main(argv: list[str] | None = None) -> int:
         "training, artifacts in the Prefect UI. Without PREFECT_API_URL it runs on Prefect's ephemeral local API."))
     parser.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a params.yaml override for this run, as `dvc exp run -S` takes it (repeatable)")
+    parser.add_argument("--set-params-from", metavar="VARIABLE", help="also the overrides in this environment "
+                        "variable, split as a shell splits words but never run by one (what `make run-flow SET=...` "
+                        "passes)")
     parser.add_argument("--repo", default=".", help="the repository to run in (default: the current folder)")
     arguments = parser.parse_args(argv)
+    if arguments.set_params_from:
+        arguments.overrides += shlex.split(os.environ.get(arguments.set_params_from, ""))
     try:
-        check_shape(arguments.overrides)
+        check_overrides(Path(arguments.repo) / "params.yaml", arguments.overrides)  # before Prefect starts
     except OverrideError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

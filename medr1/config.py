@@ -25,6 +25,56 @@ def _steps_or_epochs(steps: int) -> int:
 
 StepsOrEpochs = Annotated[int, Field(ge=-1), AfterValidator(_steps_or_epochs)]
 
+# What train.launcher may be. stages/launch.py runs it as an argument list, never through a shell,
+# and every word must be one of these: a param cannot smuggle a command in (flow overrides included).
+_NUMBER, _HOST = r"\d{1,6}", r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}"
+_LAUNCHER_OPTIONS = {
+    "torchrun": {"--standalone": None, "--nproc_per_node": _NUMBER, "--nproc-per-node": _NUMBER, "--nnodes": _NUMBER,
+                 "--node_rank": _NUMBER, "--master_addr": _HOST, "--master_port": _NUMBER},
+    "accelerate launch": {"--config_file": r"infra/accelerate/[A-Za-z0-9_-]+\.yaml", "--num_processes": _NUMBER,
+                          "--num_machines": _NUMBER, "--machine_rank": _NUMBER, "--main_process_ip": _HOST,
+                          "--main_process_port": _NUMBER, "--mixed_precision": "no|fp16|bf16"},
+}
+LAUNCHER_FORMS = ("python; torchrun with --standalone, --nproc_per_node N, --nnodes N, --node_rank N, --master_addr "
+                  "HOST, --master_port N; or accelerate launch with --config_file infra/accelerate/<name>.yaml, "
+                  "--num_processes N, --num_machines N, --machine_rank N, --main_process_ip HOST, "
+                  "--main_process_port N, --mixed_precision no|fp16|bf16")
+
+
+def launcher_command(text: str) -> list[str]:
+    """train.launcher as the argument list it runs; a ValueError naming the first word that is not allowed."""
+    import re
+
+    words = text.split()
+    if words in (["python"], ["python3"]):
+        return words
+    program = "accelerate launch" if words[:2] == ["accelerate", "launch"] else words[0] if words else ""
+    if program not in _LAUNCHER_OPTIONS:
+        raise ValueError(f"train.launcher {text!r} is not a launcher the pipeline runs; use {LAUNCHER_FORMS}")
+    options, rest = _LAUNCHER_OPTIONS[program], words[len(program.split()):]
+    while rest:
+        name, _, value = rest.pop(0).partition("=")
+        if name not in options:
+            raise ValueError(f"train.launcher: {name!r} is not an option the pipeline passes to {program} "
+                             f"(allowed: {', '.join(options)})")
+        if options[name] is None:
+            if value:
+                raise ValueError(f"train.launcher: {name} takes no value")
+            continue
+        if not value:
+            value = rest.pop(0) if rest else ""
+        if not re.fullmatch(options[name], value):
+            raise ValueError(f"train.launcher: {value!r} is not a value {name} takes (expected {options[name]})")
+    return words
+
+
+def _allowed_launcher(text: str) -> str:
+    launcher_command(text)
+    return text
+
+
+Launcher = Annotated[str, AfterValidator(_allowed_launcher)]
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -110,8 +160,9 @@ class TrainParams(Section):
     device: Literal["auto", "cpu", "cuda"]
     max_steps: StepsOrEpochs = Field(description="optimizer steps; -1: train.trl.num_train_epochs epochs instead")
     checkpoint_steps: int = Field(ge=1, description="save a resumable checkpoint every this many steps")
-    launcher: str = Field(
-        description='the command that runs `-m stages.train`: python, or "accelerate launch --config_file ..."')
+    launcher: Launcher = Field(
+        description='the command that runs `-m stages.train` and `-m stages.sft` (no shell): python, torchrun ..., '
+                    'or "accelerate launch --config_file infra/accelerate/<name>.yaml ..."')
     gradient_checkpointing: bool
     max_pixels: int | None = Field(ge=1, description="the training processor's image size limit (Med-R1: "
                                    "401,408); null: the checkpoint's own, and train.min_pixels is unused")

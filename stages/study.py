@@ -1,10 +1,15 @@
 """Stage study@<group>: one cell of the generalization study (GRPO on one group, tested on all).
 
+    python -m stages.study                     # under DVC: the cell from $DVC_STAGE, "study_modality@CT"
     python -m stages.study modality CT
     python -m stages.study question_type "Disease Diagnosis"
+
+dvc.yaml's command names no group: a group is a params.yaml value, and a value in a shell command
+could run anything; DVC names the stage it runs in $DVC_STAGE, which no shell reads.
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,10 +22,19 @@ from medr1.study.cells import evaluate_cell, study_groups, train_cell
 DATA = Path("data/processed")
 
 
+def cell_of(arguments: list[str], dvc_stage: str) -> tuple[str, str]:
+    """(family, group) from the command line, or from DVC's stage name "study_<family>@<group>"."""
+    if len(arguments) == 2:
+        return arguments[0], arguments[1]
+    stage, _, group = dvc_stage.partition("@")
+    if arguments or not stage.startswith("study_") or not group:
+        raise PipelineError("usage: python -m stages.study <modality|question_type> <group> "
+                            "(under DVC, the stage study_<family>@<group> names them)")
+    return stage.removeprefix("study_"), group
+
+
 def main() -> None:
-    if len(sys.argv) != 3:
-        raise PipelineError("usage: python -m stages.study <modality|question_type> <group>")
-    family, group = sys.argv[1], sys.argv[2]
+    family, group = cell_of(sys.argv[1:], os.environ.get("DVC_STAGE", ""))
     params = load_params()
     if group not in study_groups(params, family):
         raise PipelineError(f"{group!r} is not in study's {family} list in params.yaml")

@@ -220,6 +220,16 @@ def test_deployment_runs_on_a_real_server_through_a_process_worker(pipeline_copy
                              json={"artifacts": {"key": {"any_": ["medr1-run-summary"]}}}).json()
         assert summary and "Med-R1 pipeline run" in summary[0]["data"]
         assert any(path.is_file() for path in remote.rglob("*"))  # `dvc push` ran
+
+        with temporary_settings({PREFECT_API_URL: api}), client() as prefect:  # whoever may start a run
+            injected = prefect.create_flow_run_from_deployment(
+                nightly.id, parameters={"overrides": ["train.launcher=python; touch MARKER"]})
+            deadline = time.monotonic() + 300
+            while not (state := prefect.read_flow_run(injected.id).state).is_final():
+                assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
+                time.sleep(1)
+        assert state.is_failed() and "train.launcher" in state.message, state.message
+        assert not list(repo.rglob("MARKER"))
     finally:
         _stop(worker)
         run(["dvc", "remote", "remove", "scratch"], repo)
