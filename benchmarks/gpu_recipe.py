@@ -244,7 +244,7 @@ def main() -> None:
     train = params["train"]
     per_step = train["per_device_train_batch_size"] * train["gradient_accumulation_steps"]
 
-    output, stage_s = run(args.work, log, f"{train['launcher']} -m stages.train")
+    output, stage_s = run(args.work, log, f"{python} -m stages.launch train")  # as dvc.yaml runs it
     ours = training_speed(json.loads((args.work / "models/grpo/trainer_log.json").read_text()), args.steps, per_step)
     if memory := re.search(r"peak GPU memory ([\d.]+) GiB allocated", output):
         ours["peak_gib"] = float(memory[1])
