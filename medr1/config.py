@@ -230,6 +230,8 @@ class EvaluateParams(Section):
     batch_size: int = Field(ge=1)
     max_new_tokens: int = Field(ge=1, description="Med-R1's limit; rows stop earlier once their verdict is settled")
     device: Literal["auto", "cpu", "cuda"] = Field(description="auto: a CUDA GPU when there is one")
+    image_window: int = Field(ge=1, description="processed images held at once (the split is evaluated in "
+                                                "windows of this many images): memory flat in the split size")
 
 
 class PromotionGate(Section):

@@ -374,3 +374,26 @@ def test_grade_uses_the_reward_extractor(processed):
     record = next(iter(read_jsonl(processed / "test.jsonl")))
     graded = grade(record, f"<answer>{record.answer}</answer>", "no_think")
     assert graded.correct and graded.well_formed and graded.dataset == record.dataset
+
+
+def test_a_bounded_image_cache_keeps_its_bound_and_the_completions(random_tiny, processed):
+    """evaluate.image_window: the split is decoded in windows of that many images, and the cache
+    keeps no more; the completions are those of one window over the whole split."""
+    from medr1.evaluate.decoding import image_windows
+    from medr1.model.encoding import ImageCache
+
+    model, processor, records = random_tiny
+    records = records[:20]
+    keys = [r.image for r in records]
+    windows = image_windows(keys, 2)
+    assert sorted(i for window in windows for i in window) == list(range(len(records)))
+    assert all(len({keys[i] for i in window}) <= 2 for window in windows) and len(windows) >= 2
+    assert image_windows(keys, None) == [list(range(len(records)))]
+    unbounded = generate_completions(model, processor, records, processed, "no_think", batch_size=4,
+                                     max_new_tokens=6, progress=False)
+    bounded = ImageCache(processor, capacity=2)
+    windowed = generate_completions(model, processor, records, processed, "no_think", batch_size=4,
+                                    max_new_tokens=6, cache=bounded, progress=False)
+    assert windowed == unbounded and len(bounded) == 2
+    images = [str(processed / key) for key in dict.fromkeys(keys)]
+    assert len(bounded.get_files(images)) == len(images) and len(bounded) == 2  # one call over the bound too

@@ -15,6 +15,9 @@ from medr1.cli.common import PARAMS_FILE, console, open_configured_store
 from medr1.config import EvaluateParams, load_params
 from medr1.errors import MissingFileError, PipelineError
 
+# Outside the pipeline's checkout (no params.yaml): our grading and prompts, a bounded image window.
+OUTSIDE_A_CHECKOUT = {"protocol": "strict", "base_prompt": "trained", "image_window": 256}
+
 
 def images_root_of(split: Path) -> Path:
     """The processed root a split's image paths are relative to: the nearest folder above it with images/."""
@@ -63,6 +66,9 @@ def evaluate(
                                                        help="Default: evaluate.max_new_tokens.")] = None,
     device: Annotated[str | None, typer.Option("--device",
                                                help="auto, cpu or cuda (default: evaluate.device).")] = None,
+    image_window: Annotated[int | None, typer.Option(
+        "--image-window", help="Processed images held at once; memory stays flat in the split's size "
+                               "(default: evaluate.image_window, else 256).")] = None,
     predictions: Annotated[Path | None, typer.Option("--predictions",
                                                      help="Write every graded completion here (JSONL).")] = None,
     store: Annotated[str | None, typer.Option("--store", help="Store URL for a registered version "
@@ -82,7 +88,7 @@ def evaluate(
     from medr1.task.spec import TaskSpec, evaluation_tasks
 
     given = {key: value for key, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens),
-                                           ("device", device)) if value is not None}
+                                           ("device", device), ("image_window", image_window)) if value is not None}
     if PARAMS_FILE.is_file():
         params = load_params(PARAMS_FILE)
         settings = params.evaluate.model_copy(update=given)
@@ -94,7 +100,7 @@ def evaluate(
         if missing:
             raise MissingFileError(f"no params.yaml here to take {', '.join(missing)} from: run in the pipeline's "
                                    "checkout, or give them")
-        settings, mode = EvaluateParams(**given), reasoning
+        settings, mode = EvaluateParams(**{**OUTSIDE_A_CHECKOUT, **given}), reasoning
     if mode not in REASONING_MODES:
         raise PipelineError(f"--reasoning {mode!r}: use one of {', '.join(REASONING_MODES)}")
     # the stage's prompts and grading when there is a params.yaml; the defaults outside a checkout

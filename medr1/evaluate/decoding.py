@@ -93,6 +93,18 @@ def length_buckets(lengths: list[int], batch_size: int, together: list | None = 
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
+def image_windows(keys: list[str], size: int | None) -> list[list[int]]:
+    """Record indices in windows of at most `size` distinct images (None: one window), the
+    questions about one image in the same window, in the order the images first appear."""
+    by_image: dict[str, list[int]] = {}
+    for index, key in enumerate(keys):
+        by_image.setdefault(key, []).append(index)
+    groups = list(by_image.values())
+    size = size or max(len(groups), 1)
+    return [sorted(index for group in groups[start : start + size] for index in group)
+            for start in range(0, len(groups), size)]
+
+
 # Architectures whose internals the fast decoder uses (get_rope_index, get_image_features, the cache
 # layout); any other model is evaluated with plain `generate`.
 FAST_DECODING = {"qwen2_vl", "qwen2_5_vl"}
@@ -146,11 +158,7 @@ def generate_completions(
         return plain_completions(model, processor, records, image_root, task, batch_size, max_new_tokens, cache)
     tokenizer = processor.tokenizer
     keys = [str(image_root / record.image) for record in records]
-    images = cache.get_files(keys)
-    vision = VisionFeatures(model)
-    prompts = [prompt_text(processor, r.question, r.options, task, image) for r, image in zip(records, images)]
-    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    lengths = [len(ids) for ids in prompt_ids]
+    vision = VisionFeatures(model, cache.capacity or 4096)  # the vision tower's outputs, as many as the images
     completions: list[str] = [""] * len(records)
     configured = model.generation_config.eos_token_id
     configured = configured if isinstance(configured, list) else [configured] if configured is not None else []
@@ -163,22 +171,33 @@ def generate_completions(
     def settled(token_lists: list[list[int]]) -> list[bool]:
         return [task.settled(text) for text in tokenizer.batch_decode(token_lists, skip_special_tokens=True)]
 
+    def decode_batch(batch_indices: list[int], prompt_ids: dict[int, list[int]], images: dict) -> list[str]:
+        prompts = split_prompts(processor, [prompt_ids[i] for i in batch_indices],
+                                [images[keys[i]] for i in batch_indices],
+                                [keys[i] for i in batch_indices]).to(model.device)
+        heads = dict(prompts.heads)
+        if vision.usable:
+            del heads["pixel_values"]
+            heads["mm_encoder_outputs"] = vision.encoder_outputs(prompts.head_keys, prompts.head_images)
+        else:
+            heads["pixel_values"] = heads["pixel_values"].to(model.dtype)
+        prompts = replace(prompts, heads=heads)
+        tokens = greedy_decode(model, prompts, drafts.for_rows(batch_indices), set(end_ids),
+                               max_new_tokens, settled, tokenizer.pad_token_id, penalty)
+        return tokenizer.batch_decode(tokens, skip_special_tokens=True)
+
     with tqdm(total=len(records), desc=desc, unit="question", disable=not progress) as bar:
-        for batch_indices in length_buckets(lengths, batch_size, together=keys):
-            prompts = split_prompts(processor, [prompt_ids[i] for i in batch_indices],
-                                    [images[i] for i in batch_indices],
-                                    [keys[i] for i in batch_indices]).to(model.device)
-            heads = dict(prompts.heads)
-            if vision.usable:
-                del heads["pixel_values"]
-                heads["mm_encoder_outputs"] = vision.encoder_outputs(prompts.head_keys, prompts.head_images)
-            else:
-                heads["pixel_values"] = heads["pixel_values"].to(model.dtype)
-            prompts = replace(prompts, heads=heads)
-            tokens = greedy_decode(model, prompts, drafts.for_rows(batch_indices), set(end_ids),
-                                   max_new_tokens, settled, tokenizer.pad_token_id, penalty)
-            texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
-            for index, text in zip(batch_indices, texts):
-                completions[index] = text
-            bar.update(len(batch_indices))
+        for window in image_windows(keys, cache.capacity):  # the cache's bound: memory flat in the split size
+            window_keys = [keys[i] for i in window]
+            images = dict(zip(window_keys, cache.get_files(window_keys), strict=True))
+            texts = [prompt_text(processor, records[i].question, records[i].options, task, images[keys[i]])
+                     for i in window]
+            prompt_ids = dict(zip(window, tokenizer(texts, add_special_tokens=False)["input_ids"], strict=True))
+            lengths = [len(prompt_ids[i]) for i in window]
+            for batch in length_buckets(lengths, batch_size, together=window_keys):
+                batch_indices = [window[position] for position in batch]
+                texts = decode_batch(batch_indices, prompt_ids, images)
+                for index, text in zip(batch_indices, texts):
+                    completions[index] = text
+                bar.update(len(batch_indices))
     return completions

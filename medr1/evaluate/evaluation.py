@@ -15,6 +15,7 @@ from medr1.task.spec import TaskSpec
 
 def predict(model, processor, records: list[Record], image_root: Path, task: TaskSpec | str, settings,
             cache: ImageCache | None = None, progress: bool = True, desc: str = "evaluate") -> list[Prediction]:
+    cache = cache if cache is not None else ImageCache(processor, settings.image_window)
     completions = generate_completions(model, processor, records, image_root, task, settings.batch_size,
                                        settings.max_new_tokens, cache, progress, desc)
     return [grade(record, completion, task) for record, completion in zip(records, completions)]
@@ -37,7 +38,8 @@ def evaluate_models(
     progress: bool = True,
     base_task: TaskSpec | None = None,
 ) -> dict:
-    """Evaluate each named model on one split; images are processed once and shared.
+    """Evaluate each named model on one split; processed images are shared (evaluate.image_window
+    of them at most: a split with more images is processed again for each model).
 
     Returns metrics/eval.json's content: the "grpo" model's numbers at the top level, every
     other model's under its name as a prefix (base_accuracy, base_per_modality, ...), and
@@ -50,7 +52,8 @@ def evaluate_models(
     summaries: dict[str, dict] = {}
     for name, folder in models.items():
         model, processor = load_for_evaluation(folder, settings.device)
-        cache = caches.setdefault(processor.image_processor.to_json_string(), ImageCache(processor))
+        cache = caches.setdefault(processor.image_processor.to_json_string(),
+                                  ImageCache(processor, settings.image_window))  # shared within the window
         asked = base_task if name == "base" and base_task is not None else task
         predictions = predict(model, processor, records, image_root, asked, settings, cache, progress, desc=name)
         summaries[name] = summarize(predictions)

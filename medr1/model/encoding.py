@@ -7,6 +7,7 @@ and its patch tensor reused by every question and every model that looks at it.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,26 +28,28 @@ class ProcessedImage:
 
 
 class ImageCache:
-    """Processed images keyed by path (or any key), filled on first use."""
+    """Processed images keyed by path (or any key), filled on first use. With `capacity`, at most
+    that many are kept: the least recently used go first, so memory does not grow with the split."""
 
-    def __init__(self, processor):
+    def __init__(self, processor, capacity: int | None = None):
         self.processor = processor
-        self._items: dict[str, ProcessedImage] = {}
+        self.capacity = capacity
+        self._items: OrderedDict[str, ProcessedImage] = OrderedDict()
 
     def get(self, key: str, image: Image.Image | None = None) -> ProcessedImage:
-        if key not in self._items:
-            if image is None:
-                image = _open_rgb(key)
-            self._items[key] = self.process(image)
-        return self._items[key]
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        item = self.process(image if image is not None else _open_rgb(key))
+        self._keep({key: item})
+        return item
 
     def get_files(self, paths: list[str], chunk: int = 256) -> list[ProcessedImage]:
         """`get` for many image files at once: the missing ones are decoded in threads (PIL lets go
         of the GIL while it decodes) and processed `chunk` at a time, since the processor's cost per
         call is larger than a small image's own work. The tensors equal `get`'s one by one."""
-        missing = list(dict.fromkeys(path for path in paths if path not in self._items))
-        if not missing:  # every model after the first on a split
-            return [self._items[path] for path in paths]
+        found = {path: self._items[path] for path in dict.fromkeys(paths) if path in self._items}
+        missing = [path for path in dict.fromkeys(paths) if path not in found]
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             for start in range(0, len(missing), chunk):
                 part = missing[start : start + chunk]
@@ -54,8 +57,16 @@ class ImageCache:
                 grids = out["image_grid_thw"]
                 pixels = out["pixel_values"].split(grids.prod(dim=1).tolist())
                 for path, pixel_values, grid in zip(part, pixels, grids, strict=True):
-                    self._items[path] = ProcessedImage(pixel_values, grid.unsqueeze(0))
-        return [self._items[path] for path in paths]
+                    found[path] = ProcessedImage(pixel_values, grid.unsqueeze(0))
+        self._keep(found)
+        return [found[path] for path in paths]
+
+    def _keep(self, items: dict[str, ProcessedImage]) -> None:
+        for key, item in items.items():
+            self._items[key] = item
+            self._items.move_to_end(key)
+        while self.capacity is not None and len(self._items) > self.capacity:
+            self._items.popitem(last=False)
 
     def process(self, image: Image.Image) -> ProcessedImage:
         out = self.processor.image_processor(images=[image], return_tensors="pt")
