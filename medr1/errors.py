@@ -8,6 +8,7 @@ else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable
 
@@ -24,10 +25,30 @@ class DataError(PipelineError):
     """Input data is malformed; the message names the file and the record."""
 
 
+class NoSpaceError(PipelineError):
+    """A write failed for lack of space (a full disk, a quota, a file size limit)."""
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def no_space(error: BaseException) -> NoSpaceError | None:
+    """`error` as a NoSpaceError when it is a write that ran out of space, else None."""
+    if isinstance(error, OSError) and error.errno in NO_SPACE:
+        where = f" writing {error.filename}" if error.filename else ""
+        return NoSpaceError(f"no space left{where} ({error.strerror}): free space and run again; the stage's "
+                            "previous outputs are as they were and nothing half-written was published")
+    return None
+
+
 def run_main(main: Callable[[], None], name: str) -> None:
-    """Run a stage's `main`: an expected failure prints one line, anything else its traceback."""
+    """Run a stage's `main`: an expected failure prints one line, anything else its traceback.
+    A write that runs out of space is expected: stages write into staging folders and publish whole."""
     try:
         main()
-    except PipelineError as error:
-        print(f"[{name}] error: {error}", file=sys.stderr)
+    except (PipelineError, OSError) as error:
+        expected = error if isinstance(error, PipelineError) else no_space(error)
+        if expected is None:
+            raise
+        print(f"[{name}] error: {expected}", file=sys.stderr)
         raise SystemExit(1) from None

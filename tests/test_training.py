@@ -86,8 +86,62 @@ def test_resume_picks_the_newest_complete_checkpoint(tmp_path):
     for step, state in ((50, "{}"), (100, "{}"), (150, '{"global_st')):  # 150 was cut short by a kill
         (folder / f"checkpoint-{step}").mkdir(parents=True)
         (folder / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+        _whole_weights(folder / f"checkpoint-{step}")
     (folder / "checkpoint-200").mkdir()  # killed before its state was written
     assert last_checkpoint(tmp_path) == str(folder / "checkpoint-100")
+
+
+def _whole_weights(folder):
+    import torch
+    from safetensors.torch import save_file
+
+    (folder / "config.json").write_text("{}")
+    save_file({"weight": torch.arange(64.0)}, folder / "model.safetensors")
+    torch.save({"state": {0: torch.zeros(8)}}, folder / "optimizer.pt")
+
+
+def test_resume_passes_over_a_checkpoint_whose_weights_or_optimizer_were_cut_short(tmp_path, capsys):
+    """trainer_state.json is whole but a file written before it is not (a full disk, a copy cut
+    short): resume falls back to the previous complete checkpoint and says why."""
+    from medr1.train.resume import last_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    for step in (2, 4, 6):
+        (folder / f"checkpoint-{step}").mkdir(parents=True)
+        (folder / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+        _whole_weights(folder / f"checkpoint-{step}")
+    weights = folder / "checkpoint-6" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    optimizer = folder / "checkpoint-4" / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[:200])
+    assert last_checkpoint(tmp_path) == str(folder / "checkpoint-2")
+    said = capsys.readouterr().out
+    assert "passing over checkpoint-6: model.safetensors:" in said and "truncated" in said
+    assert "passing over checkpoint-4: optimizer.pt: not a whole torch.save archive" in said
+    (folder / "checkpoint-2" / "model.safetensors").unlink()
+    assert last_checkpoint(tmp_path) is None and "no weights file" in capsys.readouterr().out
+
+
+def test_a_local_base_model_with_a_broken_file_is_refused_naming_it(tmp_path):
+    import json
+
+    from medr1.errors import MissingFileError
+    from medr1.model.base import reference_local_base
+
+    folder = tmp_path / "Qwen2-VL-2B-Instruct"
+    folder.mkdir()
+    _whole_weights(folder)
+    assert reference_local_base(folder, tmp_path / "ref")["kind"] == "local"
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    with pytest.raises(MissingFileError, match=r"model-00002-of-00002.safetensors: missing \(named by"):
+        reference_local_base(folder, tmp_path / "ref")
+    (folder / "model.safetensors.index.json").unlink()
+    shard = folder / "model-00001-of-00002.safetensors"
+    shard.write_bytes(shard.read_bytes()[:20])
+    with pytest.raises(MissingFileError, match="model-00001-of-00002.safetensors: header of .* bytes"):
+        reference_local_base(folder, tmp_path / "ref")
 
 
 def test_gpu_only_options_fail_clearly_on_the_cpu(tmp_path):

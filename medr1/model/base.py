@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from medr1.errors import MissingFileError
+from medr1.model.folder_check import broken_files
 from medr1.pipeline.hashing import folder_digest, folder_hashes
 
 REFERENCE = "base_model.json"
@@ -22,6 +23,9 @@ def write_reference(out: Path, reference: dict) -> dict:
 def reference_local_base(path: Path, out: Path) -> dict:
     if not (path / "config.json").is_file():
         raise MissingFileError(f"base_model.path {path} has no config.json: point it at a Qwen2-VL checkpoint folder")
+    if problems := broken_files(path):
+        raise MissingFileError(f"base_model.path {path} is not a whole checkpoint: {'; '.join(problems)}. Download "
+                               "or copy it again")
     return write_reference(out, {"kind": "local", "path": str(path.resolve()),
                                  "sha256": folder_digest(folder_hashes(path))})
 

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+from medr1.model.folder_check import broken_files
 from medr1.pipeline.code_deps import stage_code_files
 from medr1.pipeline.hashing import sha256_file
 
@@ -15,7 +16,8 @@ FINGERPRINT = "run.json"
 
 def last_checkpoint(output_dir: Path) -> str | None:
     """The newest complete checkpoint: the Trainer writes trainer_state.json last, so a
-    checkpoint that a kill cut short has none (or a truncated one) and is passed over."""
+    checkpoint that a kill cut short has none (or a truncated one) and is passed over; so is one
+    whose weights or optimizer state were cut short later (a full disk, a copy), saying so."""
     folder = output_dir / "checkpoints"
     found = [(int(path.name.split("-")[-1]), path) for path in folder.glob("checkpoint-*")
              if path.name.split("-")[-1].isdigit()]
@@ -23,6 +25,9 @@ def last_checkpoint(output_dir: Path) -> str | None:
         try:
             json.loads((path / "trainer_state.json").read_text())
         except (OSError, ValueError):
+            continue
+        if problems := broken_files(path):
+            print(f"[train] passing over {path.name}: {'; '.join(problems)}", flush=True)
             continue
         return str(path)
     return None
