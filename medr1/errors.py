@@ -9,6 +9,7 @@ else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import errno
+import re
 import sys
 from collections.abc import Callable
 
@@ -30,15 +31,23 @@ class NoSpaceError(PipelineError):
 
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+# The same failure as the libraries that write checkpoints word it: safetensors' Rust I/O error
+# ("os error 27"), torch.save's stream writer, which gives no errno.
+_NO_SPACE_WORDS = re.compile(rf"os error ({'|'.join(map(str, NO_SPACE))})\b|No space left on device|File too large|"
+                             r"Disk quota exceeded|file write failed")
 
 
 def no_space(error: BaseException) -> NoSpaceError | None:
     """`error` as a NoSpaceError when it is a write that ran out of space, else None."""
     if isinstance(error, OSError) and error.errno in NO_SPACE:
-        where = f" writing {error.filename}" if error.filename else ""
-        return NoSpaceError(f"no space left{where} ({error.strerror}): free space and run again; the stage's "
-                            "previous outputs are as they were and nothing half-written was published")
-    return None
+        where, cause = f" writing {error.filename}" if error.filename else "", error.strerror
+    elif not isinstance(error, OSError) and (found := _NO_SPACE_WORDS.search(str(error))):
+        where, cause = "", found.group(0)
+    else:
+        return None
+    return NoSpaceError(f"no space left{where} ({cause}): free space and run again; the stage's previous outputs "
+                        "are as they were and nothing half-written was published (a checkpoint cut short is passed "
+                        "over when training resumes)")
 
 
 def run_main(main: Callable[[], None], name: str) -> None:
@@ -46,7 +55,7 @@ def run_main(main: Callable[[], None], name: str) -> None:
     A write that runs out of space is expected: stages write into staging folders and publish whole."""
     try:
         main()
-    except (PipelineError, OSError) as error:
+    except Exception as error:  # only a PipelineError, or what no_space recognises, is expected; the rest re-raises
         expected = error if isinstance(error, PipelineError) else no_space(error)
         if expected is None:
             raise

@@ -29,8 +29,9 @@ def _stage(repo, name: str, limit: int | None = None) -> subprocess.CompletedPro
                           check=False, preexec_fn=_with_file_size_limit(limit) if limit else None)
 
 
-def test_ingest_and_register_out_of_space_fail_cleanly_and_run_once_space_is_back(pipeline_copy, tmp_path):
+def test_ingest_checkpoint_and_register_out_of_space_fail_cleanly(pipeline_copy, tmp_path):
     from medr1.pipeline.hashing import folder_digest, folder_hashes
+    from medr1.train.resume import last_checkpoint
 
     repo = pipeline_copy
     processed = folder_digest(folder_hashes(repo / "data/processed"))
@@ -41,7 +42,16 @@ def test_ingest_and_register_out_of_space_fail_cleanly_and_run_once_space_is_bac
     assert _stage(repo, "ingest").returncode == 0
     assert folder_digest(folder_hashes(repo / "data/processed")) == processed  # same source, same output
 
+    model = folder_digest(folder_hashes(repo / "models/grpo"))
     params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"].update(max_steps=2, checkpoint_steps=1)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    full = _stage(repo, "train", limit=1_000_000)  # the images' copies fit, a checkpoint's 2 MB of weights do not
+    assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr[-3000:]
+    assert "no space left" in full.stderr
+    assert folder_digest(folder_hashes(repo / "models/grpo")) == model
+    assert last_checkpoint(repo / "models/grpo.partial") is None  # the checkpoint cut short is not resumed from
+
     params["register"]["store"] = f"file://{tmp_path / 'empty-store'}"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     full = _stage(repo, "register", limit=64 * 1024)  # the model's weights are larger
