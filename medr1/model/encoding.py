@@ -44,10 +44,11 @@ class ImageCache:
         self._keep({key: item})
         return item
 
-    def get_files(self, paths: list[str], chunk: int = 256) -> list[ProcessedImage]:
+    def get_files(self, paths: list[str], chunk: int = 64) -> list[ProcessedImage]:
         """`get` for many image files at once: the missing ones are decoded in threads (PIL lets go
         of the GIL while it decodes) and processed `chunk` at a time, since the processor's cost per
-        call is larger than a small image's own work. The tensors equal `get`'s one by one."""
+        call is larger than a small image's own work. The tensors equal `get`'s one by one; each is
+        its own copy, so that an image kept in the cache does not hold its whole chunk's buffer."""
         found = {path: self._items[path] for path in dict.fromkeys(paths) if path in self._items}
         missing = [path for path in dict.fromkeys(paths) if path not in found]
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
@@ -57,7 +58,7 @@ class ImageCache:
                 grids = out["image_grid_thw"]
                 pixels = out["pixel_values"].split(grids.prod(dim=1).tolist())
                 for path, pixel_values, grid in zip(part, pixels, grids, strict=True):
-                    found[path] = ProcessedImage(pixel_values, grid.unsqueeze(0))
+                    found[path] = ProcessedImage(pixel_values.clone(), grid.unsqueeze(0))
         self._keep(found)
         return [found[path] for path in paths]
 
