@@ -200,4 +200,5 @@ def generate_completions(
                 for index, text in zip(batch_indices, texts):
                     completions[index] = text
                 bar.update(len(batch_indices))
+            del images, prompt_ids  # this window's images go before the next window's are processed
     return completions

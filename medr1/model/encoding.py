@@ -35,6 +35,8 @@ class ImageCache:
         self.processor = processor
         self.capacity = capacity
         self._items: OrderedDict[str, ProcessedImage] = OrderedDict()
+        self._decoders: ThreadPoolExecutor | None = None  # one pool for the cache's life: new threads per call
+        # would each take a fresh malloc arena, and freed image buffers pile up across them
 
     def get(self, key: str, image: Image.Image | None = None) -> ProcessedImage:
         if key in self._items:
@@ -51,16 +53,24 @@ class ImageCache:
         its own copy, so that an image kept in the cache does not hold its whole chunk's buffer."""
         found = {path: self._items[path] for path in dict.fromkeys(paths) if path in self._items}
         missing = [path for path in dict.fromkeys(paths) if path not in found]
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            for start in range(0, len(missing), chunk):
-                part = missing[start : start + chunk]
-                out = self.processor.image_processor(images=list(pool.map(_open_rgb, part)), return_tensors="pt")
-                grids = out["image_grid_thw"]
-                pixels = out["pixel_values"].split(grids.prod(dim=1).tolist())
-                for path, pixel_values, grid in zip(part, pixels, grids, strict=True):
-                    found[path] = ProcessedImage(pixel_values.clone(), grid.unsqueeze(0))
+        self._make_room(len(missing), keep=found)  # the least recently used go before the new ones come
+        if missing and self._decoders is None:
+            self._decoders = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1))
+        for start in range(0, len(missing), chunk):
+            part = missing[start : start + chunk]
+            out = self.processor.image_processor(images=list(self._decoders.map(_open_rgb, part)), return_tensors="pt")
+            grids = out["image_grid_thw"]
+            pixels = out["pixel_values"].split(grids.prod(dim=1).tolist())
+            for path, pixel_values, grid in zip(part, pixels, grids, strict=True):
+                found[path] = ProcessedImage(pixel_values.clone(), grid.unsqueeze(0))
         self._keep(found)
         return [found[path] for path in paths]
+
+    def _make_room(self, count: int, keep: dict) -> None:
+        if self.capacity is None:
+            return
+        for key in [key for key in self._items if key not in keep][: max(0, len(self._items) + count - self.capacity)]:
+            del self._items[key]
 
     def _keep(self, items: dict[str, ProcessedImage]) -> None:
         for key, item in items.items():

@@ -39,8 +39,9 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
     limits = None if params.max_pixels is None else (params.min_pixels, params.max_pixels)
     longest = refuse_cut_prompts(load_training_processor(model_dir, limits), records, image_root, params.reasoning,
                                  params.prompts, params.max_prompt_length)
-    print(f"[train] longest prompt {longest} tokens, image tokens included (train.max_prompt_length "
-          f"{params.max_prompt_length})", flush=True)
+    limit = "no limit" if params.max_prompt_length is None else params.max_prompt_length
+    print(f"[train] longest prompt {longest} tokens, image tokens included (train.max_prompt_length: {limit})",
+          flush=True)
     model, processor = load_for_training(model_dir, params, limits)
     if not params.lora.enabled:  # LoRA adapters train as configured, whatever the model
         apply_training_hook(model, processor.tokenizer, records)
