@@ -7,6 +7,7 @@ silently different number.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -43,8 +44,6 @@ LAUNCHER_FORMS = ("python; torchrun with --standalone, --nproc_per_node N, --nno
 
 def launcher_command(text: str) -> list[str]:
     """train.launcher as the argument list it runs; a ValueError naming the first word that is not allowed."""
-    import re
-
     words = text.split()
     if words in (["python"], ["python3"]):
         return words

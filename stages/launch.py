@@ -11,7 +11,7 @@ never reaches a shell: it is checked word by word against the forms the pipeline
 import os
 import sys
 
-from medr1.config import load_params
+from medr1.config import launcher_command, load_params
 from medr1.errors import PipelineError, run_main
 
 STAGES = ("train", "sft")
@@ -20,8 +20,6 @@ STAGES = ("train", "sft")
 def main() -> None:
     if len(sys.argv) != 2 or sys.argv[1] not in STAGES:
         raise PipelineError(f"usage: python -m stages.launch <{'|'.join(STAGES)}>")
-    from medr1.config import launcher_command
-
     command = launcher_command(load_params().train.launcher)
     if command[0] in ("python", "python3"):
         command[0] = sys.executable  # this environment's Python, as `python` on DVC's PATH would be

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import inspect
-from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from medr1.data.records import Record
 from medr1.errors import PipelineError
 from medr1.evaluate.greedy import FormatDrafts, greedy_decode
 from medr1.evaluate.heads import split_prompts
-from medr1.model.encoding import ImageCache, ProcessedImage, encode, prompt_text
+from medr1.model.encoding import ImageCache, LeastRecentlyUsed, ProcessedImage, encode, prompt_text
 from medr1.task.spec import TaskSpec
 
 
@@ -39,8 +38,7 @@ class VisionFeatures:
 
     def __init__(self, model, capacity: int = 4096):
         self.model = model
-        self.capacity = capacity
-        self._items: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._items: LeastRecentlyUsed = LeastRecentlyUsed(capacity)
         self.usable = "mm_encoder_outputs" in inspect.signature(model.forward).parameters
 
     def encoder_outputs(self, keys: list[str], images: list[ProcessedImage]) -> dict:
@@ -53,10 +51,8 @@ class VisionFeatures:
             grids = torch.cat([image.grid_thw for image in missing.values()]).to(device)
             features = self.model.get_image_features(pixels, grids, return_dict=True).pooler_output
             self._items.update(zip(missing, features, strict=True))
-        for key in keys:
-            self._items.move_to_end(key)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
+        self._items.use(keys)
+        self._items.make_room(0, spare=set(keys))
         return {"image": BaseModelOutputWithPooling(pooler_output=tuple(self._items[key] for key in keys))}
 
 

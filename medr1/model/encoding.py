@@ -27,24 +27,54 @@ class ProcessedImage:
     grid_thw: torch.Tensor  # (1, 3)
 
 
+class LeastRecentlyUsed(OrderedDict):
+    """A dict that keeps at most `capacity` entries (None: no bound), dropping the least recently
+    used first; `use` marks entries as used, `make_room` drops early for entries about to come."""
+
+    def __init__(self, capacity: int | None = None):
+        super().__init__()
+        self.capacity = capacity
+
+    def use(self, keys) -> None:
+        for key in keys:
+            self.move_to_end(key)
+
+    def keep(self, items: dict) -> None:
+        self.update(items)
+        self.use(items)
+        self.make_room(0)
+
+    def make_room(self, count: int, spare=()) -> None:
+        """Drop the least recently used until `count` more fit, sparing the keys in `spare`."""
+        if self.capacity is None:
+            return
+        excess = len(self) + count - self.capacity
+        for key in [key for key in self if key not in spare][: max(0, excess)]:
+            del self[key]
+        while len(self) > self.capacity:  # more spared than fit
+            self.popitem(last=False)
+
+
 class ImageCache:
     """Processed images keyed by path (or any key), filled on first use. With `capacity`, at most
     that many are kept: the least recently used go first, so memory does not grow with the split."""
 
     def __init__(self, processor, capacity: int | None = None):
         self.processor = processor
-        self.capacity = capacity
-        self._items: OrderedDict[str, ProcessedImage] = OrderedDict()
+        self._items: LeastRecentlyUsed = LeastRecentlyUsed(capacity)
         self._decoders: ThreadPoolExecutor | None = None  # one pool for the cache's life: new threads per call
         # would each take a fresh malloc arena, and freed image buffers pile up across them
 
+    @property
+    def capacity(self) -> int | None:
+        return self._items.capacity
+
     def get(self, key: str, image: Image.Image | None = None) -> ProcessedImage:
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
-        item = self.process(image if image is not None else _open_rgb(key))
-        self._keep({key: item})
-        return item
+        if key not in self._items:
+            self._items.make_room(1)
+            self._items[key] = self.process(image if image is not None else _open_rgb(key))
+        self._items.use([key])
+        return self._items[key]
 
     def get_files(self, paths: list[str], chunk: int = 64) -> list[ProcessedImage]:
         """`get` for many image files at once: the missing ones are decoded in threads (PIL lets go
@@ -53,7 +83,7 @@ class ImageCache:
         its own copy, so that an image kept in the cache does not hold its whole chunk's buffer."""
         found = {path: self._items[path] for path in dict.fromkeys(paths) if path in self._items}
         missing = [path for path in dict.fromkeys(paths) if path not in found]
-        self._make_room(len(missing), keep=found)  # the least recently used go before the new ones come
+        self._items.make_room(len(missing), spare=found)  # the least recently used go before the new ones come
         if missing and self._decoders is None:
             self._decoders = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1))
         for start in range(0, len(missing), chunk):
@@ -63,21 +93,8 @@ class ImageCache:
             pixels = out["pixel_values"].split(grids.prod(dim=1).tolist())
             for path, pixel_values, grid in zip(part, pixels, grids, strict=True):
                 found[path] = ProcessedImage(pixel_values.clone(), grid.unsqueeze(0))
-        self._keep(found)
+        self._items.keep(found)
         return [found[path] for path in paths]
-
-    def _make_room(self, count: int, keep: dict) -> None:
-        if self.capacity is None:
-            return
-        for key in [key for key in self._items if key not in keep][: max(0, len(self._items) + count - self.capacity)]:
-            del self._items[key]
-
-    def _keep(self, items: dict[str, ProcessedImage]) -> None:
-        for key, item in items.items():
-            self._items[key] = item
-            self._items.move_to_end(key)
-        while self.capacity is not None and len(self._items) > self.capacity:
-            self._items.popitem(last=False)
 
     def process(self, image: Image.Image) -> ProcessedImage:
         out = self.processor.image_processor(images=[image], return_tensors="pt")
