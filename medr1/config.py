@@ -256,7 +256,11 @@ class RegisterParams(Section):
 class StudyParams(Section):
     modalities: list[str] = Field(description="one GRPO model per entry, tested on each; the paper: all 8")
     question_types: list[str] = Field(description="likewise for question types; the paper: all 5")
-    max_steps: int = Field(ge=1, description="GRPO steps of each study model (the rest of the recipe is train's)")
+    max_steps: int = Field(ge=1, description="GRPO steps of each study model (the rest of the recipe is train's; "
+                                             "its SFT model sees as many questions)")
+    parallel: int = Field(ge=1, description="study cells run at once by `python -m flows.fan_out` (Prefect workers)")
+    gpus: list[int] = Field(description="GPU ids of a local process work pool: one cell per GPU "
+                                        "(CUDA_VISIBLE_DEVICES); empty: the workers place cells themselves")
 
     @field_validator("modalities")
     @classmethod

@@ -1,4 +1,4 @@
-"""Stage study@<group>: one cell of the generalization study (GRPO on one group, tested on all).
+"""Stage study@<group>: one cell of the generalization study (GRPO and SFT on one group, each tested on all).
 
     python -m stages.study                     # under DVC: the cell from $DVC_STAGE, "study_modality@CT"
     python -m stages.study modality CT
@@ -10,6 +10,7 @@ could run anything; DVC names the stage it runs in $DVC_STAGE, which no shell re
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from medr1.config import load_params
 from medr1.errors import PipelineError, run_main
 from medr1.model.base import base_model_dir
 from medr1.pipeline.staging import publish, staging_for
-from medr1.study.cells import evaluate_cell, study_groups, train_cell
+from medr1.study.cells import METHODS, evaluate_cell, sft_steps, study_groups, train_cell
 
 DATA = Path("data/processed")
 
@@ -41,14 +42,17 @@ def main() -> None:
     out = Path("models/study") / family / group
     staging = staging_for(out)
     train_cell(params, family, group, base_model_dir(Path("models/base")), DATA, staging)
-    publish(staging, out, leave_out=("checkpoints",))
-    result = {"family": family, "trained_on": group, "steps": params.study.max_steps,
+    for method in METHODS:
+        shutil.rmtree(staging / method / "checkpoints", ignore_errors=True)
+    publish(staging, out)
+    result = {"family": family, "trained_on": group, "steps": params.study.max_steps, "sft_steps": sft_steps(params),
               **evaluate_cell(params, family, out, DATA)}
     metrics = Path("metrics/study") / family / f"{group}.json"
     metrics.parent.mkdir(parents=True, exist_ok=True)
     metrics.write_text(json.dumps(result, indent=1))
-    print(f"[study] GRPO on {family} {group}: " + ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy"].items()))
-
+    for method in METHODS:
+        print(f"[study] {method.upper()} on {family} {group}: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy"][method].items()))
 
 if __name__ == "__main__":
     run_main(main, "study")

@@ -45,8 +45,10 @@ def report(tmp_path_factory):
     study = repo_params().study
     for family, groups in (("modality", study.modalities), ("question_type", study.question_types)):
         for index, trained_on in enumerate(groups):
-            cell = {"steps": study.max_steps,
-                    "accuracy": {g: round(0.3 + 0.1 * index + (0.2 if g == trained_on else 0), 4) for g in groups}}
+            cell = {"steps": study.max_steps, "sft_steps": 75,
+                    "accuracy": {method: {g: round(0.3 + 0.1 * index + (bonus if g == trained_on else 0), 4)
+                                          for g in groups}
+                                 for method, bonus in (("grpo", 0.2), ("sft", 0.3))}}
             (metrics / "study" / family).mkdir(parents=True, exist_ok=True)
             (metrics / "study" / family / f"{trained_on}.json").write_text(json.dumps(cell))
     matrices = generalization(metrics / "study", study, evaluation)
@@ -64,6 +66,20 @@ def report(tmp_path_factory):
 def test_every_number_in_the_report_equals_its_metric(report):
     checked = check_numbers(report / "reports", report / "metrics")
     assert checked > 50
+
+
+def test_the_report_shows_grpo_and_sft_matrices_with_their_averages(report):
+    """Both methods' cross-modality and cross-task matrices, every cell, and each one's in- and
+    out-of-domain averages: the paper's GRPO-against-SFT comparison, read from generalization.json."""
+    study = json.loads((report / "metrics/generalization.json").read_text())
+    shown = {tuple(json.loads(cell["data-path"])) for cell in parse((report / "reports/index.html").read_text()).cells
+             if cell.get("data-source") == "generalization.json"}
+    for family in ("modality", "question_type"):
+        groups = study[family]["groups"]
+        for method in ("grpo", "sft"):
+            assert {(family, method, "accuracy", a, b) for a in groups for b in groups} <= shown
+            assert {(family, method, "in_domain_average"), (family, method, "cross_domain_average")} <= shown
+    assert study["modality"]["sft"]["in_domain_average"] != study["modality"]["grpo"]["in_domain_average"]
 
 
 def test_a_number_that_drifts_from_its_metric_is_caught(report, tmp_path):

@@ -1,12 +1,15 @@
-"""Med-R1's generalization study: GRPO trained on one modality (or question type), tested on each.
+"""Med-R1's generalization study: GRPO and the SFT baseline trained on one modality (or question type),
+each tested on every group.
 
-One cell of the study is one GRPO model trained on the train questions of one group and
-evaluated on the test questions of every group of the same family; the cells together give
-the cross-modality (8x8) and cross-task (5x5) accuracy matrices of the paper.
+One cell of the study trains a GRPO model and an SFT model on the train questions of one group, on
+the same question budget, and evaluates both on the test questions of every group of the same family;
+the cells together give the paper's cross-modality (8x8) and cross-task (5x5) matrices for each
+method, which is how Med-R1 shows that RL generalizes where SFT memorizes.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from medr1.config import Params
@@ -15,8 +18,10 @@ from medr1.errors import PipelineError
 from medr1.evaluate.evaluation import predict
 from medr1.evaluate.metrics import grouped_accuracy
 from medr1.model.loading import load_for_evaluation
+from medr1.study.generalization import METHODS
 from medr1.task.spec import evaluation_tasks
 from medr1.train.grpo import train_grpo
+from medr1.train.sft import train_sft
 
 FAMILIES = {"modality": "modalities", "question_type": "question_types"}  # family -> its list in params.study
 
@@ -35,20 +40,35 @@ def study_groups(params: Params, family: str) -> list[str]:
     return list(getattr(params.study, FAMILIES[family]))
 
 
-def train_cell(params: Params, family: str, group: str, base: Path, data: Path, out: Path) -> list[dict]:
-    """GRPO with the train section's recipe, for study.max_steps steps, on one group's questions."""
+def sft_steps(params: Params) -> int:
+    """SFT steps that show the SFT model as many train questions as study.max_steps GRPO steps show
+    the GRPO model (GRPO's prompts per step: its batch of completions over num_generations)."""
+    grpo_questions = params.study.max_steps * params.train.per_device_train_batch_size \
+        * params.train.gradient_accumulation_steps // params.train.num_generations
+    return max(1, math.ceil(grpo_questions / params.sft.per_device_train_batch_size))
+
+
+def train_cell(params: Params, family: str, group: str, base: Path, data: Path, out: Path) -> None:
+    """GRPO with the train section's recipe for study.max_steps steps, and SFT with the sft section's on
+    the same number of questions, both on one group's train questions: `out`/grpo and `out`/sft."""
     records = list(read_jsonl(group_split(data, family, "train", group)))
-    settings = params.train.model_copy(update={"max_steps": params.study.max_steps})
-    return train_grpo(base, records, data, settings, out)
+    train_grpo(base, records, data, params.train.model_copy(update={"max_steps": params.study.max_steps}), out / "grpo")
+    train_sft(base, records, data, params.sft.model_copy(update={"max_steps": sft_steps(params)}), params.train,
+              out / "sft")
 
 
-def evaluate_cell(params: Params, family: str, model_dir: Path, data: Path) -> dict:
-    """Accuracy of one model on every group's test questions, in one batched pass."""
+def evaluate_cell(params: Params, family: str, cell_dir: Path, data: Path) -> dict:
+    """Accuracy of the cell's GRPO and SFT models on every group's test questions, one batched pass each."""
     records: list[Record] = []
     for group in study_groups(params, family):
         records += list(read_jsonl(group_split(data, family, "test", group)))
-    model, processor = load_for_evaluation(model_dir, params.evaluate.device)
-    predictions = predict(model, processor, records, data, evaluation_tasks(params)[0], params.evaluate, desc="study")
-    return {"accuracy": grouped_accuracy(predictions, family),
+    task = evaluation_tasks(params)[0]
+    accuracy = {}
+    for method in METHODS:
+        model, processor = load_for_evaluation(cell_dir / method, params.evaluate.device)
+        predictions = predict(model, processor, records, data, task, params.evaluate, desc=f"study {method}")
+        accuracy[method] = grouped_accuracy(predictions, family)
+        del model
+    return {"accuracy": accuracy,
             "questions": {group: sum(getattr(r, family) == group for r in records)
                           for group in study_groups(params, family)}}
