@@ -1,6 +1,8 @@
 """`python -m flows.deploy`: prefect.yaml's deployments on the Prefect server that PREFECT_API_URL names, with
-the work pools they name created as process pools when missing (one flow run at a time: the runs
-share one repository and DVC lets one `dvc repro` hold it)."""
+the work pools they name created as process pools when missing. The pipeline's pool runs one flow run
+at a time (the runs share one repository and DVC lets one `dvc repro` hold it); the cells' pool
+(medr1-cells) has no limit of its own: each cell works in its own clone, and the fan-out submits
+study.parallel at a time."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import yaml
 
 from medr1.errors import PipelineError
 
-POOL_CONCURRENCY = 1
+POOL_CONCURRENCY = {"medr1-process": 1}  # runs at once per pool; a pool not named here: no limit
 
 
 class DeployError(PipelineError):
@@ -61,8 +63,9 @@ def deploy(prefect_file: Path) -> str:
     for pool in pools:
         if _prefect("work-pool", "inspect", pool).returncode != 0:
             _require(_prefect("work-pool", "create", pool, "--type", "process"), f"creating work pool {pool}")
-            _require(_prefect("work-pool", "set-concurrency-limit", pool, str(POOL_CONCURRENCY)),
-                     f"limiting work pool {pool} to {POOL_CONCURRENCY} run")
+            if (limit := POOL_CONCURRENCY.get(pool)) is not None:
+                _require(_prefect("work-pool", "set-concurrency-limit", pool, str(limit)),
+                         f"limiting work pool {pool} to {limit} run")
     return _require(_prefect("deploy", "--all", "--prefect-file", str(prefect_file)), "prefect deploy")
 
 
@@ -73,7 +76,9 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m flows.deploy",
         description="Create or update the Prefect deployments (nightly, on-new-data) on the server PREFECT_API_URL "
                     "names. Missing work pools are created as process pools running one flow at a time; then start "
-                    "a worker in this checkout: `prefect worker start --pool medr1-process`.")
+                    "a worker in this checkout: `prefect worker start --pool medr1-process` (and for the study's "
+                    "cells, "
+                    "`prefect worker start --pool medr1-cells`, as many as you have GPUs or machines).")
     parser.add_argument("--prefect-file", type=Path, default=Path("prefect.yaml"), help="the deployments to create")
     args = parser.parse_args(argv)
     try:

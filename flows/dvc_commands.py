@@ -52,14 +52,15 @@ def _environment() -> dict[str, str]:
             "PYTHONUNBUFFERED": "1"}
 
 
-def run_dvc(root: Path, *args: str) -> str:
-    """`dvc <args>` in `root`; every output line is logged as it comes. Returns the output; raises
-    TransientDvcError or DvcFailed, with the last lines of output, when dvc fails."""
+def run_dvc(root: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """`dvc <args>` in `root` (with `env` added to this process's environment); every output line is
+    logged as it comes. Returns the output; raises TransientDvcError or DvcFailed, with the last lines
+    of output, when dvc fails."""
     logger = _logger()
     command = [sys.executable, "-m", "dvc", *args]
     logger.info("$ dvc %s", " ".join(args))
     lines = []
-    with subprocess.Popen(command, cwd=root, env=_environment(), stdout=subprocess.PIPE,
+    with subprocess.Popen(command, cwd=root, env={**_environment(), **(env or {})}, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT) as process:
         for raw in process.stdout:
             # A progress bar redraws its line with carriage returns: keep only what it last showed.
@@ -88,9 +89,10 @@ def has_remote(root: Path) -> bool:
         return bool(repo.config.get("remote"))
 
 
-def status(root: Path) -> dict[str, list]:
-    """`dvc status --json`: every stage whose command, params, deps or outs differ from dvc.lock."""
-    return json.loads(run_dvc(root, "status", "--json").strip().splitlines()[-1] or "{}")
+def status(root: Path, *stages: str) -> dict[str, list]:
+    """`dvc status --json`: every stage (of `stages`, or of the pipeline) whose command, params, deps or
+    outs differ from dvc.lock."""
+    return json.loads(run_dvc(root, "status", "--json", *stages).strip().splitlines()[-1] or "{}")
 
 
 def changed_paths(stage_status: dict[str, list]) -> set[str]:

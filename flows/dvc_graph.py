@@ -14,10 +14,24 @@ class PipelineGraph:
     order: tuple[str, ...]                   # every stage, upstream first; ties in dvc.yaml's order
     upstream: dict[str, frozenset[str]]      # stage -> every stage it depends on, directly or not
     dependencies: frozenset[str]             # every path a stage reads, as dvc.yaml names it (interpolated)
+    deps: dict[str, tuple[str, ...]]         # stage -> the paths it reads
+    outs: dict[str, tuple[tuple[str, bool], ...]]  # stage -> (path, cached in DVC's cache) it writes
 
     def before(self, stage: str) -> tuple[str, ...]:
         """The stages `stage` depends on, in run order."""
         return tuple(name for name in self.order if name in self.upstream[self.require(stage)])
+
+    def output(self, path: str) -> tuple[str, str, bool] | None:
+        """(stage, output, cached) of the stage output that `path` is or lies in; None for a source file."""
+        for stage, outs in self.outs.items():
+            for out, cached in outs:
+                if path == out or path.startswith(out.rstrip("/") + "/"):
+                    return stage, out, cached
+        return None
+
+    def inputs(self, stage: str) -> list[tuple[str, bool]]:
+        """(path, cached) of the deps of `stage` that other stages write."""
+        return [(path, found[2]) for path in self.deps[self.require(stage)] if (found := self.output(path))]
 
     def require(self, stage: str) -> str:
         if stage not in self.upstream:
@@ -42,6 +56,9 @@ def read_graph(root: Path) -> PipelineGraph:
                 order=tuple(name[stage] for stage in order),
                 upstream={name[stage]: frozenset(name[s] for s in nx.ancestors(runnable, stage)) for stage in stages},
                 dependencies=frozenset(dep.def_path for stage in stages for dep in stage.deps),
+                deps={name[stage]: tuple(dep.def_path for dep in stage.deps) for stage in stages},
+                outs={name[stage]: tuple((out.def_path, bool(out.use_cache)) for out in stage.outs)
+                      for stage in stages},
             )
     except DvcException as error:
         raise PipelineError(f"cannot read the pipeline in {root}: {error}") from None

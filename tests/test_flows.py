@@ -5,17 +5,13 @@ repository (`pipeline_copy`)."""
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from conftest import REPO, copy_repository, run
+from conftest import REPO, copy_repository, run, start_process, stop_process
 from prefect_queries import artifacts, client, task_run_names
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -136,56 +132,6 @@ def test_data_arrival_runs_the_pipeline_only_when_the_data_changed(pipeline_copy
     assert missing.is_failed() and "no/such/folder is not a dependency" in missing.message
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _start(command: list[str], cwd: Path, env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the worker and the server shut down cleanly
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-@pytest.fixture
-def prefect_server(tmp_path):
-    """A real `prefect server start` on a free loopback port, its home in a temporary folder."""
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           # no runs of its own: the test triggers the one it watches (the schedules are read back below)
-           "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
-           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
-    server = _start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                    tmp_path, env, tmp_path / "server.log")
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the Prefect server did not answer within 120 s"
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        yield api, env
-    finally:
-        _stop(server)
-
-
 @pytest.mark.slow
 def test_deployment_runs_on_a_real_server_through_a_process_worker(pipeline_copy, prefect_server, tmp_path):
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -197,7 +143,7 @@ def test_deployment_runs_on_a_real_server_through_a_process_worker(pipeline_copy
     run(["dvc", "remote", "add", "-d", "scratch", str(remote)], repo)
     deployed = run([sys.executable, "-m", "flows.deploy"], repo, env=env)
     assert "nightly" in deployed.stdout and "on-new-data" in deployed.stdout
-    worker = _start([sys.executable, "-m", "prefect", "worker", "start", "--pool", "medr1-process",
+    worker = start_process([sys.executable, "-m", "prefect", "worker", "start", "--pool", "medr1-process",
                      "--type", "process"], repo, env, tmp_path / "worker.log")
     try:
         with temporary_settings({PREFECT_API_URL: api}), client() as prefect:
@@ -231,7 +177,7 @@ def test_deployment_runs_on_a_real_server_through_a_process_worker(pipeline_copy
         assert state.is_failed() and "train.launcher" in state.message, state.message
         assert not list(repo.rglob("MARKER"))
     finally:
-        _stop(worker)
+        stop_process(worker)
         run(["dvc", "remote", "remove", "scratch"], repo)
 
 
