@@ -1,0 +1,183 @@
+"""The default study's cells run one after another (`dvc repro`) against fanned out over two local Prefect
+workers (`python -m flows.fan_out`), in one run, and what the fan-out would take on N GPUs.
+
+    .venv/bin/python benchmarks/study.py                       # the default params (6 cells)
+    .venv/bin/python benchmarks/study.py --from /tmp/run-x     # a run's DVC cache and dvc.lock: upstream stages
+
+A scratch copy of the repository (its own git and DVC) runs the cells' upstream stages once (skipped
+when `--from` brings them). Then, timed:
+
+    serial    `dvc repro --single-item <cell>` for each stale study cell, one after another, as
+              `dvc repro` runs them in one checkout, every core for each
+    fan-out   the same cells forgotten (dvc.lock entries and outputs), then `python -m flows.fan_out`
+              on a real `prefect server start` with two process workers (one cell at a time each,
+              half the cores each) and a folder as the DVC remote; timed from start to exit, the
+              upstream push, the recording and the report included
+
+It checks that both give the same metrics/study/*.json, and prints each cell's time both ways, then
+the fan-out's projected time on N GPUs: the cells' serial times plus each one's measured fan-out
+overhead (clone, pull, push), placed longest first on N slots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+from conftest import copy_repository, free_port, run, start_process, stop_process
+
+from flows.dvc_graph import read_graph
+
+
+def cpu_model() -> str:
+    for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def study_cells(repo: Path) -> list[str]:
+    return [stage for stage in read_graph(repo).order if stage.startswith("study_")]
+
+
+def forget(repo: Path, cells: list[str]) -> dict[str, str]:
+    """Drop the cells' and the report's dvc.lock entries and outputs; returns the cells' metrics as they were."""
+    metrics = {str(p.relative_to(repo)): p.read_text() for p in (repo / "metrics/study").rglob("*.json")}
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    for stage in [*cells, "report"]:
+        lock["stages"].pop(stage, None)
+    (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    for path in ("models/study", "metrics/study"):
+        shutil.rmtree(repo / path, ignore_errors=True)
+    return metrics
+
+
+def start_server(folder: Path, env: dict) -> tuple[subprocess.Popen, dict]:
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**env, "PREFECT_HOME": str(folder / "prefect-home"), "PREFECT_API_URL": api,
+           "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
+    server = start_process([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                            "--port", str(port)], folder, env, folder / "server.log")
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                return server, env
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the Prefect server did not start:\n{(folder / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+
+
+def makespan(durations: list[float], slots: int) -> float:
+    """Longest first onto the slot that frees up first."""
+    finish = [0.0] * slots
+    for duration in sorted(durations, reverse=True):
+        heapq.heappush(finish, heapq.heappop(finish) + duration)
+    return max(finish)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--from", dest="source", type=Path, help="a run of the pipeline whose .dvc/cache and "
+                        "dvc.lock bring the upstream stages (they rerun only what changed since)")
+    parser.add_argument("--workers", type=int, default=2, help="local process workers (default 2)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    arguments = parser.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="medr1-study-bench-"))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1"}
+    env.pop("OMP_NUM_THREADS", None)
+    repo = copy_repository(scratch / "repo")
+    if arguments.source:
+        shutil.copytree(arguments.source / ".dvc/cache", repo / ".dvc/cache", dirs_exist_ok=True)
+        shutil.copy(arguments.source / "dvc.lock", repo / "dvc.lock")
+        run(["dvc", "checkout", "--allow-missing"], repo, env=env, check=False)
+    cells = study_cells(repo)
+    started = time.perf_counter()
+    run(["dvc", "repro", *[s for s in read_graph(repo).before(cells[0])]], repo, env=env)
+    print(f"upstream stages ready in {time.perf_counter() - started:.0f} s")
+
+    serial: dict[str, float] = {}
+    for cell in cells:
+        started = time.perf_counter()
+        run(["dvc", "repro", "--single-item", cell], repo, env=env)
+        serial[cell] = time.perf_counter() - started
+        print(f"serial  {cell}: {serial[cell]:.0f} s", flush=True)
+    serial_metrics = forget(repo, cells)
+
+    run(["dvc", "remote", "add", "--local", "-d", "bench", str(scratch / "remote")], repo, env=env)
+    server, prefect_env = start_server(scratch, env)
+    workers = []
+    try:
+        run([sys.executable, "-m", "flows.deploy"], repo, env=prefect_env)
+        threads = str(max(1, (os.cpu_count() or 1) // arguments.workers))
+        for index in range(arguments.workers):
+            workers.append(start_process(
+                [sys.executable, "-m", "prefect", "worker", "start", "--pool", "medr1-cells", "--type", "process",
+                 "--limit", "1", "--name", f"bench-{index}"], repo,
+                {**prefect_env, "OMP_NUM_THREADS": threads, "MEDR1_CELL_WORKSPACES": str(scratch / f"cells-{index}")},
+                scratch / f"worker-{index}.log"))
+        started = time.perf_counter()
+        fan_out = subprocess.run([sys.executable, "-m", "flows.fan_out"], cwd=repo, env=prefect_env,
+                                 capture_output=True, text=True, check=False)
+        fanned = time.perf_counter() - started
+        if fan_out.returncode != 0:
+            raise SystemExit(f"the fan-out failed:\n{fan_out.stdout[-3000:]}\n{fan_out.stderr[-3000:]}")
+        result = json.loads(fan_out.stdout.split("medr1-fan-out completed: ", 1)[1])
+    finally:
+        for process in (*workers, server):
+            stop_process(process)
+    fanned_metrics = {str(p.relative_to(repo)): p.read_text() for p in (repo / "metrics/study").rglob("*.json")}
+    same = fanned_metrics == serial_metrics
+
+    print(f"\nCPU: {cpu_model()}, {os.cpu_count()} cores; {len(cells)} cells; fan-out over {arguments.workers} "
+          f"local workers ({threads} threads each)\n")
+    print("| cell | serial s | fan-out: prepare / repro / push s |\n|---|---|---|")
+    overheads = {}
+    for cell in cells:
+        seconds = result["cells"][cell]["seconds"]
+        overheads[cell] = seconds["prepare"] + seconds["push"]
+        print(f"| {cell} | {serial[cell]:.0f} | {seconds['prepare']:.0f} / {seconds['repro']:.0f} / "
+              f"{seconds['push']:.0f} |")
+    total = sum(serial.values())
+    print("\n| study | wall s | vs serial |\n|---|---|---|")
+    print(f"| serial `dvc repro` of the cells | {total:.0f} | 1.00x |")
+    print(f"| fan-out, {arguments.workers} local workers, measured | {fanned:.0f} | {total / fanned:.2f}x |")
+    alone = [serial[cell] + overheads[cell] for cell in cells]
+    for gpus in sorted({2, 4, 8, len(cells), 13}):
+        projected = makespan(alone, gpus)
+        print(f"| fan-out on {gpus} GPUs, projected from the cells' times | {projected:.0f} | "
+              f"{total / projected:.2f}x |")
+    print(f"\nmetrics/study/*.json identical serial and fanned out: {same}"
+          + ("" if same or threads == str(os.cpu_count()) else
+             f" (torch's sums run on {os.cpu_count()} threads serially and {threads} in each worker; "
+             "tests/test_fan_out.py compares both at one thread)"))
+    if not arguments.keep:
+        shutil.rmtree(scratch, ignore_errors=True)
+    else:
+        print(f"kept {scratch}")
+
+
+if __name__ == "__main__":
+    main()
