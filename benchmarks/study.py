@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 import httpx
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
@@ -58,10 +57,11 @@ def study_cells(repo: Path) -> list[str]:
 def forget(repo: Path, cells: list[str]) -> dict[str, str]:
     """Drop the cells' and the report's dvc.lock entries and outputs; returns the cells' metrics as they were."""
     metrics = {str(p.relative_to(repo)): p.read_text() for p in (repo / "metrics/study").rglob("*.json")}
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    for stage in [*cells, "report"]:
-        lock["stages"].pop(stage, None)
-    (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    from dvc.utils.serialize import modify_yaml  # PyYAML would turn the sft params' `save_strategy: no` into false
+
+    with modify_yaml(repo / "dvc.lock") as lock:
+        for stage in [*cells, "report"]:
+            lock["stages"].pop(stage, None)
     for path in ("models/study", "metrics/study"):
         shutil.rmtree(repo / path, ignore_errors=True)
     return metrics

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import json
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from prefect.states import Failed, State
 from flows.dvc_commands import TRANSIENT, DvcFailed, has_remote, run_dvc, status
 from flows.dvc_graph import PipelineGraph, read_graph
 from flows.dvc_lock import lock_entries, record_entries
-from flows.pipeline import CHECKED_STAGE, check_data, repro_stage
+from flows.pipeline import CHECKED_STAGE, check_data, exit_status, repro_stage
 from flows.stage_cell import HEARTBEAT, RESULT_ARTIFACT, read_result
 from medr1.errors import PipelineError
 
@@ -309,9 +308,15 @@ def medr1_fan_out(stages: list[str] | None = None, then: list[str] | None = None
                               attempts, lost_after_s, poll_s)
             create_markdown_artifact(key="medr1-fan-out", markdown=cells_markdown(cells),
                                      description="Each cell's tries, times and placement")
-        after = [stage for stage in (then if then is not None else THEN) if stage in graph.upstream]
-        for stage in after:
+        after = []
+        for stage in [stage for stage in (then if then is not None else THEN) if stage in graph.upstream]:
+            others = sorted(graph.upstream[stage] - set(targets))
+            if behind := sorted(status(root, *others)) if others else []:
+                logger.warning("%s not run: %s %s not up to date here; `dvc repro %s` runs them", stage,
+                               ", ".join(behind), "is" if len(behind) == 1 else "are", stage)
+                continue
             _finished(repro_stage(root, stage, return_state=True))
+            after.append(stage)
         if has_remote(root) and after:
             run_dvc(root, "push", *after)
         return {"cells": {cell.stage: {"tries": cell.tries, "placement": cell.runs[-1].get("placement"),
@@ -354,14 +359,10 @@ def main(argv: list[str] | None = None) -> int:
               "(`make stack`, or `prefect server start`), deploy (`python -m flows.deploy`) and start workers "
               "(`prefect worker start --pool medr1-cells`)", file=sys.stderr)
         return 2
-    state = medr1_fan_out(stages=arguments.stages, then=arguments.then, repo=arguments.repo, source=arguments.source,
-                          deployment=arguments.cells, attempts=arguments.attempts, heartbeat_s=arguments.heartbeat,
-                          lost_after_s=arguments.lost_after, return_state=True)
-    if state.is_failed():
-        print(f"medr1-fan-out failed: {state.message}", file=sys.stderr)
-        return 1
-    print(f"medr1-fan-out completed: {json.dumps(state.result())}")
-    return 0
+    return exit_status("medr1-fan-out", medr1_fan_out(
+        stages=arguments.stages, then=arguments.then, repo=arguments.repo, source=arguments.source,
+        deployment=arguments.cells, attempts=arguments.attempts, heartbeat_s=arguments.heartbeat,
+        lost_after_s=arguments.lost_after, return_state=True))
 
 
 if __name__ == "__main__":

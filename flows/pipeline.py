@@ -8,6 +8,7 @@ configured, and the run's metrics, lineage and report as Prefect artifacts.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -197,11 +198,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     threading.Thread(target=_import_check_libraries, daemon=True).start()
-    state = medr1_pipeline(overrides=arguments.overrides, repo=arguments.repo, return_state=True)
+    return exit_status("medr1-pipeline", medr1_pipeline(overrides=arguments.overrides, repo=arguments.repo,
+                                                        return_state=True))
+
+
+def exit_status(flow_name: str, state: State) -> int:
+    """A flow run's outcome as a command line says it: its result as JSON, or its message on stderr."""
     if state.is_failed():
-        print(f"medr1-pipeline failed: {state.message}", file=sys.stderr)
+        print(f"{flow_name} failed: {state.message}", file=sys.stderr)
         return 1
-    print(f"medr1-pipeline completed: {state.result()}")
+    print(f"{flow_name} completed: {json.dumps(state.result(), default=str)}")
     return 0
 
 

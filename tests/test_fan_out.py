@@ -19,11 +19,13 @@ STUDY_OUTPUTS = ("models/study", "metrics/study", "metrics/generalization.json")
 
 
 def forget_the_study(repo: Path) -> None:
-    """The study's and the report's dvc.lock entries and outputs gone: every cell is stale."""
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    for stage in [*STUDY_STAGES, "report"]:
-        lock["stages"].pop(stage)
-    (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    """The study's and the report's dvc.lock entries and outputs gone: every cell is stale. (DVC's own YAML
+    code edits dvc.lock: PyYAML would read the sft params' `save_strategy: no` as false.)"""
+    from dvc.utils.serialize import modify_yaml
+
+    with modify_yaml(repo / "dvc.lock") as lock:
+        for stage in [*STUDY_STAGES, "report"]:
+            del lock["stages"][stage]
     for path in STUDY_OUTPUTS:
         target = repo / path
         shutil.rmtree(target) if target.is_dir() else target.unlink()
