@@ -117,6 +117,7 @@ def main() -> None:
     started = time.perf_counter()
     run(["dvc", "repro", *[s for s in read_graph(repo).before(cells[0])]], repo, env=env)
     print(f"upstream stages ready in {time.perf_counter() - started:.0f} s")
+    forget(repo, cells)  # a run brought by --from may hold them already
 
     serial: dict[str, float] = {}
     for cell in cells:
