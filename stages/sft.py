@@ -12,7 +12,7 @@ from medr1.errors import run_main
 from medr1.model.base import base_model_dir
 from medr1.model.loading import peak_gpu_memory
 from medr1.pipeline.staging import publish, staging_for
-from medr1.train.launcher import end_with_launcher
+from medr1.train.launcher import end_with_launcher, process_state
 from medr1.train.sft import train_sft
 
 DATA = Path("data/processed")
@@ -20,11 +20,9 @@ OUT = Path("models/sft")
 
 
 def main() -> None:
-    from accelerate import PartialState
-
     end_with_launcher()  # a killed launcher takes its workers with it
-    state = PartialState()
     params = load_params()
+    state = process_state(params.train.device)
     records = list(read_jsonl(DATA / "train.jsonl"))
     staging = staging_for(OUT, fresh=state.is_main_process)  # emptied once, by the main process
     state.wait_for_everyone()

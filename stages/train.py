@@ -17,7 +17,7 @@ from medr1.model.loading import peak_gpu_memory
 from medr1.pipeline.staging import publish, staging_for
 from medr1.train.curves import write_training_curves
 from medr1.train.grpo import train_grpo
-from medr1.train.launcher import end_with_launcher
+from medr1.train.launcher import end_with_launcher, process_state
 from medr1.train.resume import FINGERPRINT, reuse_or_clear, run_fingerprint
 
 DATA = Path("data/processed")
@@ -27,11 +27,9 @@ LOGS = Path("metrics/train")  # DVCLive: metrics.json (dvc exp show) and plots/ 
 
 
 def main() -> None:
-    from accelerate import PartialState  # one process here; one per GPU under `accelerate launch`
-
     end_with_launcher()  # a killed launcher takes its workers with it
-    state = PartialState()
     params = load_params().train
+    state = process_state(params.device)  # one process here; one per GPU (or CPU worker) under a launcher
     records = list(read_jsonl(DATA / "train.jsonl"))
     staging = staging_for(OUT, fresh=False)
     if state.is_main_process:

@@ -24,3 +24,15 @@ def end_with_launcher() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != launcher:  # the launcher died before the request took effect
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def process_state(device: str):
+    """accelerate's view of this process among the launcher's workers. On the CPU it must be told so:
+    `PartialState()` alone sees no distributed run there, and every worker would call itself the main
+    one (two workers then cleared and wrote the same staging folder at once)."""
+    from accelerate import PartialState
+
+    from medr1.model.loading import resolve_device
+
+    return PartialState(cpu=resolve_device(device) == "cpu")
+
