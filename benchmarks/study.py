@@ -33,12 +33,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from conftest import copy_repository, free_port, run, start_process, stop_process
+from conftest import copy_repository, forget_stages, run, start_prefect_server, start_process, stop_process
 
 from flows.dvc_graph import read_graph
 
@@ -54,38 +52,13 @@ def study_cells(repo: Path) -> list[str]:
     return [stage for stage in read_graph(repo).order if stage.startswith("study_")]
 
 
-def forget(repo: Path, cells: list[str]) -> dict[str, str]:
-    """Drop the cells' and the report's dvc.lock entries and outputs; returns the cells' metrics as they were."""
-    metrics = {str(p.relative_to(repo)): p.read_text() for p in (repo / "metrics/study").rglob("*.json")}
-    from dvc.utils.serialize import modify_yaml  # PyYAML would turn the sft params' `save_strategy: no` into false
-
-    with modify_yaml(repo / "dvc.lock") as lock:
-        for stage in [*cells, "report"]:
-            lock["stages"].pop(stage, None)
-    for path in ("models/study", "metrics/study"):
-        shutil.rmtree(repo / path, ignore_errors=True)
-    return metrics
+def study_metrics(repo: Path) -> dict[str, str]:
+    return {str(p.relative_to(repo)): p.read_text() for p in (repo / "metrics/study").rglob("*.json")}
 
 
-def start_server(folder: Path, env: dict) -> tuple[subprocess.Popen, dict]:
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**env, "PREFECT_HOME": str(folder / "prefect-home"), "PREFECT_API_URL": api,
-           "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
-           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
-    server = start_process([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                            "--port", str(port)], folder, env, folder / "server.log")
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                return server, env
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the Prefect server did not start:\n{(folder / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
+def forget(repo: Path, cells: list[str]) -> None:
+    """The cells' and the report's dvc.lock entries and outputs gone: every cell stale."""
+    forget_stages(repo, [*cells, "report"], ["models/study", "metrics/study"])
 
 
 def makespan(durations: list[float], slots: int) -> float:
@@ -125,10 +98,11 @@ def main() -> None:
         run(["dvc", "repro", "--single-item", cell], repo, env=env)
         serial[cell] = time.perf_counter() - started
         print(f"serial  {cell}: {serial[cell]:.0f} s", flush=True)
-    serial_metrics = forget(repo, cells)
+    serial_metrics = study_metrics(repo)
+    forget(repo, cells)
 
     run(["dvc", "remote", "add", "--local", "-d", "bench", str(scratch / "remote")], repo, env=env)
-    server, prefect_env = start_server(scratch, env)
+    server, _, prefect_env = start_prefect_server(scratch, env)
     workers = []
     try:
         run([sys.executable, "-m", "flows.deploy"], repo, env=prefect_env)
@@ -149,7 +123,7 @@ def main() -> None:
     finally:
         for process in (*workers, server):
             stop_process(process)
-    fanned_metrics = {str(p.relative_to(repo)): p.read_text() for p in (repo / "metrics/study").rglob("*.json")}
+    fanned_metrics = study_metrics(repo)
     same = fanned_metrics == serial_metrics
 
     print(f"\nCPU: {cpu_model()}, {os.cpu_count()} cores; {len(cells)} cells; fan-out over {arguments.workers} "

@@ -13,9 +13,13 @@ from medr1.errors import PipelineError
 class PipelineGraph:
     order: tuple[str, ...]                   # every stage, upstream first; ties in dvc.yaml's order
     upstream: dict[str, frozenset[str]]      # stage -> every stage it depends on, directly or not
-    dependencies: frozenset[str]             # every path a stage reads, as dvc.yaml names it (interpolated)
-    deps: dict[str, tuple[str, ...]]         # stage -> the paths it reads
+    deps: dict[str, tuple[str, ...]]         # stage -> the paths it reads, as dvc.yaml names them (interpolated)
     outs: dict[str, tuple[tuple[str, bool], ...]]  # stage -> (path, cached in DVC's cache) it writes
+
+    @property
+    def dependencies(self) -> frozenset[str]:
+        """Every path a stage reads."""
+        return frozenset(path for paths in self.deps.values() for path in paths)
 
     def before(self, stage: str) -> tuple[str, ...]:
         """The stages `stage` depends on, in run order."""
@@ -55,7 +59,6 @@ def read_graph(root: Path) -> PipelineGraph:
             return PipelineGraph(
                 order=tuple(name[stage] for stage in order),
                 upstream={name[stage]: frozenset(name[s] for s in nx.ancestors(runnable, stage)) for stage in stages},
-                dependencies=frozenset(dep.def_path for stage in stages for dep in stage.deps),
                 deps={name[stage]: tuple(dep.def_path for dep in stage.deps) for stage in stages},
                 outs={name[stage]: tuple((out.def_path, bool(out.use_cache)) for out in stage.outs)
                       for stage in stages},

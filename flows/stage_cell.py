@@ -86,12 +86,15 @@ def checkout(repo: str, commit: str, workspace: Path) -> None:
 
 
 def configure_remote(workspace: Path, remote: dict[str, str]) -> None:
-    """The fan-out's DVC remote as this workspace's default (credentials: the worker's environment)."""
-    run_dvc(workspace, "remote", "add", "--local", "--force", "--default", REMOTE, remote["url"])
-    for option, value in remote.items():
-        if option != "url":
-            run_dvc(workspace, "remote", "modify", "--local", REMOTE, option, str(value))
-    run_dvc(workspace, "config", "--local", "cache.dir", str(workspaces() / "dvc-cache"))  # shared by the cells
+    """The fan-out's DVC remote as this workspace's default (credentials: the worker's environment), and
+    a DVC cache shared by the worker's cells, written into .dvc/config.local in one go."""
+    from dvc.config import Config
+
+    config = Config(dvc_dir=str(workspace / ".dvc"))
+    with config.edit("local") as local:  # DVC checks the options as `dvc remote modify` would
+        local["remote"][REMOTE] = dict(remote)
+        local["core"]["remote"] = REMOTE
+        local["cache"]["dir"] = str(workspaces() / "dvc-cache")
 
 
 def uncached_outputs(workspace: Path, stage: str, graph) -> dict[str, str]:

@@ -293,30 +293,54 @@ def stop_process(process: subprocess.Popen) -> None:
             process.wait()
 
 
-@pytest.fixture
-def prefect_server(tmp_path):
-    """A real `prefect server start` on a free loopback port, its home in a temporary folder."""
+def start_prefect_server(folder: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str, dict[str, str]]:
+    """A real `prefect server start` on a free loopback port, its home in `folder`, answering its health
+    check: (process, API URL, the environment that talks to it)."""
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    env = {**env, "PREFECT_HOME": str(folder / "prefect-home"), "PREFECT_API_URL": api,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
            "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           # no runs of its own: the test triggers the one it watches (the schedules are read back below)
+           # no runs of its own: a test triggers the ones it watches (the schedules are read back)
            "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
            "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
     server = start_process([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                            "--port", str(port)], tmp_path, env, tmp_path / "server.log")
+                            "--port", str(port)], folder, env, folder / "server.log")
+    deadline = time.monotonic() + 120
+    while True:
+        if server.poll() is not None or time.monotonic() > deadline:
+            stop_process(server)
+            raise AssertionError(f"the Prefect server did not answer within 120 s:\n"
+                                 f"{(folder / 'server.log').read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                return server, api, env
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    """A real `prefect server start` on a free loopback port, its home in a temporary folder."""
+    server, api, env = start_prefect_server(tmp_path, dict(os.environ))
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the Prefect server did not answer within 120 s"
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
         yield api, env
     finally:
         stop_process(server)
+
+
+def forget_stages(repo: Path, stages: list[str], outputs: list[str]) -> None:
+    """The stages' dvc.lock entries and these outputs gone, so DVC sees the stages as never run. DVC's own
+    YAML code edits dvc.lock: PyYAML would read the sft params' `save_strategy: no` as false."""
+    from dvc.utils.serialize import modify_yaml
+
+    with modify_yaml(repo / "dvc.lock") as lock:
+        for stage in stages:
+            lock["stages"].pop(stage, None)
+    for path in outputs:
+        target = repo / path
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)

@@ -5,7 +5,6 @@ must come back identical."""
 
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -13,22 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import STUDY_STAGES, run, start_process, stop_process
+from conftest import STUDY_STAGES, forget_stages, run, start_process, stop_process
 
-STUDY_OUTPUTS = ("models/study", "metrics/study", "metrics/generalization.json")
-
-
-def forget_the_study(repo: Path) -> None:
-    """The study's and the report's dvc.lock entries and outputs gone: every cell is stale. (DVC's own YAML
-    code edits dvc.lock: PyYAML would read the sft params' `save_strategy: no` as false.)"""
-    from dvc.utils.serialize import modify_yaml
-
-    with modify_yaml(repo / "dvc.lock") as lock:
-        for stage in [*STUDY_STAGES, "report"]:
-            del lock["stages"][stage]
-    for path in STUDY_OUTPUTS:
-        target = repo / path
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
+STUDY_OUTPUTS = ["models/study", "metrics/study", "metrics/generalization.json"]
 
 
 def kill_processes_with(variable: str) -> None:
@@ -77,7 +63,7 @@ def test_study_cells_fan_out_to_two_workers_and_survive_a_killed_one(pipeline_co
                                                                       s3_environment, tmp_path):
     repo = pipeline_copy
     serial = json.loads((repo / "metrics/generalization.json").read_text())
-    forget_the_study(repo)
+    forget_stages(repo, [*STUDY_STAGES, "report"], STUDY_OUTPUTS)  # every cell stale
     bucket = moto_server.new_bucket()
     run(["dvc", "remote", "add", "--local", "-d", "storage", f"s3://{bucket}/dvc"], repo)
     run(["dvc", "remote", "modify", "--local", "storage", "endpointurl", moto_server.url], repo)
