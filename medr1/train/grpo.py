@@ -30,8 +30,8 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
     from the last one (same optimizer state, RNG and step count) instead of starting over.
     """
     from accelerate.utils import broadcast_object_list
-    from trl import GRPOTrainer
 
+    from medr1.train.grpo_trainer import DistinctWorkGRPOTrainer  # imports TRL
     if log_dir is not None and not split_report_to(params.trl.get("report_to"))[1]:
         raise PipelineError(f"train.trl.report_to needs dvclive: the train stage's logs ({log_dir}) are outputs "
                             "in dvc.yaml; add dvclive beside any other logger, e.g. report_to: [dvclive, wandb]")
@@ -48,7 +48,7 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
     # Beside the checkpoints, which publishing leaves out; one folder per process under a launcher.
     fast_copies = output_dir / "checkpoints" / f"train-images-{socket.gethostname()}-{os.getpid()}"
     fast_copies.mkdir(parents=True, exist_ok=True)
-    trainer = GRPOTrainer(
+    trainer = DistinctWorkGRPOTrainer(
         model=model,
         reward_funcs=reward_functions(params.reward_funcs, params.rewards, params.reasoning),
         args=args,

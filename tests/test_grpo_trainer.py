@@ -1,0 +1,204 @@
+"""The GRPO trainer that does each step's distinct work once (medr1/train/grpo_trainer.py) against
+TRL's own GRPOTrainer: the vision tower encodes each distinct image once per forward, the image
+processor prepares each distinct picture once per step, and losses, log-probabilities, gradients and
+a 40-step reward trajectory are TRL's."""
+
+import copy
+import hashlib
+import inspect
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import REPO, repo_params
+
+from medr1.data.records import read_jsonl
+
+PARAMS = repo_params()
+GENERATIONS = 4
+
+
+def test_the_trl_methods_it_overrides_or_relies_on_are_the_pinned_ones():
+    """A TRL upgrade that changes any of them fails here until grpo_trainer.py is checked against it."""
+    import trl
+    from trl import GRPOTrainer
+
+    from medr1.train.grpo_trainer import TRL_SOURCES, TRL_VERSION, DistinctWorkGRPOTrainer
+
+    pinned = re.search(r"^trl==(\S+)$", (REPO / "constraints.txt").read_text(), re.MULTILINE).group(1)
+    assert trl.__version__ == TRL_VERSION == pinned
+    for name, digest in TRL_SOURCES.items():
+        assert hashlib.sha256(inspect.getsource(getattr(GRPOTrainer, name)).encode()).hexdigest() == digest, name
+    overridden = {name for name in vars(DistinctWorkGRPOTrainer) if callable(getattr(GRPOTrainer, name, None))}
+    assert overridden - {"__init__"} <= set(TRL_SOURCES)
+
+
+@pytest.fixture(scope="module")
+def real_folder(tmp_path_factory, processed):
+    """A randomly initialised Qwen2-VL checkpoint folder as a download has it (real BPE tokenizer,
+    chat template, image processor)."""
+    from medr1.synthetic.checkpoints import write_checkpoint
+
+    records = list(read_jsonl(processed / "train.jsonl"))
+    texts = [r.question + " " + " ".join(r.options.values()) for r in records]
+    return write_checkpoint("qwen2-vl", tmp_path_factory.mktemp("qwen2-vl"), texts), records
+
+
+def _trainer(trainer_class, folder, records, processed, output_dir, dtype=None, **settings):
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl import GRPOConfig
+
+    from medr1.task.rewards import reward_functions
+    from medr1.train.datasets import grpo_dataset
+
+    params = PARAMS.train
+    config = GRPOConfig(
+        output_dir=str(output_dir), max_steps=2, learning_rate=1e-3, per_device_train_batch_size=3 * GENERATIONS,
+        num_generations=GENERATIONS, max_completion_length=6, temperature=1.0, use_cpu=True, report_to="none",
+        save_strategy="no", seed=0, logging_steps=1, **settings)
+    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=dtype or torch.float32)
+    trainer = trainer_class(model=model, args=config, processing_class=AutoProcessor.from_pretrained(folder),
+                            reward_funcs=reward_functions(params.reward_funcs, params.rewards, params.reasoning),
+                            train_dataset=grpo_dataset(records, processed, params.reasoning))
+    trainer.current_gradient_accumulation_steps = 1  # what Trainer's loop sets before a step
+    return trainer
+
+
+def _generation_batch(trainer, records, images: int) -> list[dict]:
+    """What the trainer's dataloader yields, each question num_generations times and decoded each time,
+    for one question about each of `images` pictures and a second question about the first picture."""
+    first = {}
+    for index, record in enumerate(records):
+        first.setdefault(record.image, []).append(index)
+    groups = list(first.values())
+    chosen = [indices[0] for indices in groups[:images]] + [groups[0][1]]
+    return [trainer.train_dataset[index] for index in chosen for _ in range(GENERATIONS)]
+
+
+def _pair(real_folder, processed, tmp_path, **settings):
+    from trl import GRPOTrainer
+
+    from medr1.train.grpo_trainer import DistinctWorkGRPOTrainer
+
+    folder, records = real_folder
+    return (_trainer(GRPOTrainer, folder, records, processed, tmp_path / "trl", **settings),
+            _trainer(DistinctWorkGRPOTrainer, folder, records, processed, tmp_path / "ours", **settings))
+
+
+def _count_encodings(model) -> list[list[int]]:
+    """Per call of the model's vision tower: [pixel rows its caller passed, pixel rows it encoded]."""
+    from medr1.train.distinct_images import vision_tower
+
+    tower, calls = vision_tower(model), []
+    tower.register_forward_pre_hook(lambda module, args, kwargs: calls.append([args[0].shape[0], None]),
+                                    with_kwargs=True, prepend=True)  # runs before the trainer's hooks
+    tower.patch_embed.register_forward_pre_hook(lambda module, args: calls[-1].__setitem__(1, args[0].shape[0]))
+    return calls
+
+
+def test_each_distinct_image_is_encoded_once_per_forward_and_processed_once_per_step(real_folder, processed,
+                                                                                    tmp_path, monkeypatch):
+    """With a reference model (beta) and two optimizer steps per batch (old-policy log-probs), a step
+    runs the tower in generation's prefill and in the old-policy, reference and policy forwards:
+    TRL encodes every copy each time, ours each distinct image once."""
+    trl_trainer, ours = _pair(real_folder, processed, tmp_path, beta=0.04, num_iterations=2)
+    processed_images = []
+    image_processor_class = type(ours.processing_class.image_processor)
+    real_call = image_processor_class.__call__
+    monkeypatch.setattr(image_processor_class, "__call__", lambda self, images, *args, **kwargs: (
+        processed_images.append(len(images)), real_call(self, images, *args, **kwargs))[1])
+    results = {}
+    for name, trainer in (("trl", trl_trainer), ("ours", ours)):
+        calls = _count_encodings(trainer.model)
+        ref_calls = _count_encodings(trainer.ref_model)
+        processed_images.clear()
+        trainer.model.train()
+        rows = _generation_batch(trainer, real_folder[1], images=2)
+        batch = trainer._generate_and_score_completions(rows)
+        trainer.compute_loss(trainer.model, batch).backward()
+        results[name] = (calls, ref_calls, list(processed_images))
+    distinct = 2  # three questions about two pictures, each num_generations times
+    trl_calls, trl_ref, trl_processed = results["trl"]
+    calls, ref_calls, processed_images = results["ours"]
+    assert len(trl_calls) == 3 and len(trl_ref) == 1  # prefill, old policy, policy; reference
+    assert all(given == encoded for given, encoded in trl_calls + trl_ref)  # every copy encoded
+    assert len(calls) == 3 and len(ref_calls) == 1
+    patches = trl_calls[0][0] // (3 * GENERATIONS)  # pixel rows of one picture
+    assert all(encoded == distinct * patches for _, encoded in calls + ref_calls)  # each picture once a forward
+    assert sum(trl_processed) == 2 * 3 * GENERATIONS  # TRL: every copy, in each of its two passes
+    assert sum(processed_images) == distinct  # ours: each picture once a step
+
+
+def test_losses_log_probabilities_and_gradients_are_trls(real_folder, processed, tmp_path):
+    """Same batch, same weights: TRL's trainer and ours give the same prompt inputs, completions,
+    per-token log-probabilities, loss and gradients, the vision tower's included (every weight
+    trains here, so gradients flow back through the shared image features)."""
+    import torch
+
+    trl_trainer, ours = _pair(real_folder, processed, tmp_path, dtype=torch.float64)  # rounding out of the way
+    batches = {}
+    for name, trainer in (("trl", trl_trainer), ("ours", ours)):
+        trainer.model.train()
+        torch.manual_seed(0)
+        batches[name] = trainer._generate_and_score_completions(_generation_batch(trainer, real_folder[1], 3))
+    for key in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "image_grid_thw"):
+        assert torch.equal(batches["trl"][key], batches["ours"][key]), key
+    assert torch.equal(batches["trl"]["pixel_values"], batches["ours"]["pixel_values"])
+    torch.testing.assert_close(batches["trl"]["advantages"], batches["ours"]["advantages"])
+    batch = batches["trl"]  # advantages that differ per row: a random model's rewards are mostly equal
+    batch["advantages"] = torch.linspace(-1.0, 1.0, len(batch["advantages"]))
+    logps = {}
+    for name, trainer in (("trl", trl_trainer), ("ours", ours)):
+        trainer.model.zero_grad()
+        ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+        mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+        logps[name], _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, ids, mask, batch["completion_ids"].size(1), pixel_values=batch["pixel_values"],
+            image_grid_thw=batch["image_grid_thw"], num_images=batch["num_images"],
+            mm_token_type_ids=batch.get("mm_token_type_ids"))
+        loss = trainer.compute_loss(trainer.model, copy.copy(batch))
+        loss.backward()
+        logps[name + " loss"] = loss.detach()
+    torch.testing.assert_close(logps["ours"], logps["trl"])
+    torch.testing.assert_close(logps["ours loss"], logps["trl loss"])
+    trl_grads = dict(trl_trainer.model.named_parameters())
+    vision_grads = 0
+    for name, parameter in ours.model.named_parameters():  # relative to the largest: sums in another order
+        expected = trl_grads[name].grad
+        error = (parameter.grad - expected).abs().max() / expected.abs().max().clamp(min=1e-12)
+        assert error < 1e-6, (name, float(error))  # float64: a different computation would be far off
+        vision_grads += "visual" in name and bool(parameter.grad.abs().sum() > 0)
+    assert vision_grads > 10  # the tower's weights got gradients through the shared features
+
+
+def reward_trajectories(base, data, steps: int = 40) -> dict[str, list[float]]:
+    """Per-step mean reward of the train stage's GRPO from `base` on `data`'s train split, with our
+    trainer and with TRL's in its place."""
+    from trl import GRPOTrainer
+
+    import medr1.train.grpo_trainer
+    from medr1.model.base import base_model_dir
+    from medr1.train.grpo import train_grpo
+
+    records = list(read_jsonl(data / "train.jsonl"))
+    params = PARAMS.train.model_copy(update={"max_steps": steps, "logging_steps": 1, "checkpoint_steps": 1000,
+                                             "trl": {**PARAMS.train.trl, "report_to": []}})
+    rewards = {}
+    with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as scratch:
+        for name in ("ours", "trl"):
+            if name == "trl":
+                patch.setattr(medr1.train.grpo_trainer, "DistinctWorkGRPOTrainer", GRPOTrainer)
+            history = train_grpo(base_model_dir(base), records, data, params, Path(scratch) / name)
+            rewards[name] = [entry["reward"] for entry in history if "reward" in entry]
+    return rewards
+
+
+def test_a_40_step_reward_trajectory_is_trls_with_the_same_seed(pipeline_run):
+    """The train stage's trainer against TRL's, 40 steps from the pipeline's warmed-up base model
+    with the train stage's settings and seed."""
+    rewards = reward_trajectories(pipeline_run.repo / "models/base", pipeline_run.repo / "data/processed")
+    assert len(rewards["ours"]) == 40
+    assert rewards["ours"] == pytest.approx(rewards["trl"], abs=1e-6)
+    assert len(set(rewards["ours"])) > 1  # the reward moved: a trajectory, not a constant
