@@ -45,22 +45,28 @@ def real_folder(tmp_path_factory, processed):
     return write_checkpoint("qwen2-vl", tmp_path_factory.mktemp("qwen2-vl"), texts), records
 
 
-def _trainer(trainer_class, folder, records, processed, output_dir, dtype=None, **settings):
+def _trainer(trainer_class, folder, records, processed, output_dir, dtype=None, reward_funcs=None,
+             train_stage_weights=False, **settings):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import GRPOConfig
 
+    from medr1.model.hooks import apply_training_hook
     from medr1.task.rewards import reward_functions
     from medr1.train.datasets import grpo_dataset
 
     params = PARAMS.train
-    config = GRPOConfig(
-        output_dir=str(output_dir), max_steps=2, learning_rate=1e-3, per_device_train_batch_size=3 * GENERATIONS,
-        num_generations=GENERATIONS, max_completion_length=6, temperature=1.0, use_cpu=True, report_to="none",
-        save_strategy="no", seed=0, logging_steps=1, **settings)
+    settings = {"max_steps": 2, "learning_rate": 1e-3, "per_device_train_batch_size": 3 * GENERATIONS,
+                "num_generations": GENERATIONS, "max_completion_length": 6, **settings}
+    config = GRPOConfig(output_dir=str(output_dir), temperature=1.0, use_cpu=True, report_to="none",
+                        save_strategy="no", seed=0, logging_steps=1, **settings)
     model = AutoModelForImageTextToText.from_pretrained(folder, dtype=dtype or torch.float32)
-    trainer = trainer_class(model=model, args=config, processing_class=AutoProcessor.from_pretrained(folder),
-                            reward_funcs=reward_functions(params.reward_funcs, params.rewards, params.reasoning),
+    processor = AutoProcessor.from_pretrained(folder)
+    if train_stage_weights:  # what the train stage trains: on the tiny model, the option words' embeddings
+        apply_training_hook(model, processor.tokenizer, records)
+    trainer = trainer_class(model=model, args=config, processing_class=processor,
+                            reward_funcs=reward_funcs or reward_functions(params.reward_funcs, params.rewards,
+                                                                          params.reasoning),
                             train_dataset=grpo_dataset(records, processed, params.reasoning))
     trainer.current_gradient_accumulation_steps = 1  # what Trainer's loop sets before a step
     return trainer
@@ -173,32 +179,46 @@ def test_losses_log_probabilities_and_gradients_are_trls(real_folder, processed,
     assert vision_grads > 10  # the tower's weights got gradients through the shared features
 
 
-def reward_trajectories(base, data, steps: int = 40) -> dict[str, list[float]]:
-    """Per-step mean reward of the train stage's GRPO from `base` on `data`'s train split, with our
-    trainer and with TRL's in its place."""
+def reward_trajectories(model_dir, data, steps: int = 40, reward_funcs=None) -> dict[str, list[float]]:
+    """Per-step mean reward of `steps` GRPO steps (4 questions x 8 completions) from the model in
+    `model_dir` on `data`'s train split, training the weights the train stage trains, with our
+    trainer and with TRL's, from the same seed."""
     from trl import GRPOTrainer
 
-    import medr1.train.grpo_trainer
-    from medr1.model.base import base_model_dir
-    from medr1.train.grpo import train_grpo
+    from medr1.train.grpo_trainer import DistinctWorkGRPOTrainer
 
     records = list(read_jsonl(data / "train.jsonl"))
-    params = PARAMS.train.model_copy(update={"max_steps": steps, "logging_steps": 1, "checkpoint_steps": 1000,
-                                             "trl": {**PARAMS.train.trl, "report_to": []}})
     rewards = {}
-    with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as scratch:
-        for name in ("ours", "trl"):
-            if name == "trl":
-                patch.setattr(medr1.train.grpo_trainer, "DistinctWorkGRPOTrainer", GRPOTrainer)
-            history = train_grpo(base_model_dir(base), records, data, params, Path(scratch) / name)
-            rewards[name] = [entry["reward"] for entry in history if "reward" in entry]
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, trainer_class in (("ours", DistinctWorkGRPOTrainer), ("trl", GRPOTrainer)):
+            trainer = _trainer(trainer_class, model_dir, records, data, Path(scratch) / name, max_steps=steps,
+                               per_device_train_batch_size=32, num_generations=8, learning_rate=0.05,
+                               max_completion_length=8, reward_funcs=reward_funcs, train_stage_weights=True)
+            trainer.train()
+            rewards[name] = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
     return rewards
 
 
-def test_a_40_step_reward_trajectory_is_trls_with_the_same_seed(pipeline_run):
-    """The train stage's trainer against TRL's, 40 steps from the pipeline's warmed-up base model
-    with the train stage's settings and seed."""
-    rewards = reward_trajectories(pipeline_run.repo / "models/base", pipeline_run.repo / "data/processed")
+def _length_reward(completions, **_):
+    """A reward an untrained model earns in varying amounts: how much of its completion is text."""
+    return [min(len(completion[0]["content"].strip()), 20) / 20 for completion in completions]
+
+
+def test_a_40_step_reward_trajectory_is_trls_with_the_same_seed(processed, tmp_path):
+    """40 steps from the same tiny model and seed: our trainer's per-step rewards are TRL's."""
+    from conftest import tiny_architecture
+
+    from medr1.tiny.build import tokenizer_corpus
+    from medr1.tiny.model import build_model, build_processor, train_tokenizer
+    from medr1.tiny.training import TRAINING_HOOK
+
+    records = list(read_jsonl(processed / "train.jsonl"))
+    tokenizer = train_tokenizer(tokenizer_corpus(records, 0), 512)
+    model = build_model(tokenizer, tiny_architecture(), seed=0)
+    model.config.medr1_training_hook = TRAINING_HOOK  # as the base stage saves it
+    model.save_pretrained(tmp_path)
+    build_processor(tokenizer, 112).save_pretrained(tmp_path)
+    rewards = reward_trajectories(tmp_path, processed, reward_funcs=[_length_reward])
     assert len(rewards["ours"]) == 40
     assert rewards["ours"] == pytest.approx(rewards["trl"], abs=1e-6)
-    assert len(set(rewards["ours"])) > 1  # the reward moved: a trajectory, not a constant
+    assert len(set(rewards["ours"])) > 5  # the reward moved: a trajectory, not a constant
