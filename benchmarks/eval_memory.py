@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import cpu_model
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -84,8 +85,7 @@ def main() -> None:
                 unbounded, unbounded_s = peak_rss_mib(work, split, checkpoint, questions, 10**9)
             rows.append({"questions": questions, "images": questions // QUESTIONS_PER_IMAGE, "bounded_mib": bounded,
                          "bounded_s": bounded_s, "unbounded_mib": unbounded, "unbounded_s": unbounded_s})
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    cpu = cpu_model()
     print(f"\npeak resident memory of `medr1 evaluate`, 384 px Qwen2-VL image processing ({cpu})\n")
     print(f"| questions | images | image_window {args.window}: peak MiB (s) | unbounded: peak MiB (s) |")
     print("|---|---|---|---|")

@@ -25,7 +25,6 @@ import argparse
 import heapq
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,15 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from conftest import copy_repository, forget_stages, run, start_prefect_server, start_process, stop_process
+from machine import cpu_model
 
 from flows.dvc_graph import read_graph
-
-
-def cpu_model() -> str:
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def study_cells(repo: Path) -> list[str]:

@@ -74,6 +74,7 @@ def main() -> None:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from machine import cpu_model
     from transformers.utils import logging as hf_logging
 
     from medr1.config import load_params
@@ -95,7 +96,7 @@ def main() -> None:
         rows.append((generations, timings, {name: samples / min(values) for name, values in timings.items()}))
     print(f"\n{args.steps} GRPO steps x {train.per_device_train_batch_size} completions, checkpoints every "
           f"{min(train.checkpoint_steps, max(1, args.steps // 3))} steps (ours only); best of {args.repeats}; "
-          f"{_cpu()}")
+          f"{cpu_model()}, {os.cpu_count()} cores")
     print(f"{'generations':>11} {'bare: seconds':>20} {'ours: seconds':>20} {'bare/s':>7} {'ours/s':>7} "
           f"{'ours/bare':>9}")
     for generations, timings, rate in rows:
@@ -123,17 +124,6 @@ def _timed_pair(model_dir: Path, records, params, repeats: int) -> dict[str, lis
                 timings[name].append(time.perf_counter() - start)
                 shutil.rmtree(out, ignore_errors=True)
     return timings
-
-
-def _cpu() -> str:
-    import platform
-
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        return f"{names[0]}, {len(names)} cores"
-    except (OSError, IndexError):
-        return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ def expand_to_rows(features, images_per_row: list[int], inverse: list[int]):
             expanded[name] = _take(value, inverse)
         else:
             return None
-    return type(features)(expanded) if not isinstance(features, dict) or type(features) is not dict else expanded
+    return expanded if type(features) is dict else type(features)(expanded)
 
 
 class DistinctPrompts:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from medr1.train.distinct_images import find_distinct_images
+from medr1.train.distinct_prompts import distinct_rows
 
 
 class SharedPrompts:
@@ -83,13 +84,7 @@ class SharedPrompts:
         prompts, masks = input_ids[:, :length].tolist(), attention_mask[:, :length].tolist()
         keys = [(tuple(prompts[row]), tuple(masks[row]), tuple(image_key[i] for i in images_of[row]))
                 for row in range(len(prompts))]
-        first: dict = {}
-        keep, inverse = [], []
-        for row, key in enumerate(keys):
-            if key not in first:
-                first[key] = len(keep)
-                keep.append(row)
-            inverse.append(first[key])
+        keep, inverse = distinct_rows(keys)
         return None if len(keep) == len(keys) else (keep, inverse, images_of)
 
 
