@@ -104,6 +104,14 @@ def _count_encodings(model) -> list[list[int]]:
     return calls
 
 
+def _count_language_rows(model) -> list[tuple[int, int]]:
+    """Per call of the model's language model: (rows, tokens) of what it ran."""
+    calls = []
+    model.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(tuple(kwargs["inputs_embeds"].shape[:2])), with_kwargs=True)
+    return calls
+
+
 def test_each_distinct_image_is_encoded_once_per_forward_and_processed_once_per_step(real_folder, processed,
                                                                                     tmp_path, monkeypatch):
     """With a reference model (beta) and two optimizer steps per batch (old-policy log-probs), a step
@@ -119,15 +127,16 @@ def test_each_distinct_image_is_encoded_once_per_forward_and_processed_once_per_
     for name, trainer in (("trl", trl_trainer), ("ours", ours)):
         calls = _count_encodings(trainer.model)
         ref_calls = _count_encodings(trainer.ref_model)
+        language_rows = _count_language_rows(trainer.model)
         processed_images.clear()
         trainer.model.train()
         rows = _generation_batch(trainer, real_folder[1], images=2)
         batch = trainer._generate_and_score_completions(rows)
         trainer.compute_loss(trainer.model, batch).backward()
-        results[name] = (calls, ref_calls, list(processed_images))
+        results[name] = (calls, ref_calls, list(processed_images), language_rows)
     distinct = 2  # three questions about two pictures, each num_generations times
-    trl_calls, trl_ref, trl_processed = results["trl"]
-    calls, ref_calls, processed_images = results["ours"]
+    trl_calls, trl_ref, trl_processed, trl_language = results["trl"]
+    calls, ref_calls, processed_images, language = results["ours"]
     assert len(trl_calls) == 3 and len(trl_ref) == 1  # prefill, old policy, policy; reference
     assert all(given == encoded for given, encoded in trl_calls + trl_ref)  # every copy encoded
     assert len(calls) == 3 and len(ref_calls) == 1
@@ -135,6 +144,10 @@ def test_each_distinct_image_is_encoded_once_per_forward_and_processed_once_per_
     assert all(encoded == distinct * patches for _, encoded in calls + ref_calls)  # each picture once a forward
     assert sum(trl_processed) == 2 * 3 * GENERATIONS  # TRL: every copy, in each of its two passes
     assert sum(processed_images) == distinct  # ours: each picture once a step
+    prompt_tokens = batch["prompt_ids"].shape[1]
+    assert trl_language[0] == (3 * GENERATIONS, prompt_tokens)  # generation's prefill: every copy of the prompts
+    assert language[0] == (3, prompt_tokens)  # ours: each distinct prompt once
+    assert language[1][0] == 3 * GENERATIONS  # decoding continues on every row
 
 
 def test_losses_log_probabilities_and_gradients_are_trls(real_folder, processed, tmp_path):

@@ -20,30 +20,34 @@ class DistinctImages:
 
     keep: list[int]
     inverse: list[int]
-    patches: list[int]  # rows of pixel_values per input image
+    patches: list[int]  # rows of pixel_values (or of the blocks compared) per input image
 
 
 def find_distinct_images(pixel_values, grid_thw) -> DistinctImages | None:
     """Identical images among `pixel_values` (rows split per image by `grid_thw`), or None when
     every image is distinct (nothing to save)."""
+    return find_distinct_blocks(pixel_values, grid_thw.prod(-1).tolist(), [tuple(g) for g in grid_thw.tolist()])
+
+
+def find_distinct_blocks(values, sizes: list[int], labels: list) -> DistinctImages | None:
+    """Identical blocks among `values` (split into blocks of `sizes` rows; two blocks are the same when
+    their labels are equal and their values are exactly equal), or None when every block is distinct."""
     import torch
 
-    patches = grid_thw.prod(-1).tolist()
-    if len(patches) < 2:
+    if len(sizes) < 2:
         return None
-    chunks = pixel_values.split(patches)
+    chunks = values.split(sizes)
     # Cheap fingerprints group the candidates; torch.equal then decides, so a collision costs a comparison.
-    weights = torch.arange(1, pixel_values.shape[-1] + 1, dtype=torch.float64, device=pixel_values.device)
-    row_sums = pixel_values.detach().to(torch.float64) @ weights
-    sums = row_sums.split(patches)
+    weights = torch.arange(1, values.shape[-1] + 1, dtype=torch.float64, device=values.device)
+    row_sums = values.detach().to(torch.float64) @ weights
+    sums = row_sums.split(sizes)
     prints = torch.stack([torch.stack([s.sum(), (s * torch.arange(1, len(s) + 1, device=s.device)).sum()])
                           for s in sums]).tolist()
-    grids = grid_thw.tolist()
     keep: list[int] = []
     inverse: list[int] = []
     candidates: dict[tuple, list[int]] = {}
     for index, chunk in enumerate(chunks):
-        key = (tuple(grids[index]), *prints[index])
+        key = (labels[index], *prints[index])
         for position in candidates.get(key, ()):
             if torch.equal(chunks[keep[position]], chunk):
                 inverse.append(position)
@@ -52,7 +56,7 @@ def find_distinct_images(pixel_values, grid_thw) -> DistinctImages | None:
             candidates.setdefault(key, []).append(len(keep))
             inverse.append(len(keep))
             keep.append(index)
-    return None if len(keep) == len(patches) else DistinctImages(keep, inverse, patches)
+    return None if len(keep) == len(sizes) else DistinctImages(keep, inverse, sizes)
 
 
 def expand_rows(features, sizes: list[int], inverse: list[int]):

@@ -1,8 +1,9 @@
 """TRL's GRPOTrainer at the cost of its distinct work: each distinct prompt of a step is prepared
 once (medr1/train/distinct_prompts.py), each distinct image is encoded once per forward
 (medr1/train/distinct_images.py), in the policy, old-policy, reference and generation passes, and
-each distinct prompt runs through the language model once per log-probability pass, its
-completions continuing from its key-value cache (medr1/train/shared_prompts.py).
+each distinct prompt runs through the language model once per log-probability pass and once in
+generation's prefill, its completions continuing from its key-value cache
+(medr1/train/shared_prompts.py).
 
 Losses, log-probabilities and gradients are TRL's to float tolerance (tests/test_grpo_trainer.py).
 The subclass overrides one method of TRL's and relies on how TRL's own methods call the processor and

@@ -5,9 +5,11 @@ old policy, reference) run the whole prompt again for each. `SharedPrompts` wrap
 multimodal backbone (`model.model` of Qwen2-VL and Qwen2.5-VL): while the trainer says how long the
 prompt part of its rows is (`prompt_length`), rows with the same prompt tokens and the same pictures
 run the prompt once, with its key-value cache; the cache is then indexed out to every row, and the
-completions run on top of it. The hidden states are the ones a full pass gives (causal attention:
-a prompt position never sees the completion), and autograd sums each copy's gradient into the one
-prompt pass, as it would sum the copies'. Positions come from the backbone's own rope index over the
+completions run on top of it. Generation's prefill (the prompts into an empty cache) runs each
+distinct prompt once the same way, and decoding continues from the indexed-out cache. The hidden
+states are the ones a full pass gives (causal attention: a prompt position never sees the
+completion), and autograd sums each copy's gradient into the one prompt pass, as it would sum the
+copies'. Positions come from the backbone's own rope index over the
 full rows. With gradient checkpointing (no cache in training), other backbones, or nothing shared,
 the backbone runs as it is.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from medr1.train.distinct_images import find_distinct_images
+from medr1.train.distinct_images import find_distinct_blocks
 from medr1.train.distinct_prompts import distinct_rows
 
 
@@ -40,24 +42,29 @@ class SharedPrompts:
                 image_grid_thw=None, mm_token_type_ids=None, **kwargs):
         given = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
                  "pixel_values": pixel_values, "image_grid_thw": image_grid_thw, "mm_token_type_ids": mm_token_type_ids}
-        plan = self._plan(input_ids, attention_mask, position_ids, pixel_values, image_grid_thw, mm_token_type_ids,
-                          kwargs)
-        if plan is None:
-            return self._forward(**given, **kwargs)
+        cache, tokens = kwargs.get("cache"), 0 if input_ids is None else input_ids.shape[1]
+        log_probabilities = self.length is not None and cache is None and position_ids is None \
+            and 0 < self.length < tokens
+        prefill = self.length is None and cache is not None and tokens > 0 and cache.get_seq_length() == 0
+        if log_probabilities and (plan := self._plan(self.length, given, kwargs, self._pixel_blocks(given))):
+            return self._prompt_then_completions(plan, given, kwargs)
+        if prefill and (plan := self._plan(tokens, given, kwargs, _encoded_blocks(kwargs))):
+            return self._prefill(plan, given, kwargs)
+        return self._forward(**given, **kwargs)
+
+    def _prompt_then_completions(self, plan, given, kwargs):
+        """A log-probability pass: each distinct prompt once, its cache indexed out, completions on top."""
         import torch
 
         keep, inverse, images_of = plan
-        length = self.length
-        positions, _ = self.backbone.get_rope_index(input_ids, mm_token_type_ids=mm_token_type_ids,
-                                                    image_grid_thw=image_grid_thw, attention_mask=attention_mask)
-        patches = image_grid_thw.prod(-1).tolist()
-        blocks = pixel_values.split(patches)
+        length, input_ids, attention_mask = self.length, given["input_ids"], given["attention_mask"]
+        positions, _ = self._rope_index(given)
+        grid = given["image_grid_thw"]
+        blocks = given["pixel_values"].split(grid.prod(-1).tolist())
         kept_images = [image for row in keep for image in images_of[row]]
         settings = {**kwargs, "use_cache": True}
-        prompt = self._forward(
-            input_ids=input_ids[keep, :length], attention_mask=attention_mask[keep, :length],
-            position_ids=positions[:, keep, :length], pixel_values=torch.cat([blocks[i] for i in kept_images]),
-            image_grid_thw=image_grid_thw[kept_images], mm_token_type_ids=mm_token_type_ids[keep, :length], **settings)
+        prompt = self._forward(**_kept_rows(keep, given, positions, length), image_grid_thw=grid[kept_images],
+                               pixel_values=torch.cat([blocks[i] for i in kept_images]), **settings)
         rows = torch.tensor(inverse, device=input_ids.device)
         cache = prompt.cache
         cache.reorder_cache(rows)  # each row gets its prompt's keys and values (index_select: autograd sums back)
@@ -67,20 +74,56 @@ class SharedPrompts:
         hidden = torch.cat([prompt.last_hidden_state.index_select(0, rows), completion.last_hidden_state], dim=1)
         return type(completion)(last_hidden_state=hidden)
 
-    def _plan(self, input_ids, attention_mask, position_ids, pixel_values, image_grid_thw, mm_token_type_ids,
-              kwargs):
-        """(rows kept, each row's kept row, each row's images) when rows share prompts, else None."""
-        length = self.length
-        if (length is None or input_ids is None or attention_mask is None or position_ids is not None
-                or pixel_values is None or image_grid_thw is None or mm_token_type_ids is None
-                or kwargs.get("inputs_embeds") is not None or kwargs.get("cache") is not None
-                or _checkpointing(self.backbone) or not 0 < length < input_ids.shape[1]):
+    def _prefill(self, plan, given, kwargs):
+        """Generation's first forward (the prompts, their images encoded, into an empty cache): each
+        distinct prompt once, its keys and values indexed out to every row of the cache that decoding
+        continues from."""
+        import torch
+
+        keep, inverse, images_of = plan
+        positions, deltas = (given["position_ids"], None) if given["position_ids"] is not None \
+            else self._rope_index(given)
+        encoded = kwargs["mm_encoder_outputs"]["image"]
+        kept = type(encoded)(pooler_output=[encoded.pooler_output[image] for row in keep for image in images_of[row]])
+        settings = {**kwargs, "mm_encoder_outputs": {**kwargs["mm_encoder_outputs"], "image": kept}}
+        prefill = self._forward(**_kept_rows(keep, given, positions, given["input_ids"].shape[1]), **settings)
+        rows = torch.tensor(inverse, device=given["input_ids"].device)
+        kwargs["cache"].reorder_cache(rows)
+        if deltas is not None:  # the decoding steps' positions continue from every row's own rope delta
+            self.backbone.rope_deltas = deltas
+        self.shared_rows += len(inverse) - len(keep)
+        return type(prefill)(last_hidden_state=prefill.last_hidden_state.index_select(0, rows), cache=kwargs["cache"])
+
+    def _rope_index(self, given):
+        """The backbone's own 3D positions (and rope deltas) over the full rows."""
+        return self.backbone.get_rope_index(given["input_ids"], mm_token_type_ids=given["mm_token_type_ids"],
+                                            image_grid_thw=given["image_grid_thw"],
+                                            attention_mask=given["attention_mask"])
+
+    def _pixel_blocks(self, given):
+        """(pixel rows, rows per image, grids, language tokens per image) of the images in `given`."""
+        grid = given["image_grid_thw"]
+        merge = getattr(getattr(self.backbone.config, "vision_config", None), "spatial_merge_size", None)
+        if given["pixel_values"] is None or grid is None or merge is None:
             return None
-        images_of = _images_per_row(input_ids[:, :length], image_grid_thw, self.backbone)
+        patches = grid.prod(-1).tolist()
+        return given["pixel_values"], patches, [tuple(g) for g in grid.tolist()], [p // merge**2 for p in patches]
+
+    def _plan(self, length: int, given, kwargs, images):
+        """(rows kept, each row's kept row, each row's images) when rows share their first `length`
+        tokens and images, else None."""
+        input_ids, attention_mask = given["input_ids"], given["attention_mask"]
+        token = getattr(self.backbone.config, "image_token_id", None)
+        if (images is None or token is None or attention_mask is None or attention_mask.dim() != 2
+                or given["mm_token_type_ids"] is None or kwargs.get("inputs_embeds") is not None
+                or _checkpointing(self.backbone)):
+            return None
+        values, sizes, labels, tokens_of_image = images
+        images_of = _images_per_row(input_ids[:, :length] == token, tokens_of_image)
         if images_of is None:
             return None
-        distinct = find_distinct_images(pixel_values, image_grid_thw)
-        image_key = distinct.inverse if distinct is not None else list(range(len(image_grid_thw)))
+        distinct = find_distinct_blocks(values, sizes, labels)
+        image_key = distinct.inverse if distinct is not None else list(range(len(sizes)))
         prompts, masks = input_ids[:, :length].tolist(), attention_mask[:, :length].tolist()
         keys = [(tuple(prompts[row]), tuple(masks[row]), tuple(image_key[i] for i in images_of[row]))
                 for row in range(len(prompts))]
@@ -88,20 +131,33 @@ class SharedPrompts:
         return None if len(keep) == len(keys) else (keep, inverse, images_of)
 
 
+def _kept_rows(keep: list[int], given, positions, length: int) -> dict:
+    """The backbone's token inputs for the kept rows' first `length` tokens."""
+    rows = {name: given[name][keep, :length] for name in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    return {**rows, "position_ids": positions[:, keep, :length]}
+
+
+def _encoded_blocks(kwargs):
+    """(features, tokens per image, labels, language tokens per image) of the images generation has
+    already encoded (`mm_encoder_outputs`), or None."""
+    import torch
+
+    encoded = (kwargs.get("mm_encoder_outputs") or {}).get("image")
+    if encoded is None or (kwargs.get("mm_encoder_outputs") or {}).get("video") is not None:
+        return None
+    pooled = list(encoded.pooler_output)
+    sizes = [len(block) for block in pooled]
+    return torch.cat(pooled), sizes, [None] * len(sizes), sizes
+
+
 def _checkpointing(backbone) -> bool:
     return any(getattr(module, "gradient_checkpointing", False) for module in backbone.modules())
 
 
-def _images_per_row(prompt_ids, image_grid_thw, backbone) -> list[list[int]] | None:
-    """Which images (indices into image_grid_thw) each row's prompt holds, from its image tokens."""
-    config = backbone.config
-    token = getattr(config, "image_token_id", None)
-    merge = getattr(getattr(config, "vision_config", None), "spatial_merge_size", None)
-    if token is None or merge is None:
-        return None
-    tokens_of_image = (image_grid_thw.prod(-1) // merge**2).tolist()
+def _images_per_row(image_tokens, tokens_of_image: list[int]) -> list[list[int]] | None:
+    """Which images (in order) each row's prompt holds, from its image tokens (`image_tokens`: a mask)."""
     rows, image = [], 0
-    for count in (prompt_ids == token).sum(1).tolist():
+    for count in image_tokens.sum(1).tolist():
         mine = []
         while count > 0 and image < len(tokens_of_image):
             count -= tokens_of_image[image]
