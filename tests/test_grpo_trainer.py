@@ -34,15 +34,15 @@ def test_the_trl_methods_it_overrides_or_relies_on_are_the_pinned_ones():
     assert overridden - {"__init__"} <= set(TRL_SOURCES)
 
 
-@pytest.fixture(scope="module")
-def real_folder(tmp_path_factory, processed):
-    """A randomly initialised Qwen2-VL checkpoint folder as a download has it (real BPE tokenizer,
-    chat template, image processor)."""
+@pytest.fixture(scope="module", params=["qwen2-vl", "qwen2.5-vl"])
+def real_folder(request, tmp_path_factory, processed):
+    """A randomly initialised Qwen2-VL (and Qwen2.5-VL) checkpoint folder as a download has it (real
+    BPE tokenizer, chat template, image processor)."""
     from medr1.synthetic.checkpoints import write_checkpoint
 
     records = list(read_jsonl(processed / "train.jsonl"))
     texts = [r.question + " " + " ".join(r.options.values()) for r in records]
-    return write_checkpoint("qwen2-vl", tmp_path_factory.mktemp("qwen2-vl"), texts), records
+    return write_checkpoint(request.param, tmp_path_factory.mktemp(request.param), texts), records
 
 
 def _trainer(trainer_class, folder, records, processed, output_dir, dtype=None, reward_funcs=None,
