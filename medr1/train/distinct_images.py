@@ -20,7 +20,7 @@ class DistinctImages:
 
     keep: list[int]
     inverse: list[int]
-    patches: list[int]  # rows of pixel_values (or of the blocks compared) per input image
+    sizes: list[int]  # rows of each input image (pixel rows, or feature rows)
 
 
 def find_distinct_images(pixel_values, grid_thw) -> DistinctImages | None:
@@ -29,25 +29,24 @@ def find_distinct_images(pixel_values, grid_thw) -> DistinctImages | None:
     return find_distinct_blocks(pixel_values, grid_thw.prod(-1).tolist(), [tuple(g) for g in grid_thw.tolist()])
 
 
-def find_distinct_blocks(values, sizes: list[int], labels: list) -> DistinctImages | None:
+def find_distinct_blocks(values, sizes: list[int], kinds: list) -> DistinctImages | None:
     """Identical blocks among `values` (split into blocks of `sizes` rows; two blocks are the same when
-    their labels are equal and their values are exactly equal), or None when every block is distinct."""
+    their kinds, such as image grids, are equal and their values are exactly equal), or None when
+    every block is distinct."""
     import torch
 
     if len(sizes) < 2:
         return None
     chunks = values.split(sizes)
     # Cheap fingerprints group the candidates; torch.equal then decides, so a collision costs a comparison.
+    # One block at a time: a float64 copy of one image's rows, never of the whole batch.
     weights = torch.arange(1, values.shape[-1] + 1, dtype=torch.float64, device=values.device)
-    row_sums = values.detach().to(torch.float64) @ weights
-    sums = row_sums.split(sizes)
-    prints = torch.stack([torch.stack([s.sum(), (s * torch.arange(1, len(s) + 1, device=s.device)).sum()])
-                          for s in sums]).tolist()
+    prints = torch.stack([_fingerprint(chunk, weights) for chunk in chunks]).tolist()
     keep: list[int] = []
     inverse: list[int] = []
     candidates: dict[tuple, list[int]] = {}
     for index, chunk in enumerate(chunks):
-        key = (labels[index], *prints[index])
+        key = (kinds[index], *prints[index])
         for position in candidates.get(key, ()):
             if torch.equal(chunks[keep[position]], chunk):
                 inverse.append(position)
@@ -57,6 +56,13 @@ def find_distinct_blocks(values, sizes: list[int], labels: list) -> DistinctImag
             inverse.append(len(keep))
             keep.append(index)
     return None if len(keep) == len(sizes) else DistinctImages(keep, inverse, sizes)
+
+
+def _fingerprint(chunk, weights):
+    import torch
+
+    sums = chunk.detach().to(torch.float64) @ weights
+    return torch.stack([sums.sum(), (sums * torch.arange(1, len(sums) + 1, device=sums.device)).sum()])
 
 
 def expand_rows(features, sizes: list[int], inverse: list[int]):
@@ -89,7 +95,7 @@ class EachImageOnce:
             return None
         import torch
 
-        chunks = pixel_values.split(self.plan.patches)
+        chunks = pixel_values.split(self.plan.sizes)
         distinct_pixels = torch.cat([chunks[index] for index in self.plan.keep])
         distinct_grid = grid_thw[self.plan.keep]
         rest = args[2:] if len(args) > 2 else ()
@@ -100,7 +106,7 @@ class EachImageOnce:
         plan, self.plan = self.plan, None
         if plan is None:
             return None
-        patches = [plan.patches[index] for index in plan.keep]
+        patches = [plan.sizes[index] for index in plan.keep]
         hidden = getattr(output, "last_hidden_state", None)
         if hidden is not None and hidden.shape[0] == sum(patches):
             output.last_hidden_state = expand_rows(hidden, patches, plan.inverse)

@@ -6,7 +6,7 @@ generation's prefill, its completions continuing from its key-value cache
 (medr1/train/shared_prompts.py).
 
 Losses, log-probabilities and gradients are TRL's to float tolerance (tests/test_grpo_trainer.py).
-The subclass overrides one method of TRL's and relies on how TRL's own methods call the processor and
+The subclass overrides two methods of TRL's and relies on how TRL's own methods call the processor and
 the model; `TRL_SOURCES` pins those methods' source, so a TRL upgrade that changes them fails
 tests/test_grpo_trainer.py until this file is checked against the new code.
 """
@@ -37,8 +37,9 @@ TRL_SOURCES = {
 
 
 class DistinctWorkGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer whose steps prepare each distinct prompt once and encode each distinct image once
-    per forward; everything else is TRL's."""
+    """GRPOTrainer whose steps prepare each distinct prompt once, encode each distinct image once per
+    forward, and run each distinct prompt through the language model once per forward; everything
+    else is TRL's."""
 
     def __init__(self, *args, train_dataset=None, **kwargs):
         super().__init__(*args, train_dataset=_undecoded(train_dataset), **kwargs)

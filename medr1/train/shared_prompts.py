@@ -17,9 +17,25 @@ the backbone runs as it is.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import NamedTuple
 
 from medr1.train.distinct_images import find_distinct_blocks
 from medr1.train.distinct_prompts import distinct_rows
+
+
+class ImageBlocks(NamedTuple):
+    """The images of a forward's rows, as `_plan` compares them."""
+
+    values: object  # one block of rows per image: pixel rows, or encoded features
+    sizes: list[int]  # rows of `values` per image
+    kinds: list  # per image, what must also match (its grid), or None
+    tokens: list[int]  # the image's placeholder tokens in the prompt
+
+
+class Plan(NamedTuple):
+    keep: list[int]  # the rows that run
+    inverse: list[int]  # per row, its kept row's position in `keep`
+    images_of: list[list[int]]  # per row, its images
 
 
 class SharedPrompts:
@@ -43,111 +59,121 @@ class SharedPrompts:
         given = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
                  "pixel_values": pixel_values, "image_grid_thw": image_grid_thw, "mm_token_type_ids": mm_token_type_ids}
         cache, tokens = kwargs.get("cache"), 0 if input_ids is None else input_ids.shape[1]
+        plain_outputs = not (kwargs.get("output_hidden_states") or kwargs.get("output_attentions"))
         log_probabilities = self.length is not None and cache is None and position_ids is None \
-            and 0 < self.length < tokens
-        prefill = self.length is None and cache is not None and tokens > 0 and cache.get_seq_length() == 0
+            and 0 < self.length < tokens and plain_outputs
+        prefill = self.length is None and _empty_dynamic_cache(cache) and position_ids is not None and tokens > 0 \
+            and plain_outputs
         if log_probabilities and (plan := self._plan(self.length, given, kwargs, self._pixel_blocks(given))):
             return self._prompt_then_completions(plan, given, kwargs)
-        if prefill and (plan := self._plan(tokens, given, kwargs, _encoded_blocks(kwargs))):
+        if prefill and (plan := self._plan(tokens, given, kwargs, _encoded_blocks(kwargs), position_ids)):
             return self._prefill(plan, given, kwargs)
         return self._forward(**given, **kwargs)
 
-    def _prompt_then_completions(self, plan, given, kwargs):
+    def _prompt_then_completions(self, plan: Plan, given, kwargs):
         """A log-probability pass: each distinct prompt once, its cache indexed out, completions on top."""
         import torch
 
-        keep, inverse, images_of = plan
         length, input_ids, attention_mask = self.length, given["input_ids"], given["attention_mask"]
-        positions, _ = self._rope_index(given)
+        positions, _ = self.backbone.get_rope_index(input_ids, mm_token_type_ids=given["mm_token_type_ids"],
+                                                    image_grid_thw=given["image_grid_thw"],
+                                                    attention_mask=attention_mask)
         grid = given["image_grid_thw"]
         blocks = given["pixel_values"].split(grid.prod(-1).tolist())
-        kept_images = [image for row in keep for image in images_of[row]]
+        kept_images = [image for row in plan.keep for image in plan.images_of[row]]
         settings = {**kwargs, "use_cache": True}
-        prompt = self._forward(**_kept_rows(keep, given, positions, length), image_grid_thw=grid[kept_images],
+        prompt = self._forward(**_kept_rows(plan, given, positions, length), image_grid_thw=grid[kept_images],
                                pixel_values=torch.cat([blocks[i] for i in kept_images]), **settings)
-        rows = torch.tensor(inverse, device=input_ids.device)
-        cache = prompt.cache
-        cache.reorder_cache(rows)  # each row gets its prompt's keys and values (index_select: autograd sums back)
+        cache, prompt_hidden = self._to_every_row(plan, prompt)
         completion = self._forward(input_ids=input_ids[:, length:], attention_mask=attention_mask,
                                    position_ids=positions[:, :, length:], cache=cache, **settings)
-        self.shared_rows += len(inverse) - len(keep)
-        hidden = torch.cat([prompt.last_hidden_state.index_select(0, rows), completion.last_hidden_state], dim=1)
+        hidden = torch.cat([prompt_hidden, completion.last_hidden_state], dim=1)
         return type(completion)(last_hidden_state=hidden)
 
-    def _prefill(self, plan, given, kwargs):
-        """Generation's first forward (the prompts, their images encoded, into an empty cache): each
-        distinct prompt once, its keys and values indexed out to every row of the cache that decoding
-        continues from."""
+    def _prefill(self, plan: Plan, given, kwargs):
+        """Generation's first forward (the prompts, their images already encoded, into an empty cache):
+        each distinct prompt once, its keys and values indexed out to every row of the cache that
+        decoding continues from. Positions are generate's own, and so are the rope deltas it keeps."""
+        encoded = kwargs["mm_encoder_outputs"]["image"]
+        kept = type(encoded)(pooler_output=[encoded.pooler_output[image]
+                                            for row in plan.keep for image in plan.images_of[row]])
+        settings = {**kwargs, "mm_encoder_outputs": {**kwargs["mm_encoder_outputs"], "image": kept}}
+        prefill = self._forward(**_kept_rows(plan, given, given["position_ids"], given["input_ids"].shape[1]),
+                                **settings)
+        cache, hidden = self._to_every_row(plan, prefill)
+        return type(prefill)(last_hidden_state=hidden, cache=cache)
+
+    def _to_every_row(self, plan: Plan, output):
+        """The kept rows' cache (in place) and hidden states indexed out to every row."""
         import torch
 
-        keep, inverse, images_of = plan
-        positions, deltas = (given["position_ids"], None) if given["position_ids"] is not None \
-            else self._rope_index(given)
-        encoded = kwargs["mm_encoder_outputs"]["image"]
-        kept = type(encoded)(pooler_output=[encoded.pooler_output[image] for row in keep for image in images_of[row]])
-        settings = {**kwargs, "mm_encoder_outputs": {**kwargs["mm_encoder_outputs"], "image": kept}}
-        prefill = self._forward(**_kept_rows(keep, given, positions, given["input_ids"].shape[1]), **settings)
-        rows = torch.tensor(inverse, device=given["input_ids"].device)
-        kwargs["cache"].reorder_cache(rows)
-        if deltas is not None:  # the decoding steps' positions continue from every row's own rope delta
-            self.backbone.rope_deltas = deltas
-        self.shared_rows += len(inverse) - len(keep)
-        return type(prefill)(last_hidden_state=prefill.last_hidden_state.index_select(0, rows), cache=kwargs["cache"])
+        rows = torch.tensor(plan.inverse, device=output.last_hidden_state.device)
+        output.cache.reorder_cache(rows)  # each row gets its prompt's keys and values (autograd sums back)
+        self.shared_rows += len(plan.inverse) - len(plan.keep)
+        return output.cache, output.last_hidden_state.index_select(0, rows)
 
-    def _rope_index(self, given):
-        """The backbone's own 3D positions (and rope deltas) over the full rows."""
-        return self.backbone.get_rope_index(given["input_ids"], mm_token_type_ids=given["mm_token_type_ids"],
-                                            image_grid_thw=given["image_grid_thw"],
-                                            attention_mask=given["attention_mask"])
-
-    def _pixel_blocks(self, given):
-        """(pixel rows, rows per image, grids, language tokens per image) of the images in `given`."""
+    def _pixel_blocks(self, given) -> ImageBlocks | None:
+        """The images of a log-probability pass: their pixel rows, compared with their grids."""
         grid = given["image_grid_thw"]
         merge = getattr(getattr(self.backbone.config, "vision_config", None), "spatial_merge_size", None)
         if given["pixel_values"] is None or grid is None or merge is None:
             return None
         patches = grid.prod(-1).tolist()
-        return given["pixel_values"], patches, [tuple(g) for g in grid.tolist()], [p // merge**2 for p in patches]
+        return ImageBlocks(given["pixel_values"], patches, [tuple(g) for g in grid.tolist()],
+                           [p // merge**2 for p in patches])
 
-    def _plan(self, length: int, given, kwargs, images):
-        """(rows kept, each row's kept row, each row's images) when rows share their first `length`
-        tokens and images, else None."""
+    def _plan(self, length: int, given, kwargs, images: ImageBlocks | None, positions=None) -> Plan | None:
+        """Which rows run when rows share their first `length` tokens, mask and images (and
+        `positions`, where given), else None."""
         input_ids, attention_mask = given["input_ids"], given["attention_mask"]
         token = getattr(self.backbone.config, "image_token_id", None)
-        if (images is None or token is None or attention_mask is None or attention_mask.dim() != 2
-                or given["mm_token_type_ids"] is None or kwargs.get("inputs_embeds") is not None
+        if (images is None or token is None or given["mm_token_type_ids"] is None
+                or (attention_mask is not None and attention_mask.dim() != 2)
+                or kwargs.get("inputs_embeds") is not None or kwargs.get("pixel_values_videos") is not None
                 or _checkpointing(self.backbone)):
             return None
-        values, sizes, labels, tokens_of_image = images
-        images_of = _images_per_row(input_ids[:, :length] == token, tokens_of_image)
+        images_of = _images_per_row(input_ids[:, :length] == token, images.tokens)
         if images_of is None:
             return None
-        distinct = find_distinct_blocks(values, sizes, labels)
-        image_key = distinct.inverse if distinct is not None else list(range(len(sizes)))
-        prompts, masks = input_ids[:, :length].tolist(), attention_mask[:, :length].tolist()
-        keys = [(tuple(prompts[row]), tuple(masks[row]), tuple(image_key[i] for i in images_of[row]))
-                for row in range(len(prompts))]
+        distinct = find_distinct_blocks(images.values, images.sizes, images.kinds)
+        image_key = distinct.inverse if distinct is not None else list(range(len(images.sizes)))
+        prompts = input_ids[:, :length].tolist()
+        masks = attention_mask[:, :length].tolist() if attention_mask is not None else [None] * len(prompts)
+        where = positions[:, :, :length].transpose(0, 1).flatten(1).tolist() if positions is not None \
+            else [None] * len(prompts)
+        keys = [(tuple(prompts[row]), masks[row] and tuple(masks[row]), where[row] and tuple(where[row]),
+                 tuple(image_key[i] for i in images_of[row])) for row in range(len(prompts))]
         keep, inverse = distinct_rows(keys)
-        return None if len(keep) == len(keys) else (keep, inverse, images_of)
+        return None if len(keep) == len(keys) else Plan(keep, inverse, images_of)
 
 
-def _kept_rows(keep: list[int], given, positions, length: int) -> dict:
+def _kept_rows(plan: Plan, given, positions, length: int) -> dict:
     """The backbone's token inputs for the kept rows' first `length` tokens."""
-    rows = {name: given[name][keep, :length] for name in ("input_ids", "attention_mask", "mm_token_type_ids")}
-    return {**rows, "position_ids": positions[:, keep, :length]}
+    rows = {name: None if given[name] is None else given[name][plan.keep, :length]
+            for name in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    return {**rows, "position_ids": positions[:, plan.keep, :length]}
 
 
-def _encoded_blocks(kwargs):
-    """(features, tokens per image, labels, language tokens per image) of the images generation has
-    already encoded (`mm_encoder_outputs`), or None."""
+def _empty_dynamic_cache(cache) -> bool:
+    """An empty DynamicCache of plain layers, which `reorder_cache` grows from the kept rows to every row
+    (static, paged, quantized or offloaded caches are left to the backbone as they are)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    return type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers) \
+        and cache.get_seq_length() == 0
+
+
+def _encoded_blocks(kwargs) -> ImageBlocks | None:
+    """The images generation has already encoded (`mm_encoder_outputs`): their features."""
     import torch
 
-    encoded = (kwargs.get("mm_encoder_outputs") or {}).get("image")
-    if encoded is None or (kwargs.get("mm_encoder_outputs") or {}).get("video") is not None:
+    outputs = kwargs.get("mm_encoder_outputs") or {}
+    if outputs.get("image") is None or outputs.get("video") is not None:
         return None
-    pooled = list(encoded.pooler_output)
+    pooled = list(outputs["image"].pooler_output)
     sizes = [len(block) for block in pooled]
-    return torch.cat(pooled), sizes, [None] * len(sizes), sizes
+    return ImageBlocks(torch.cat(pooled), sizes, [None] * len(sizes), sizes)
 
 
 def _checkpointing(backbone) -> bool:
