@@ -98,6 +98,22 @@ def tiny_architecture():
     return repo_params().base_model.architecture.model_copy(update=SMALL_PARAMS["base_model"]["architecture"])
 
 
+def write_untrained_tiny(folder: Path, records, training_hook: bool = False) -> Path:
+    """A randomly initialised tiny model at test size in `folder`, its tokenizer trained on `records`'
+    text (with `training_hook`, the config names the tiny model's training hook, as the base stage saves it)."""
+    from medr1.tiny.build import tokenizer_corpus
+    from medr1.tiny.model import build_model, build_processor, train_tokenizer
+    from medr1.tiny.training import TRAINING_HOOK
+
+    tokenizer = train_tokenizer(tokenizer_corpus(records, 0), 512)
+    model = build_model(tokenizer, tiny_architecture(), seed=0)
+    if training_hook:
+        model.config.medr1_training_hook = TRAINING_HOOK
+    model.save_pretrained(folder)
+    build_processor(tokenizer, 112).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """A small synthetic OmniMedVQA-layout set (3 images per modality)."""

@@ -219,18 +219,9 @@ def _length_reward(completions, **_):
 
 def test_a_40_step_reward_trajectory_is_trls_with_the_same_seed(processed, tmp_path):
     """40 steps from the same tiny model and seed: our trainer's per-step rewards are TRL's."""
-    from conftest import tiny_architecture
+    from conftest import write_untrained_tiny
 
-    from medr1.tiny.build import tokenizer_corpus
-    from medr1.tiny.model import build_model, build_processor, train_tokenizer
-    from medr1.tiny.training import TRAINING_HOOK
-
-    records = list(read_jsonl(processed / "train.jsonl"))
-    tokenizer = train_tokenizer(tokenizer_corpus(records, 0), 512)
-    model = build_model(tokenizer, tiny_architecture(), seed=0)
-    model.config.medr1_training_hook = TRAINING_HOOK  # as the base stage saves it
-    model.save_pretrained(tmp_path)
-    build_processor(tokenizer, 112).save_pretrained(tmp_path)
+    write_untrained_tiny(tmp_path, list(read_jsonl(processed / "train.jsonl")), training_hook=True)
     rewards = reward_trajectories(tmp_path, processed, reward_funcs=[_length_reward])
     assert len(rewards["ours"]) == 40
     assert rewards["ours"] == pytest.approx(rewards["trl"], abs=1e-6)

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import REPO, repo_params, tiny_architecture
+from conftest import REPO, repo_params, write_untrained_tiny
 
 from medr1.data.records import read_jsonl
 
@@ -15,15 +15,8 @@ FAST = {"max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 4, 
 
 @pytest.fixture(scope="module")
 def small_base(tmp_path_factory, processed):
-    from medr1.tiny.build import tokenizer_corpus
-    from medr1.tiny.model import build_model, build_processor, train_tokenizer
-
     records = list(read_jsonl(processed / "train.jsonl"))[:8]
-    tokenizer = train_tokenizer(tokenizer_corpus(records, 0), 512)
-    folder = tmp_path_factory.mktemp("base")
-    build_model(tokenizer, tiny_architecture(), seed=0).save_pretrained(folder)
-    build_processor(tokenizer, 112).save_pretrained(folder)
-    return folder, records
+    return write_untrained_tiny(tmp_path_factory.mktemp("base"), records), records
 
 
 def _load(folder):

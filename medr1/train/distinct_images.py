@@ -26,42 +26,41 @@ class DistinctImages:
 def find_distinct_images(pixel_values, grid_thw) -> DistinctImages | None:
     """Identical images among `pixel_values` (rows split per image by `grid_thw`), or None when
     every image is distinct (nothing to save)."""
-    return find_distinct_blocks(pixel_values, grid_thw.prod(-1).tolist(), [tuple(g) for g in grid_thw.tolist()])
+    return find_distinct_blocks(pixel_values.split(grid_thw.prod(-1).tolist()), [tuple(g) for g in grid_thw.tolist()])
 
 
-def find_distinct_blocks(values, sizes: list[int], kinds: list) -> DistinctImages | None:
-    """Identical blocks among `values` (split into blocks of `sizes` rows; two blocks are the same when
-    their kinds, such as image grids, are equal and their values are exactly equal), or None when
-    every block is distinct."""
+def find_distinct_blocks(blocks, kinds: list) -> DistinctImages | None:
+    """Identical blocks among `blocks` (one tensor of rows per image; two are the same when their kinds,
+    such as image grids, are equal and their values are exactly equal), or None when every block is
+    distinct."""
     import torch
 
-    if len(sizes) < 2:
+    if len(blocks) < 2:
         return None
-    chunks = values.split(sizes)
     # Cheap fingerprints group the candidates; torch.equal then decides, so a collision costs a comparison.
     # One block at a time: a float64 copy of one image's rows, never of the whole batch.
-    weights = torch.arange(1, values.shape[-1] + 1, dtype=torch.float64, device=values.device)
-    prints = torch.stack([_fingerprint(chunk, weights) for chunk in chunks]).tolist()
+    weights = torch.arange(1, blocks[0].shape[-1] + 1, dtype=torch.float64, device=blocks[0].device)
+    prints = torch.stack([_fingerprint(block, weights) for block in blocks]).tolist()
     keep: list[int] = []
     inverse: list[int] = []
     candidates: dict[tuple, list[int]] = {}
-    for index, chunk in enumerate(chunks):
+    for index, block in enumerate(blocks):
         key = (kinds[index], *prints[index])
         for position in candidates.get(key, ()):
-            if torch.equal(chunks[keep[position]], chunk):
+            if torch.equal(blocks[keep[position]], block):
                 inverse.append(position)
                 break
         else:
             candidates.setdefault(key, []).append(len(keep))
             inverse.append(len(keep))
             keep.append(index)
-    return None if len(keep) == len(sizes) else DistinctImages(keep, inverse, sizes)
+    return None if len(keep) == len(blocks) else DistinctImages(keep, inverse, [len(block) for block in blocks])
 
 
-def _fingerprint(chunk, weights):
+def _fingerprint(block, weights):
     import torch
 
-    sums = chunk.detach().to(torch.float64) @ weights
+    sums = block.detach().to(torch.float64) @ weights
     return torch.stack([sums.sum(), (sums * torch.arange(1, len(sums) + 1, device=sums.device)).sum()])
 
 

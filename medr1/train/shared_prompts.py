@@ -9,8 +9,8 @@ completions run on top of it. Generation's prefill (the prompts into an empty ca
 distinct prompt once the same way, and decoding continues from the indexed-out cache. The hidden
 states are the ones a full pass gives (causal attention: a prompt position never sees the
 completion), and autograd sums each copy's gradient into the one prompt pass, as it would sum the
-copies'. Positions come from the backbone's own rope index over the
-full rows. With gradient checkpointing (no cache in training), other backbones, or nothing shared,
+copies'. Positions come from the backbone's own rope index over the full rows (in the prefill, from
+generate). With gradient checkpointing (no cache in training), other backbones, or nothing shared,
 the backbone runs as it is.
 """
 
@@ -26,8 +26,7 @@ from medr1.train.distinct_prompts import distinct_rows
 class ImageBlocks(NamedTuple):
     """The images of a forward's rows, as `_plan` compares them."""
 
-    values: object  # one block of rows per image: pixel rows, or encoded features
-    sizes: list[int]  # rows of `values` per image
+    blocks: list  # one tensor of rows per image: its pixel rows, or its encoded features
     kinds: list  # per image, what must also match (its grid), or None
     tokens: list[int]  # the image's placeholder tokens in the prompt
 
@@ -35,7 +34,11 @@ class ImageBlocks(NamedTuple):
 class Plan(NamedTuple):
     keep: list[int]  # the rows that run
     inverse: list[int]  # per row, its kept row's position in `keep`
-    images_of: list[list[int]]  # per row, its images
+    kept_images: list[int]  # the kept rows' images, in order
+    blocks: list  # ImageBlocks.blocks
+
+    def kept_blocks(self) -> list:
+        return [self.blocks[image] for image in self.kept_images]
 
 
 class SharedPrompts:
@@ -75,15 +78,12 @@ class SharedPrompts:
         import torch
 
         length, input_ids, attention_mask = self.length, given["input_ids"], given["attention_mask"]
-        positions, _ = self.backbone.get_rope_index(input_ids, mm_token_type_ids=given["mm_token_type_ids"],
-                                                    image_grid_thw=given["image_grid_thw"],
-                                                    attention_mask=attention_mask)
         grid = given["image_grid_thw"]
-        blocks = given["pixel_values"].split(grid.prod(-1).tolist())
-        kept_images = [image for row in plan.keep for image in plan.images_of[row]]
+        positions, _ = self.backbone.get_rope_index(input_ids, mm_token_type_ids=given["mm_token_type_ids"],
+                                                    image_grid_thw=grid, attention_mask=attention_mask)
         settings = {**kwargs, "use_cache": True}
-        prompt = self._forward(**_kept_rows(plan, given, positions, length), image_grid_thw=grid[kept_images],
-                               pixel_values=torch.cat([blocks[i] for i in kept_images]), **settings)
+        prompt = self._forward(**_kept_rows(plan, given, positions, length), image_grid_thw=grid[plan.kept_images],
+                               pixel_values=torch.cat(plan.kept_blocks()), **settings)
         cache, prompt_hidden = self._to_every_row(plan, prompt)
         completion = self._forward(input_ids=input_ids[:, length:], attention_mask=attention_mask,
                                    position_ids=positions[:, :, length:], cache=cache, **settings)
@@ -94,9 +94,7 @@ class SharedPrompts:
         """Generation's first forward (the prompts, their images already encoded, into an empty cache):
         each distinct prompt once, its keys and values indexed out to every row of the cache that
         decoding continues from. Positions are generate's own, and so are the rope deltas it keeps."""
-        encoded = kwargs["mm_encoder_outputs"]["image"]
-        kept = type(encoded)(pooler_output=[encoded.pooler_output[image]
-                                            for row in plan.keep for image in plan.images_of[row]])
+        kept = type(kwargs["mm_encoder_outputs"]["image"])(pooler_output=plan.kept_blocks())
         settings = {**kwargs, "mm_encoder_outputs": {**kwargs["mm_encoder_outputs"], "image": kept}}
         prefill = self._forward(**_kept_rows(plan, given, given["position_ids"], given["input_ids"].shape[1]),
                                 **settings)
@@ -119,7 +117,7 @@ class SharedPrompts:
         if given["pixel_values"] is None or grid is None or merge is None:
             return None
         patches = grid.prod(-1).tolist()
-        return ImageBlocks(given["pixel_values"], patches, [tuple(g) for g in grid.tolist()],
+        return ImageBlocks(given["pixel_values"].split(patches), [tuple(g) for g in grid.tolist()],
                            [p // merge**2 for p in patches])
 
     def _plan(self, length: int, given, kwargs, images: ImageBlocks | None, positions=None) -> Plan | None:
@@ -135,8 +133,8 @@ class SharedPrompts:
         images_of = _images_per_row(input_ids[:, :length] == token, images.tokens)
         if images_of is None:
             return None
-        distinct = find_distinct_blocks(images.values, images.sizes, images.kinds)
-        image_key = distinct.inverse if distinct is not None else list(range(len(images.sizes)))
+        distinct = find_distinct_blocks(images.blocks, images.kinds)
+        image_key = distinct.inverse if distinct is not None else list(range(len(images.blocks)))
         prompts = input_ids[:, :length].tolist()
         masks = attention_mask[:, :length].tolist() if attention_mask is not None else [None] * len(prompts)
         where = positions[:, :, :length].transpose(0, 1).flatten(1).tolist() if positions is not None \
@@ -144,7 +142,9 @@ class SharedPrompts:
         keys = [(tuple(prompts[row]), masks[row] and tuple(masks[row]), where[row] and tuple(where[row]),
                  tuple(image_key[i] for i in images_of[row])) for row in range(len(prompts))]
         keep, inverse = distinct_rows(keys)
-        return None if len(keep) == len(keys) else Plan(keep, inverse, images_of)
+        if len(keep) == len(keys):
+            return None
+        return Plan(keep, inverse, [image for row in keep for image in images_of[row]], images.blocks)
 
 
 def _kept_rows(plan: Plan, given, positions, length: int) -> dict:
@@ -166,14 +166,11 @@ def _empty_dynamic_cache(cache) -> bool:
 
 def _encoded_blocks(kwargs) -> ImageBlocks | None:
     """The images generation has already encoded (`mm_encoder_outputs`): their features."""
-    import torch
-
     outputs = kwargs.get("mm_encoder_outputs") or {}
     if outputs.get("image") is None or outputs.get("video") is not None:
         return None
     pooled = list(outputs["image"].pooler_output)
-    sizes = [len(block) for block in pooled]
-    return ImageBlocks(torch.cat(pooled), sizes, [None] * len(sizes), sizes)
+    return ImageBlocks(pooled, [None] * len(pooled), [len(block) for block in pooled])
 
 
 def _checkpointing(backbone) -> bool:
