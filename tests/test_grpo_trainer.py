@@ -5,9 +5,11 @@ a 40-step reward trajectory are TRL's."""
 
 import copy
 import hashlib
+import importlib
 import inspect
 import re
 import tempfile
+import types
 from pathlib import Path
 
 import pytest
@@ -24,12 +26,16 @@ def test_the_trl_methods_it_overrides_or_relies_on_are_the_pinned_ones():
     import trl
     from trl import GRPOTrainer
 
-    from medr1.train.grpo_trainer import TRL_SOURCES, TRL_VERSION, DistinctWorkGRPOTrainer
+    from medr1.train.grpo_trainer import TRL_FUNCTIONS, TRL_SOURCES, TRL_VERSION, DistinctWorkGRPOTrainer
 
     pinned = re.search(r"^trl==(\S+)$", (REPO / "constraints.txt").read_text(), re.MULTILINE).group(1)
     assert trl.__version__ == TRL_VERSION == pinned
     for name, digest in TRL_SOURCES.items():
         assert hashlib.sha256(inspect.getsource(getattr(GRPOTrainer, name)).encode()).hexdigest() == digest, name
+    for dotted, digest in TRL_FUNCTIONS.items():
+        module, name = dotted.rsplit(".", 1)
+        source = inspect.getsource(getattr(importlib.import_module(module), name))
+        assert hashlib.sha256(source.encode()).hexdigest() == digest, dotted
     overridden = {name for name in vars(DistinctWorkGRPOTrainer) if callable(getattr(GRPOTrainer, name, None))}
     assert overridden - {"__init__"} <= set(TRL_SOURCES)
 
@@ -112,12 +118,24 @@ def _count_language_rows(model) -> list[tuple[int, int]]:
     return calls
 
 
+def _count_scored_positions(monkeypatch) -> list[int]:
+    """Per log-probability pass: the positions TRL's fused LM head scores."""
+    import trl.trainer.utils as trl_utils
+
+    scored, kernel = [], trl_utils._ChunkedLogProbFunction
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", types.SimpleNamespace(
+        apply=lambda hidden, *args: (scored.append(hidden.shape[0]), kernel.apply(hidden, *args))[1]))
+    return scored
+
+
 def test_each_distinct_image_is_encoded_once_per_forward_and_processed_once_per_step(real_folder, processed,
                                                                                     tmp_path, monkeypatch):
     """With a reference model (beta) and two optimizer steps per batch (old-policy log-probs), a step
     runs the tower in generation's prefill and in the old-policy, reference and policy forwards:
-    TRL encodes every copy each time, ours each distinct image once."""
+    TRL encodes every copy each time, ours each distinct image once. On the CPU, TRL's LM head scores
+    every position of every row, ours the completions' only."""
     trl_trainer, ours = _pair(real_folder, processed, tmp_path, beta=0.04, num_iterations=2)
+    scored = _count_scored_positions(monkeypatch)
     processed_images = []
     image_processor_class = type(ours.processing_class.image_processor)
     real_call = image_processor_class.__call__
@@ -129,11 +147,13 @@ def test_each_distinct_image_is_encoded_once_per_forward_and_processed_once_per_
         ref_calls = _count_encodings(trainer.ref_model)
         language_rows = _count_language_rows(trainer.model)
         processed_images.clear()
+        scored.clear()
         trainer.model.train()
         rows = _generation_batch(trainer, real_folder[1], images=2)
         batch = trainer._generate_and_score_completions(rows)
         trainer.compute_loss(trainer.model, batch).backward()
         results[name] = (calls, ref_calls, list(processed_images), language_rows)
+        results[name + " scored"] = (list(scored), batch)
     distinct = 2  # three questions about two pictures, each num_generations times
     trl_calls, trl_ref, trl_processed, trl_language = results["trl"]
     calls, ref_calls, processed_images, language = results["ours"]
@@ -148,6 +168,12 @@ def test_each_distinct_image_is_encoded_once_per_forward_and_processed_once_per_
     assert trl_language[0] == (3 * GENERATIONS, prompt_tokens)  # generation's prefill: every copy of the prompts
     assert language[0] == (3, prompt_tokens)  # ours: each distinct prompt once
     assert language[1][0] == 3 * GENERATIONS  # decoding continues on every row
+    for name, every_position in (("trl", True), ("ours", False)):
+        passes, batch = results[name + " scored"]
+        rows, completion = batch["completion_ids"].shape
+        length = batch["prompt_ids"].shape[1] + completion
+        expected = rows * (length - 1) if every_position else int(batch["completion_mask"].sum())
+        assert passes == [expected] * 3, name  # old policy, reference, policy
 
 
 def test_losses_log_probabilities_and_gradients_are_trls(real_folder, processed, tmp_path):
