@@ -26,7 +26,8 @@ def test_the_trl_methods_it_overrides_or_relies_on_are_the_pinned_ones():
     import trl
     from trl import GRPOTrainer
 
-    from medr1.train.grpo_trainer import TRL_FUNCTIONS, TRL_SOURCES, TRL_VERSION, DistinctWorkGRPOTrainer
+    from medr1.train.grpo_trainer import TRL_SOURCES, TRL_VERSION, DistinctWorkGRPOTrainer
+    from medr1.train.lm_head import TRL_FUNCTIONS
 
     pinned = re.search(r"^trl==(\S+)$", (REPO / "constraints.txt").read_text(), re.MULTILINE).group(1)
     assert trl.__version__ == TRL_VERSION == pinned
@@ -252,3 +253,28 @@ def test_a_40_step_reward_trajectory_is_trls_with_the_same_seed(processed, tmp_p
     assert len(rewards["ours"]) == 40
     assert rewards["ours"] == pytest.approx(rewards["trl"], abs=1e-6)
     assert len(set(rewards["ours"])) > 5  # the reward moved: a trajectory, not a constant
+
+
+def test_on_the_cpu_the_lm_head_scores_the_labelled_positions_only_with_the_same_results(real_folder, monkeypatch):
+    """What the GRPO passes and the SFT stage run TRL's fused LM head in: the completions' positions
+    scored, the same log-probabilities and loss as TRL's every-position path."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+    from trl.trainer.utils import add_fused_lm_head
+
+    from medr1.train.lm_head import completion_positions_scored
+
+    model = AutoModelForImageTextToText.from_pretrained(real_folder[0], dtype=torch.float64)
+    add_fused_lm_head(model)
+    input_ids = torch.randint(0, 200, (2, 12), generator=torch.Generator().manual_seed(0))
+    labels = input_ids.clone()
+    labels[:, :9] = -100  # a 9-token prompt, 3 completion tokens
+    labels[1, -1] = -100  # and padding after the second row's end
+    scored = _count_scored_positions(monkeypatch)
+    every = model(input_ids=input_ids, labels=labels, fused_lm_head=True)
+    with completion_positions_scored():
+        compact = model(input_ids=input_ids, labels=labels, fused_lm_head=True)
+    assert scored == [2 * 11, 5]
+    torch.testing.assert_close(compact.log_probs, every.log_probs)
+    torch.testing.assert_close(compact.loss, every.loss)
+    assert (compact.log_probs[:, :8] == 0).all() and (compact.log_probs[:, 8:10] != 0).all()

@@ -4,7 +4,7 @@ once (medr1/train/distinct_prompts.py), each distinct image is encoded once per 
 each distinct prompt runs through the language model once per log-probability pass and once in
 generation's prefill, its completions continuing from its key-value cache
 (medr1/train/shared_prompts.py). On the CPU, the log-probability passes score only the completion
-positions, as TRL's fused LM head does where Triton runs (`completion_positions_scored`).
+positions, as TRL's fused LM head does where Triton runs (medr1/train/lm_head.py).
 
 Losses, log-probabilities and gradients are TRL's to float tolerance (tests/test_grpo_trainer.py).
 The subclass overrides two methods of TRL's and relies on how TRL's own methods call the processor and
@@ -14,12 +14,13 @@ tests/test_grpo_trainer.py until this file is checked against the new code.
 
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 
 from trl import GRPOTrainer
 
 from medr1.train.distinct_images import encode_each_image_once
 from medr1.train.distinct_prompts import prompts_prepared_once, share_identical_images
+from medr1.train.lm_head import completion_positions_scored
 from medr1.train.shared_prompts import share_prompts
 
 TRL_VERSION = "1.16.0"
@@ -34,11 +35,6 @@ TRL_SOURCES = {
     "_generate": "2a27fdf8f5e6f3562508eec3efb9e9dade2e0bf810de5031cdfab429d0a048f2",
     "_tokenize_prompts": "d2d27f7c9bfda85f1c3225785fa2f09466c428803be6afa8a6c46290f7171a15",
     "_get_per_token_logps_and_entropies": "ea73c3909275851d0cd664b1e7694905fdcd9c285e848ae923d7402234f2edce",
-}
-# ... and of the TRL functions it relies on:
-#   add_fused_lm_head: its forward scores only the labelled positions where `_use_triton(device)`
-TRL_FUNCTIONS = {
-    "trl.trainer.utils.add_fused_lm_head": "422d009f04b66659982f9545a90d560bdcc27fde3268de203d0c5c6d1449d211",
 }
 
 
@@ -65,24 +61,6 @@ class DistinctWorkGRPOTrainer(GRPOTrainer):
         share_identical_images(inputs)
         with prompts_prepared_once(self):
             return super()._generate_and_score_completions(inputs)
-
-
-@contextmanager
-def completion_positions_scored():
-    """TRL's fused LM head scores only the labelled positions (the completions) where its Triton
-    kernels run, and every position elsewhere, so that a compiler (Neuron) sees one tile shape. On the
-    CPU nothing is compiled, and scoring the prompt positions too was 7 times the head's work (95
-    prompt tokens to 16 completion tokens on the default) for log-probabilities that are then masked
-    out: about a sixth of a default step. Inside this context the CPU takes TRL's compact path;
-    Triton's kernels still run only where TRL runs them (the kernel module asks on its own)."""
-    import trl.trainer.utils as trl_utils
-
-    use_triton = trl_utils._use_triton
-    trl_utils._use_triton = lambda device: device.type == "cpu" or use_triton(device)
-    try:
-        yield
-    finally:
-        trl_utils._use_triton = use_triton
 
 
 def _undecoded(dataset):

@@ -15,6 +15,7 @@ from medr1.data.records import Record
 from medr1.model.hooks import apply_training_hook
 from medr1.model.loading import load_for_training, resolve_device
 from medr1.train.datasets import sft_dataset
+from medr1.train.lm_head import completion_positions_scored
 from medr1.train.published_sft import PublishedSftCollator, published_sft_dataset
 from medr1.train.saving import save_trained
 from medr1.train.trl_config import sft_config
@@ -42,5 +43,6 @@ def train_sft(model_dir: Path, records: list[Record], image_root: Path, params: 
     else:
         dataset = sft_dataset(records, image_root, train.reasoning, train.prompts)
         trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor)
-    trainer.train()
+    with completion_positions_scored():  # the loss is on the completion only
+        trainer.train()
     return save_trained(trainer, processor, output_dir)
