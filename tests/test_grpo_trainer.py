@@ -278,3 +278,17 @@ def test_on_the_cpu_the_lm_head_scores_the_labelled_positions_only_with_the_same
     torch.testing.assert_close(compact.log_probs, every.log_probs)
     torch.testing.assert_close(compact.loss, every.loss)
     assert (compact.log_probs[:, :8] == 0).all() and (compact.log_probs[:, 8:10] != 0).all()
+
+
+def test_images_alike_in_every_sampled_value_but_one_are_kept_apart():
+    """Fingerprints only group candidates: an exact comparison decides which images are one."""
+    import torch
+
+    from medr1.train.distinct_images import find_distinct_blocks
+
+    picture = torch.rand(64, 1176)
+    nearly = picture.clone()
+    nearly[0, 1] += 1.0  # off the fingerprint's stride: the same fingerprint, other pixels
+    found = find_distinct_blocks([picture, nearly, picture.clone(), nearly.clone()], [(1, 8, 8)] * 4)
+    assert (found.keep, found.inverse) == ([0, 1], [0, 1, 0, 1])
+    assert find_distinct_blocks([picture, nearly], [(1, 8, 8)] * 2) is None

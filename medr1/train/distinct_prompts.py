@@ -186,6 +186,8 @@ class ImagesOnce:
     def __init__(self, image_processor):
         self._image_processor = image_processor
         self._made: dict[tuple, tuple] = {}  # picture key -> (its pixel rows, its grid row)
+        self._pixels: dict[int, tuple] = {}  # id of a picture object -> its pixels' identity
+        self._held: list = []  # the objects behind those ids, kept alive for the step
         self.processed_images = 0  # pictures the real image processor processed, for tests and profiles
 
     def __getattr__(self, name):
@@ -197,7 +199,7 @@ class ImagesOnce:
                 hasattr(image, "tobytes") for image in flat):
             return self._image_processor(images, *args, **kwargs)
         kwargs = {**kwargs, "return_tensors": "pt"}
-        keys = [prompt_key(pixels_identity(image), kwargs) for image in flat]
+        keys = [prompt_key(self._pixels_of(image), kwargs) for image in flat]
         new = list(dict.fromkeys(key for key in keys if key not in self._made))
         if new:
             first = {key: flat[keys.index(key)] for key in new}
@@ -212,6 +214,13 @@ class ImagesOnce:
 
         return BatchFeature({"pixel_values": torch.cat([self._made[key][0] for key in keys]),
                              "image_grid_thw": torch.stack([self._made[key][1] for key in keys])})
+
+    def _pixels_of(self, image) -> tuple:
+        """The picture's pixel identity, hashed once a step however many calls hold the same object."""
+        if id(image) not in self._pixels:
+            self._pixels[id(image)] = pixels_identity(image)
+            self._held.append(image)
+        return self._pixels[id(image)]
 
 
 def _flatten(images):
