@@ -10,6 +10,11 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := False
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+# Bytecode is written the first time a process imports a module (about 15 s, once, for what the stages
+# import), where compiling all of site-packages at install took 47 s on 2 cores. Where
+# PYTHONDONTWRITEBYTECODE is set (as on CI machines), every process would compile transformers and torch
+# again, which doubled the test suite's time: make's commands run with it unset.
+export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: install lock run run-flow stack test lint clean browser
 
@@ -17,13 +22,11 @@ install: $(STAMP)
 
 # constraints.txt pins every package (not only ours) to the versions the documented numbers came
 # from: the tiny model's accuracy moved by 0.07 between two installs that floated (docs/learning-notes.md).
-# uv installs them (under a minute where pip took 2-3) from the indexes pip is configured with, and
-# compiles the bytecode as pip does: where PYTHONDONTWRITEBYTECODE is set (as on CI machines), every
-# process would otherwise compile transformers and torch again, which doubled the test suite's time.
+# uv installs them (under a minute where pip took 2-3) from the indexes pip is configured with.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt uv
-	$(BIN)/python infra/uv_install.py $(BIN)/uv --quiet --compile-bytecode -c constraints.txt -e '.[dev]'
+	$(BIN)/python infra/uv_install.py $(BIN)/uv --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 # After a deliberate upgrade (pip install -U ... in .venv): record the new versions.
