@@ -13,7 +13,8 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 # Bytecode is written the first time a process imports a module (about 15 s, once, for what the stages
 # import), where compiling all of site-packages at install took 47 s on 2 cores. Where
 # PYTHONDONTWRITEBYTECODE is set (as on CI machines), every process would compile transformers and torch
-# again, which doubled the test suite's time: make's commands run with it unset.
+# again, which doubled the test suite's time: make's commands run with it unset. (A process started outside
+# make where it is set, such as a Prefect worker, compiles what it imports each time: unset it there too.)
 export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: install lock run run-flow stack test lint clean browser

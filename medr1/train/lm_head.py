@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 
 # sha256 of the source of the TRL function this relies on: the forward that `add_fused_lm_head` installs
@@ -18,13 +19,26 @@ def completion_positions_scored():
     kernels run, and every position elsewhere, so that a compiler (Neuron) sees one tile shape. On the
     CPU nothing is compiled, and scoring the prompt positions too was 7 times the head's work (95
     prompt tokens to 16 completion tokens on the default) for log-probabilities that are then masked
-    out: about a sixth of a default step. Inside this context the CPU takes TRL's compact path;
-    Triton's kernels still run only where TRL runs them (the kernel module asks on its own)."""
+    out: about a sixth of a default GRPO step. Inside this context the CPU takes TRL's compact path;
+    Triton's kernels still run only where TRL runs them (the kernel module asks on its own). Nested or
+    overlapping uses (threads) share one patch, removed when the last one leaves."""
+    global _users, _original
     import trl.trainer.utils as trl_utils
 
-    use_triton = trl_utils._use_triton
-    trl_utils._use_triton = lambda device: device.type == "cpu" or use_triton(device)
+    with _lock:
+        if _users == 0:
+            _original = original = trl_utils._use_triton
+            trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+        _users += 1
     try:
         yield
     finally:
-        trl_utils._use_triton = use_triton
+        with _lock:
+            _users -= 1
+            if _users == 0:
+                trl_utils._use_triton = _original
+
+
+_lock = threading.Lock()
+_users = 0  # contexts open now
+_original = None  # TRL's own `_use_triton`, while patched

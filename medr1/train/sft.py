@@ -43,6 +43,6 @@ def train_sft(model_dir: Path, records: list[Record], image_root: Path, params: 
     else:
         dataset = sft_dataset(records, image_root, train.reasoning, train.prompts)
         trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor)
-    with completion_positions_scored():  # the loss is on the completion only
+    with completion_positions_scored():  # the positions the labels leave unmasked
         trainer.train()
     return save_trained(trainer, processor, output_dir)
