@@ -186,8 +186,8 @@ class ImagesOnce:
     def __init__(self, image_processor):
         self._image_processor = image_processor
         self._made: dict[tuple, tuple] = {}  # picture key -> (its pixel rows, its grid row)
-        self._pixels: dict[int, tuple] = {}  # id of a picture object -> its pixels' identity
-        self._held: list = []  # the objects behind those ids, kept alive for the step
+        self._pixels: dict[int, tuple] = {}  # id of a picture object -> (the object, kept alive for the
+        # step so that its id stays its own, and its pixels' identity)
         self.processed_images = 0  # pictures the real image processor processed, for tests and profiles
 
     def __getattr__(self, name):
@@ -218,9 +218,8 @@ class ImagesOnce:
     def _pixels_of(self, image) -> tuple:
         """The picture's pixel identity, hashed once a step however many calls hold the same object."""
         if id(image) not in self._pixels:
-            self._pixels[id(image)] = pixels_identity(image)
-            self._held.append(image)
-        return self._pixels[id(image)]
+            self._pixels[id(image)] = (image, pixels_identity(image))
+        return self._pixels[id(image)][1]
 
 
 def _flatten(images):

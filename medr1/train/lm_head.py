@@ -27,8 +27,7 @@ def completion_positions_scored():
 
     with _lock:
         if _users == 0:
-            _original = original = trl_utils._use_triton
-            trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+            _original, trl_utils._use_triton = trl_utils._use_triton, _compact_on_the_cpu_too
         _users += 1
     try:
         yield
@@ -37,6 +36,10 @@ def completion_positions_scored():
             _users -= 1
             if _users == 0:
                 trl_utils._use_triton = _original
+
+
+def _compact_on_the_cpu_too(device) -> bool:
+    return device.type == "cpu" or _original(device)
 
 
 _lock = threading.Lock()
