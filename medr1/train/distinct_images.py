@@ -6,10 +6,16 @@ reference). `encode_each_image_once(model)` hooks the tower: before it runs, ide
 its inputs (same grid, same pixels, compared exactly) are reduced to one each; after it runs, the
 features are expanded back to the original order by indexing. Autograd sums the gradients of the
 copies into the one encoding, which is what backpropagating through each copy would give.
+
+Which images of a forward are the same is decided once per forward: by the hook over the tower's pixel
+rows, or by the caller that already compared the same pixels (medr1/train/shared_prompts.py hands its
+decision in with `deciding`); generation's prefill reads the hook's decision of the encoding before it
+(`last`) instead of comparing the encoded features again.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 SAMPLED_VALUES = 64  # values of each block its fingerprint holds
@@ -77,8 +83,21 @@ class EachImageOnce:
 
     def __init__(self, tower):
         self.plan: DistinctImages | None = None
+        self.last: tuple[list[int], DistinctImages | None] | None = None  # the last call's (pixel rows of each
+        # image, decision), for generation's prefill that follows its encoding
+        self._decided: tuple[list[int], DistinctImages | None] | None = None
         self.handles = [tower.register_forward_pre_hook(self._before, with_kwargs=True),
                         tower.register_forward_hook(self._after, with_kwargs=True)]
+
+    @contextmanager
+    def deciding(self, sizes: list[int], plan: DistinctImages | None):
+        """During the block, a tower call over images of these pixel rows (`sizes`) takes `plan` (None:
+        every image distinct) instead of comparing the pixels again."""
+        self._decided = (sizes, plan)
+        try:
+            yield
+        finally:
+            self._decided = None
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -87,8 +106,14 @@ class EachImageOnce:
     def _before(self, module, args, kwargs):
         pixel_values = args[0] if args else kwargs.get("hidden_states")
         grid_thw = args[1] if len(args) > 1 else kwargs.get("grid_thw")
-        self.plan = None if pixel_values is None or grid_thw is None else find_distinct_images(pixel_values,
-                                                                                               grid_thw)
+        if pixel_values is None or grid_thw is None:
+            self.plan = None
+            return None
+        sizes = grid_thw.prod(-1).tolist()
+        decided = self._decided
+        self.plan = decided[1] if decided is not None and decided[0] == sizes else find_distinct_images(
+            pixel_values, grid_thw)
+        self.last = (sizes, self.plan)
         if self.plan is None:
             return None
         import torch

@@ -9,10 +9,10 @@ processor once and copies the results to the other rows; and the processor's ima
 what it made during the step (`ImagesOnce`), so the second pass over the same pictures reuses the
 first's pixels instead of processing them again.
 
-Rows are the same prompt when their messages are equal and their images are the same objects;
-`share_identical_images` first makes a group's copies of one picture one decoded object (a row may
-also hold the picture undecoded, as datasets' `Image(decode=False)` gives it: it is then decoded once
-a step).
+Rows are the same prompt when their messages are equal and their pictures are the same, as the step's
+`StepPictures` decides (by pixels, each picture object hashed once a step); `share_identical_images`
+first makes a group's copies of one picture one decoded object (a row may also hold the picture
+undecoded, as datasets' `Image(decode=False)` gives it: it is then decoded once a step).
 """
 
 from __future__ import annotations
@@ -32,30 +32,42 @@ def pixels_identity(image) -> tuple:
     return ("pixels", image.size, image.mode, hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest())
 
 
-def image_identity(image) -> tuple:
-    """What makes two decoded images the same: the file they were read from, else their pixels."""
-    filename = getattr(image, "filename", "") or ""
-    if filename:
-        return ("file", filename, image.size, image.mode)
-    return pixels_identity(image)
+class StepPictures:
+    """Which pictures of a step are the same: the one decision every part of the step's processing
+    reads (sharing decoded copies, prompt keys, the image processor's reuse). A picture is its pixels;
+    each picture object is hashed once a step however many calls hold it."""
+
+    def __init__(self):
+        self._decoded: dict[tuple, Any] = {}  # an undecoded picture's (path, bytes) -> its decoded object
+        self._identities: dict[int, tuple] = {}  # id of a picture object -> (the object, kept alive for the
+        # step so that its id stays its own, and its pixels' identity)
+
+    def identity(self, image) -> tuple:
+        if id(image) not in self._identities:
+            self._identities[id(image)] = (image, pixels_identity(image))
+        return self._identities[id(image)][1]
+
+    def decoded(self, image: dict):
+        """An undecoded picture ({"path", "bytes"}, datasets' `Image(decode=False)`), decoded once a step."""
+        key = (image.get("path"), image.get("bytes"))
+        if key not in self._decoded:
+            from datasets import Image
+
+            self._decoded[key] = Image().decode_example(image)  # as the dataset would have decoded it
+        return self._decoded[key]
 
 
-def share_identical_images(rows: list[dict]) -> None:
+def share_identical_images(rows: list[dict], pictures: StepPictures) -> None:
     """Make rows whose image (or images) are the same picture hold one decoded image object, in place;
     an undecoded image ({"path", "bytes"}, datasets' `Image(decode=False)`) is decoded once."""
     seen: dict[tuple, Any] = {}
 
     def shared(image):
         if isinstance(image, dict) and ("path" in image or "bytes" in image):
-            key = ("undecoded", image.get("path"), image.get("bytes"))
-            if key not in seen:
-                from datasets import Image
-
-                seen[key] = Image().decode_example(image)  # as the dataset would have decoded it
-            return seen[key]
-        if image is None or not hasattr(image, "size"):
+            return pictures.decoded(image)
+        if image is None or not hasattr(image, "tobytes"):
             return image
-        return seen.setdefault(image_identity(image), image)
+        return seen.setdefault(pictures.identity(image), image)
 
     for row in rows:
         if row.get("image") is not None:
@@ -64,18 +76,20 @@ def share_identical_images(rows: list[dict]) -> None:
             row["images"] = [shared(image) for image in row["images"]]
 
 
-def prompt_key(*parts) -> tuple:
-    """Equal for equal messages, texts and settings holding the same image objects (hashable)."""
-    return _frozen(parts)
+def prompt_key(pictures: StepPictures, *parts) -> tuple:
+    """Equal for equal messages, texts and settings holding the same pictures (hashable)."""
+    return _frozen(parts, pictures)
 
 
-def _frozen(value):
+def _frozen(value, pictures: StepPictures):
     if isinstance(value, (str, int, float, bool, type(None))):
         return value
     if isinstance(value, dict):
-        return ("dict", *sorted((key, _frozen(item)) for key, item in value.items()))
+        return ("dict", *sorted((key, _frozen(item, pictures)) for key, item in value.items()))
     if isinstance(value, (list, tuple)):
-        return ("list", *(_frozen(item) for item in value))
+        return ("list", *(_frozen(item, pictures) for item in value))
+    if hasattr(value, "tobytes") and hasattr(value, "size"):
+        return pictures.identity(value)
     return ("object", id(value))
 
 
@@ -138,11 +152,11 @@ class DistinctPrompts:
     """Stands in for a processor during one step (see the module's docstring); any attribute it does
     not define is the processor's own."""
 
-    def __init__(self, processor):
+    def __init__(self, processor, pictures: StepPictures):
         self._processor = processor
+        self._pictures = pictures
         self._renders: dict[tuple, Any] = {}
         self.images: ImagesOnce | None = None  # the image processor's stand-in, during a step
-        self.prepared_rows = 0  # rows the real processor prepared, for tests and profiles
 
     def __getattr__(self, name):
         return getattr(self._processor, name)
@@ -151,16 +165,15 @@ class DistinctPrompts:
         batched = isinstance(conversation, (list, tuple)) and bool(conversation) and isinstance(conversation[0],
                                                                                                   (list, tuple))
         if not kwargs.get("tokenize", False):
-            key = prompt_key(conversation, args, kwargs)
+            key = prompt_key(self._pictures, conversation, args, kwargs)
             if key not in self._renders:
                 self._renders[key] = self._processor.apply_chat_template(conversation, *args, **kwargs)
             return self._renders[key]
         if not batched or not kwargs.get("return_dict", False) or args:
             return self._processor.apply_chat_template(conversation, *args, **kwargs)
-        keep, inverse = distinct_rows([prompt_key(c) for c in conversation])
+        keep, inverse = distinct_rows([prompt_key(self._pictures, c) for c in conversation])
         distinct = [conversation[row] for row in keep]
         features = self._processor.apply_chat_template(distinct, **kwargs)
-        self.prepared_rows += len(keep)
         expanded = expand_to_rows(features, [len(_images_in(c)) for c in distinct], inverse)
         return self._processor.apply_chat_template(conversation, **kwargs) if expanded is None else expanded
 
@@ -169,10 +182,10 @@ class DistinctPrompts:
             return self._processor(*args, images=images, text=text, **kwargs)
         row_images = [list(row) if isinstance(row, (list, tuple)) else [] if row is None else [row]
                       for row in images]
-        keep, inverse = distinct_rows([prompt_key(t, i) for t, i in zip(text, row_images, strict=True)])
+        keep, inverse = distinct_rows([prompt_key(self._pictures, t, i)
+                                       for t, i in zip(text, row_images, strict=True)])
         distinct_images = [row_images[row] for row in keep]
         features = self._processor(images=distinct_images, text=[text[row] for row in keep], **kwargs)
-        self.prepared_rows += len(keep)
         expanded = expand_to_rows(features, [len(row) for row in distinct_images], inverse)
         return self._processor(images=images, text=text, **kwargs) if expanded is None else expanded
 
@@ -183,12 +196,10 @@ class ImagesOnce:
     grids from what was made. Outputs other than `pixel_values` and `image_grid_thw` (a processor
     this does not know) go straight to the real image processor."""
 
-    def __init__(self, image_processor):
+    def __init__(self, image_processor, pictures: StepPictures):
         self._image_processor = image_processor
+        self._pictures = pictures
         self._made: dict[tuple, tuple] = {}  # picture key -> (its pixel rows, its grid row)
-        self._pixels: dict[int, tuple] = {}  # id of a picture object -> (the object, kept alive for the
-        # step so that its id stays its own, and its pixels' identity)
-        self.processed_images = 0  # pictures the real image processor processed, for tests and profiles
 
     def __getattr__(self, name):
         return getattr(self._image_processor, name)
@@ -199,7 +210,7 @@ class ImagesOnce:
                 hasattr(image, "tobytes") for image in flat):
             return self._image_processor(images, *args, **kwargs)
         kwargs = {**kwargs, "return_tensors": "pt"}
-        keys = [prompt_key(self._pixels_of(image), kwargs) for image in flat]
+        keys = [prompt_key(self._pictures, image, kwargs) for image in flat]
         new = list(dict.fromkeys(key for key in keys if key not in self._made))
         if new:
             first = {key: flat[keys.index(key)] for key in new}
@@ -208,18 +219,11 @@ class ImagesOnce:
                 return self._image_processor(images, **kwargs)
             blocks = made["pixel_values"].split(made["image_grid_thw"].prod(-1).tolist())
             self._made.update({key: (blocks[i], made["image_grid_thw"][i]) for i, key in enumerate(new)})
-            self.processed_images += len(new)
         import torch
         from transformers import BatchFeature
 
         return BatchFeature({"pixel_values": torch.cat([self._made[key][0] for key in keys]),
                              "image_grid_thw": torch.stack([self._made[key][1] for key in keys])})
-
-    def _pixels_of(self, image) -> tuple:
-        """The picture's pixel identity, hashed once a step however many calls hold the same object."""
-        if id(image) not in self._pixels:
-            self._pixels[id(image)] = (image, pixels_identity(image))
-        return self._pixels[id(image)][1]
 
 
 def _flatten(images):
@@ -231,14 +235,15 @@ def _flatten(images):
 
 
 @contextmanager
-def prompts_prepared_once(trainer):
+def prompts_prepared_once(trainer, pictures: StepPictures):
     """During the block, `trainer.processing_class` prepares each distinct prompt once (see the
-    module's docstring); yields the stand-in, whose counters say what was prepared."""
+    module's docstring), deciding which pictures are the same by `pictures`; yields the stand-in. The
+    trainer's processor and its image processor are the real ones again after the block."""
     processor = trainer.processing_class
     image_processor = getattr(processor, "image_processor", None)
-    stand_in = DistinctPrompts(processor)
+    stand_in = DistinctPrompts(processor, pictures)
     if image_processor is not None:
-        processor.image_processor = stand_in.images = ImagesOnce(image_processor)
+        processor.image_processor = stand_in.images = ImagesOnce(image_processor, pictures)
     trainer.processing_class = stand_in
     try:
         yield stand_in

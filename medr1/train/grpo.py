@@ -31,7 +31,7 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
     """
     from accelerate.utils import broadcast_object_list
 
-    from medr1.train.grpo_trainer import DistinctWorkGRPOTrainer  # imports TRL
+    from medr1.train.grpo_trainer import grpo_trainer_class  # imports TRL
     if log_dir is not None and not split_report_to(params.trl.get("report_to"))[1]:
         raise PipelineError(f"train.trl.report_to needs dvclive: the train stage's logs ({log_dir}) are outputs "
                             "in dvc.yaml; add dvclive beside any other logger, e.g. report_to: [dvclive, wandb]")
@@ -48,7 +48,7 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
     # Beside the checkpoints, which publishing leaves out; one folder per process under a launcher.
     fast_copies = output_dir / "checkpoints" / f"train-images-{socket.gethostname()}-{os.getpid()}"
     fast_copies.mkdir(parents=True, exist_ok=True)
-    trainer = DistinctWorkGRPOTrainer(
+    trainer = grpo_trainer_class()(
         model=model,
         reward_funcs=reward_functions(params.reward_funcs, params.rewards, params.reasoning),
         args=args,

@@ -12,23 +12,43 @@ completion), and autograd sums each copy's gradient into the one prompt pass, as
 copies'. Positions come from the backbone's own rope index over the full rows (in the prefill, from
 generate). With gradient checkpointing (no cache in training), other backbones, or nothing shared,
 the backbone runs as it is.
+
+Collective safety: sharing runs the language model twice in a log-probability pass (prompt, then
+completions), and under DeepSpeed ZeRO-3 every module call gathers its parameters from all ranks. So in
+a distributed run the ranks decide together (one all-reduce per pass): when any rank shares, every rank
+takes the two-call path, a rank without repeated prompts with each row its own prompt. The prefill and the
+vision tower run once per forward either way.
+
+`SharedPrompts.installed()` wraps the backbone's `forward` for the block and puts the class's back
+after it (medr1/train/grpo_trainer.py enters it around each step's work only).
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
 
-from medr1.train.distinct_images import find_distinct_blocks
+from medr1.train.distinct_images import DistinctImages, EachImageOnce, find_distinct_blocks
 from medr1.train.distinct_prompts import distinct_rows
 
 
 class ImageBlocks(NamedTuple):
-    """The images of a forward's rows, as `_plan` compares them."""
+    """The images of a forward's rows, and which of them are the same (decided once for the forward)."""
 
     blocks: list  # one tensor of rows per image: its pixel rows, or its encoded features
-    kinds: list  # per image, what must also match (its grid), or None
     tokens: list[int]  # the image's placeholder tokens in the prompt
+    sizes: list[int]  # the image's pixel rows
+    same: DistinctImages | None  # which images are the same; None: every one is distinct
+
+    def key(self, image: int) -> int:
+        """Equal for the same picture."""
+        return image if self.same is None else self.same.inverse[image]
+
+    def among(self, images: list[int]) -> DistinctImages | None:
+        """The same decision for a selection of these images, in that order."""
+        keep, inverse = distinct_rows([self.key(image) for image in images])
+        sizes = [self.sizes[image] for image in images]
+        return DistinctImages(keep, inverse, sizes) if len(keep) < len(images) else None
 
 
 class Plan(NamedTuple):
@@ -40,14 +60,32 @@ class Plan(NamedTuple):
     def kept_blocks(self) -> list:
         return [self.blocks[image] for image in self.kept_images]
 
+    @property
+    def shares(self) -> bool:
+        """Some rows repeat another's prompt (else every row is its own)."""
+        return len(self.keep) < len(self.inverse)
+
 
 class SharedPrompts:
-    def __init__(self, backbone):
+    def __init__(self, backbone, images: EachImageOnce | None = None):
         self.backbone = backbone
+        self.images = images  # the hooks on this backbone's vision tower, which share its decisions
         self.length: int | None = None
-        self.shared_rows = 0  # rows whose prompt pass was shared, for tests and profiles
-        self._forward = backbone.forward
-        backbone.forward = self.forward
+        self._forward = backbone.forward  # what the backbone ran before `installed`
+
+    @contextmanager
+    def installed(self):
+        """The backbone's `forward` is this object's during the block, and what it was again after it."""
+        before = vars(self.backbone).get("forward")  # a forward another library set on the instance, if any
+        self._forward = self.backbone.forward
+        self.backbone.forward = self.forward
+        try:
+            yield self
+        finally:
+            if before is None:
+                del self.backbone.forward  # the class's method again
+            else:
+                self.backbone.forward = before
 
     @contextmanager
     def prompt_length(self, length: int):
@@ -67,13 +105,20 @@ class SharedPrompts:
             and 0 < self.length < tokens and plain_outputs
         prefill = self.length is None and _empty_dynamic_cache(cache) and position_ids is not None and tokens > 0 \
             and plain_outputs
-        if log_probabilities and (plan := self._plan(self.length, given, kwargs, self._pixel_blocks(given))):
-            return self._prompt_then_completions(plan, given, kwargs)
-        if prefill and (plan := self._plan(tokens, given, kwargs, _encoded_blocks(kwargs), position_ids)):
-            return self._prefill(plan, given, kwargs)
+        if log_probabilities:  # every rank takes part in the agreement, whatever its rows hold
+            images = self._pixel_blocks(given)
+            plan = self._plan(self.length, given, kwargs, images)
+            if agreed_by_every_rank(plan, input_ids.device):
+                return self._prompt_then_completions(plan, given, kwargs, images)
+            with self._tower_takes(images):
+                return self._forward(**given, **kwargs)
+        if prefill:  # one backbone call whether shared or not: no rank needs to agree
+            plan = self._plan(tokens, given, kwargs, self._encoded_blocks(kwargs), position_ids)
+            if plan is not None and plan.shares:
+                return self._prefill(plan, given, kwargs)
         return self._forward(**given, **kwargs)
 
-    def _prompt_then_completions(self, plan: Plan, given, kwargs):
+    def _prompt_then_completions(self, plan: Plan, given, kwargs, images: ImageBlocks):
         """A log-probability pass: each distinct prompt once, its cache indexed out, completions on top."""
         import torch
 
@@ -82,8 +127,10 @@ class SharedPrompts:
         positions, _ = self.backbone.get_rope_index(input_ids, mm_token_type_ids=given["mm_token_type_ids"],
                                                     image_grid_thw=grid, attention_mask=attention_mask)
         settings = {**kwargs, "use_cache": True}
-        prompt = self._forward(**_kept_rows(plan, given, positions, length), image_grid_thw=grid[plan.kept_images],
-                               pixel_values=torch.cat(plan.kept_blocks()), **settings)
+        with self._tower_takes(images, plan.kept_images):
+            prompt = self._forward(**_kept_rows(plan, given, positions, length),
+                                   image_grid_thw=grid[plan.kept_images], pixel_values=torch.cat(plan.kept_blocks()),
+                                   **settings)
         cache, prompt_hidden = self._to_every_row(plan, prompt)
         completion = self._forward(input_ids=input_ids[:, length:], attention_mask=attention_mask,
                                    position_ids=positions[:, :, length:], cache=cache, **settings)
@@ -107,8 +154,16 @@ class SharedPrompts:
 
         rows = torch.tensor(plan.inverse, device=output.last_hidden_state.device)
         output.cache.reorder_cache(rows)  # each row gets its prompt's keys and values (autograd sums back)
-        self.shared_rows += len(plan.inverse) - len(plan.keep)
         return output.cache, output.last_hidden_state.index_select(0, rows)
+
+    def _tower_takes(self, images: ImageBlocks | None, selection: list[int] | None = None):
+        """The vision tower's call in the block takes this forward's decision over `images` (or over the
+        `selection` of them that it is given) instead of comparing the pixels again."""
+        if self.images is None or images is None:
+            return nullcontext()
+        if selection is None:
+            return self.images.deciding(images.sizes, images.same)
+        return self.images.deciding([images.sizes[i] for i in selection], images.among(selection))
 
     def _pixel_blocks(self, given) -> ImageBlocks | None:
         """The images of a log-probability pass: their pixel rows, compared with their grids."""
@@ -116,13 +171,29 @@ class SharedPrompts:
         merge = getattr(getattr(self.backbone.config, "vision_config", None), "spatial_merge_size", None)
         if given["pixel_values"] is None or grid is None or merge is None:
             return None
-        patches = grid.prod(-1).tolist()
-        return ImageBlocks(given["pixel_values"].split(patches), [tuple(g) for g in grid.tolist()],
-                           [p // merge**2 for p in patches])
+        sizes = grid.prod(-1).tolist()
+        blocks = given["pixel_values"].split(sizes)
+        return ImageBlocks(blocks, [size // merge**2 for size in sizes], sizes,
+                           find_distinct_blocks(blocks, [tuple(g) for g in grid.tolist()]))
+
+    def _encoded_blocks(self, kwargs) -> ImageBlocks | None:
+        """The images generation has already encoded (`mm_encoder_outputs`): their features, and which are
+        the same as the tower's hooks decided when encoding them (None when that is not known)."""
+        outputs = kwargs.get("mm_encoder_outputs") or {}
+        last = self.images.last if self.images is not None else None
+        if outputs.get("image") is None or outputs.get("video") is not None or last is None:
+            return None
+        pooled, (sizes, same) = list(outputs["image"].pooler_output), last
+        tokens = [len(block) for block in pooled]
+        merge = self.backbone.config.vision_config.spatial_merge_size
+        if sizes != [count * merge**2 for count in tokens]:
+            return None  # not the encoding the hooks saw
+        return ImageBlocks(pooled, tokens, sizes, same)
 
     def _plan(self, length: int, given, kwargs, images: ImageBlocks | None, positions=None) -> Plan | None:
         """Which rows run when rows share their first `length` tokens, mask and images (and
-        `positions`, where given), else None."""
+        `positions`, where given); None where the rows cannot be split into prompt and completions here
+        (a plan whose every row is its own prompt when they can, but none repeats)."""
         input_ids, attention_mask = given["input_ids"], given["attention_mask"]
         token = getattr(self.backbone.config, "image_token_id", None)
         if (images is None or token is None or given["mm_token_type_ids"] is None
@@ -133,17 +204,13 @@ class SharedPrompts:
         images_of = _images_per_row(input_ids[:, :length] == token, images.tokens)
         if images_of is None:
             return None
-        distinct = find_distinct_blocks(images.blocks, images.kinds)
-        image_key = distinct.inverse if distinct is not None else list(range(len(images.blocks)))
         prompts = input_ids[:, :length].tolist()
         masks = attention_mask[:, :length].tolist() if attention_mask is not None else [None] * len(prompts)
         where = positions[:, :, :length].transpose(0, 1).flatten(1).tolist() if positions is not None \
             else [None] * len(prompts)
         keys = [(tuple(prompts[row]), masks[row] and tuple(masks[row]), where[row] and tuple(where[row]),
-                 tuple(image_key[i] for i in images_of[row])) for row in range(len(prompts))]
+                 tuple(images.key(i) for i in images_of[row])) for row in range(len(prompts))]
         keep, inverse = distinct_rows(keys)
-        if len(keep) == len(keys):
-            return None
         return Plan(keep, inverse, [image for row in keep for image in images_of[row]], images.blocks)
 
 
@@ -162,15 +229,6 @@ def _empty_dynamic_cache(cache) -> bool:
 
     return type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers) \
         and cache.get_seq_length() == 0
-
-
-def _encoded_blocks(kwargs) -> ImageBlocks | None:
-    """The images generation has already encoded (`mm_encoder_outputs`): their features."""
-    outputs = kwargs.get("mm_encoder_outputs") or {}
-    if outputs.get("image") is None or outputs.get("video") is not None:
-        return None
-    pooled = list(outputs["image"].pooler_output)
-    return ImageBlocks(pooled, [None] * len(pooled), [len(block) for block in pooled])
 
 
 def _checkpointing(backbone) -> bool:
@@ -192,10 +250,27 @@ def _images_per_row(image_tokens, tokens_of_image: list[int]) -> list[list[int]]
     return rows if image == len(tokens_of_image) else None
 
 
-def share_prompts(model) -> SharedPrompts | None:
-    """Wrap `model`'s Qwen-style multimodal backbone (the module holding `visual` and `get_rope_index`)."""
+def agreed_by_every_rank(plan: Plan | None, device) -> bool:
+    """Whether this pass shares prompts: where this rank's rows repeat a prompt, and in a distributed run
+    where any rank's do and every rank can (see the module's docstring)."""
+    can, wants = plan is not None, plan is not None and plan.shares
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        import torch
+
+        flags = torch.tensor([int(can), int(not wants)], device=device)  # MIN: all can, and not (none wants)
+        dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+        can, wants = bool(flags[0]), not bool(flags[1])
+    return can and wants
+
+
+def share_prompts(model, images: EachImageOnce | None = None) -> SharedPrompts | None:
+    """A SharedPrompts for `model`'s Qwen-style multimodal backbone (the module holding `visual` and
+    `get_rope_index`), not yet installed, sharing its decisions with `images` (the hooks on its vision
+    tower); None when it has none."""
     for module in model.modules():
         if (hasattr(module, "visual") and hasattr(module, "get_rope_index") and hasattr(module, "language_model")
                 and not hasattr(module, "lm_head")):
-            return SharedPrompts(module)
+            return SharedPrompts(module, images)
     return None
