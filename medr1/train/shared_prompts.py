@@ -199,7 +199,7 @@ class SharedPrompts:
         if (images is None or token is None or given["mm_token_type_ids"] is None
                 or (attention_mask is not None and attention_mask.dim() != 2)
                 or kwargs.get("inputs_embeds") is not None or kwargs.get("pixel_values_videos") is not None
-                or _checkpointing(self.backbone)):
+                or checkpointing(self.backbone)):
             return None
         images_of = _images_per_row(input_ids[:, :length] == token, images.tokens)
         if images_of is None:
@@ -231,8 +231,9 @@ def _empty_dynamic_cache(cache) -> bool:
         and cache.get_seq_length() == 0
 
 
-def _checkpointing(backbone) -> bool:
-    return any(getattr(module, "gradient_checkpointing", False) for module in backbone.modules())
+def checkpointing(model) -> bool:
+    """Whether a module of `model` trains with gradient checkpointing."""
+    return any(getattr(module, "gradient_checkpointing", False) for module in model.modules())
 
 
 def _images_per_row(image_tokens, tokens_of_image: list[int]) -> list[list[int]] | None:
