@@ -144,9 +144,11 @@ def prepare(destination: Path, path: Path = WHEELS) -> None:
 
 def installs_on_312(wheel: Path) -> bool:
     """Whether a wheel's tags (name-version-python-abi-platform) fit CPython 3.12 on Linux x86_64."""
-    python, abi, platform = wheel.stem.split("-")[-3:]
-    pure = abi == "none" and platform == "any" and any(tag.startswith("py3") for tag in python.split("."))
-    return pure or ("x86_64" in platform and ("cp312" in python.split(".") or abi == "abi3"))
+    python, abi, platform = (part.split(".") for part in wheel.stem.split("-")[-3:])
+    if abi == ["none"] and platform == ["any"]:
+        return bool({"py3", "py312"} & set(python))  # py311 would be another Python's
+    abi3 = "abi3" in abi and any(re.fullmatch(r"cp3(\d+)", tag) and int(tag[3:]) <= 12 for tag in python)
+    return any("x86_64" in tag for tag in platform) and ("cp312" in python or abi3)
 
 
 def _wheel_for(folder: Path, name: str, version: str) -> Path | None:
@@ -183,13 +185,15 @@ def report(path: Path = WHEELS) -> int:
         print(f"{name}: {installed or 'not installed'}" + ("" if installed == version else f" (carried: {version})"))
         if installed != version:
             problems.append(f"{name} {installed or 'missing'}, not the carried {version} (is it in .whl/?)")
+    carried = {canonical(name) for name, _, _ in wheel_lines(path)}
     for optional, without in (("flash_attn", "the flash_attention_2 tests skip, gpu_recipe.py runs sdpa"),
                               ("deepspeed", "the ZeRO-3 test skips")):
+        if canonical(optional) in carried:
+            continue
         try:
             print(f"{optional}: {importlib.metadata.version(optional.replace('_', '-'))}")
         except importlib.metadata.PackageNotFoundError:
             print(f"{optional}: not installed ({without})")
-    carried = {canonical(name) for name, _, _ in wheel_lines(path)}
     for module in IMPORTED + (("deepspeed",) if "deepspeed" in carried else ()):
         try:
             importlib.import_module(module)
