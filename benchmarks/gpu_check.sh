@@ -11,7 +11,7 @@
 # python3.12 with a CUDA build of torch (2.11.0+cu130 when last seen) and numpy, pandas, pyarrow, pillow, scipy,
 # matplotlib, pytest and more; torch is used as it is (a CUDA wheel of torch is about 900 MB): `report` prints its
 # version beside constraints.txt's 2.14.1 and refuses one older than 2.6. The rest comes as the wheels that
-# benchmarks/gpu-wheels.txt lists (47, about 30 MiB: transformers, trl, accelerate, peft, datasets, tokenizers,
+# benchmarks/gpu-wheels.txt lists (49, about 30 MiB: transformers, trl, accelerate, peft, datasets, tokenizers,
 # huggingface_hub at the pinned versions; pydantic, ruamel.yaml, math-verify, DVCLive with what it imports;
 # deepspeed 0.19.8), each at the version constraints.txt pins (`gpu_environment.py check` fails otherwise).
 # `--prepare-wheels` fetches each with
@@ -40,7 +40,8 @@
 #     16 completions (64 tokens each, not the recipe's 256: what fits) through the stages and with TRL's bare
 #     GRPOTrainer: steps/s, peak GPU memory, evaluation speed, and whether both decoders grade alike.
 # Results: summary.md (the GPU, each part's status and time, the tables), environment.log, cuda-tests.log,
-# exactness.jsonl, gpu-recipe.log, gpu_recipe.json. The exit status is 0 only when every part passed.
+# exactness.jsonl, gpu-recipe.log, gpu-recipe-stages.log, gpu_recipe.json (7 files: a device call returns 8).
+# The exit status is 0 only when every part passed.
 
 set -uo pipefail
 
@@ -95,14 +96,22 @@ make_env() {
 paths = sysconfig.get_paths()
 print("\n".join(dict.fromkeys([paths["purelib"], paths["platlib"], *site.getsitepackages()])))') || return 1
     rm -rf "$VENV"
-    "$base" -m venv --without-pip "$VENV" || return 1
-    venv_site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') || return 1
-    while read -r site_dir; do
-        echo "import site; site.addsitedir('$site_dir')"
-    done <<<"$image_sites" >"$venv_site/zz_image_packages.pth"
+    if "$base" -m venv --without-pip "$VENV"; then
+        PY=$VENV/bin/python
+        venv_site=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') || return 1
+        while read -r site_dir; do
+            echo "import site; site.addsitedir('$site_dir')"
+        done <<<"$image_sites" >"$venv_site/zz_image_packages.pth"
+    else  # no venv module: the wheels in a folder ahead of the image's packages on PYTHONPATH
+        echo "$base -m venv failed: installing into $VENV/site, ahead on PYTHONPATH"
+        PY=$base
+        venv_site=$VENV/site
+        CARRIED_PATH=$venv_site
+    fi
     "$base" -m pip install --quiet --no-index --no-deps --no-compile --disable-pip-version-check \
         --target "$venv_site" "$WHEEL_DIR"/*.whl || return 1
-    echo "venv $VENV: $(ls "$WHEEL_DIR"/*.whl | wc -l) carried wheels, then the packages of $base ($image_sites)"
+    echo "$PY: $(ls "$WHEEL_DIR"/*.whl | wc -l) carried wheels in $venv_site, then the packages of $base" \
+         "($image_sites)"
 }
 
 # phase NAME LIMIT_S COMMAND...: run it for at most LIMIT_S (and never past the budget), output in $OUT/NAME.log,
@@ -142,7 +151,9 @@ gpu_run() {
         echo "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1)"
         echo
     } >"$SUMMARY"
-    { nvidia-smi; echo; make_env; } >"$OUT/environment.log" 2>&1
+    PY="" CARRIED_PATH=""
+    nvidia-smi >"$OUT/environment.log" 2>&1
+    make_env >>"$OUT/environment.log" 2>&1
     local made=$?
     echo "| part | status | time |" >>"$SUMMARY"
     echo "|---|---|---|" >>"$SUMMARY"
@@ -151,8 +162,9 @@ gpu_run() {
         cat "$OUT/environment.log" "$SUMMARY"
         return 1
     fi
-    local python=$VENV/bin/python
-    export PYTHONPATH=$REPO DS_ACCELERATOR=cuda MEDR1_EXACTNESS_RECORD=$OUT/exactness.jsonl
+    local python=$PY
+    export PYTHONPATH=${CARRIED_PATH:+$CARRIED_PATH:}$REPO DS_ACCELERATOR=cuda
+    export MEDR1_EXACTNESS_RECORD=$OUT/exactness.jsonl
     rm -f "$MEDR1_EXACTNESS_RECORD"
     phase environment-report 60 "$python" benchmarks/gpu_environment.py report || {
         cat "$OUT/environment-report.log" >>"$OUT/environment.log"
@@ -167,6 +179,7 @@ gpu_run() {
         "${CUDA_TESTS[@]}" || failed=1
     phase gpu-recipe 240 "$python" benchmarks/gpu_recipe.py "${RECIPE_ARGS[@]}" --json "$OUT/gpu_recipe.json" \
         --work /tmp/medr1-gpu-recipe || failed=1
+    tail -c 2000000 /tmp/medr1-gpu-recipe/stages.log >"$OUT/gpu-recipe-stages.log" 2>/dev/null  # the stages' own logs
     {
         echo
         echo "## Exactness on CUDA (ours against TRL's GRPOTrainer; tests/test_grpo_trainer.py)"
