@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks in one command: on one CUDA GPU (an H100 is what it is sized for) with no network, in at most
-# 8 minutes (GPU_CHECK_BUDGET_S, default 480), everything it measures written under $OUT (./gpu-check-out when
-# $OUT is not set).
+# 8 minutes (GPU_CHECK_BUDGET_S, default 480), everything it measures written under $OUT
+# (/tmp/medr1-gpu-check-out when $OUT is not set).
 #
 #   bash benchmarks/gpu_check.sh --prepare-wheels   # beforehand, where PyPI is reachable: the wheels into .whl/
 #   bash benchmarks/gpu_check.sh                    # on the GPU machine, .whl/ beside the repository
@@ -140,7 +140,7 @@ phase() {
 }
 
 gpu_run() {
-    OUT=${OUT:-$REPO/gpu-check-out}
+    OUT=${OUT:-/tmp/medr1-gpu-check-out}
     mkdir -p "$OUT"
     DEADLINE=$((SECONDS + BUDGET_S))
     SUMMARY=$OUT/summary.md
