@@ -4,6 +4,7 @@ download, side by side with TRL's bare GRPOTrainer and with plain `generate`, in
     python benchmarks/gpu_recipe.py                          # on a machine with a CUDA GPU
     python benchmarks/gpu_recipe.py --steps 30 --json $OUT/gpu_recipe.json
     python benchmarks/gpu_recipe.py --preset smoke --device cpu --steps 2 --eval-questions 8   # the path, on a CPU
+    python benchmarks/gpu_recipe.py --dry-run                # the plan: settings and commands, nothing run
 
 In a working folder of its own (the repository's params.yaml with the recipe applied; the synthetic
 data instead of OmniMedVQA, which is not downloaded; `base_model.kind: local` at the folder below;
@@ -23,6 +24,11 @@ data instead of OmniMedVQA, which is not downloaded; `base_model.kind: local` at
 It prints one table, ours beside the baseline: steps/s, completions/s, peak GPU memory, questions/s.
 The model is random, so rewards stay near 0: this measures the machinery, not learning. Nothing is
 downloaded, and the repository's own params.yaml and outputs are not touched.
+
+Attention: `--attention auto` (the default) takes flash-attention 2 on CUDA where flash-attn imports and
+PyTorch's sdpa elsewhere, as `train.attn_implementation: auto` does, and prints which and why (Med-R1's
+recipes name flash_attention_2); ours and the bare trainer both use it. `--attention flash_attention_2`
+without flash-attn is refused before anything runs.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ PRESETS = {  # Qwen2-VL-2B-Instruct's config.json, and a size that runs on a CPU
 BARE_TRL = "--bare-trl-in"  # the script runs itself with this to train TRL's GRPOTrainer in its own process
 
 
-def work_params(args) -> dict:
+def work_params(args, attention: str) -> dict:
     """params.yaml with the recipe applied, then only what this machine and benchmark need changed."""
     from medr1.pipeline.recipes import apply_recipe
 
@@ -65,19 +71,34 @@ def work_params(args) -> dict:
     params["ingest"]["synthetic"]["images_per_modality"] = args.images
     params["validate"] = defaults["validate"]
     params["base_model"].update(kind="local", path=str((args.work / "checkpoint").resolve()))
-    params["train"].update(device=args.device, max_steps=args.steps, checkpoint_steps=10**6, launcher=args.launcher)
-    if args.device == "cpu" or not _installed("flash_attn"):
-        params["train"]["attn_implementation"] = "sdpa"
+    params["train"].update(device=args.device, max_steps=args.steps, checkpoint_steps=10**6, launcher=args.launcher,
+                           attn_implementation=attention)
+    if args.max_completion_length:
+        params["train"]["max_completion_length"] = args.max_completion_length
     params["evaluate"]["device"] = args.device
     if args.max_new_tokens:
         params["evaluate"]["max_new_tokens"] = args.max_new_tokens
     return params
 
 
-def _installed(module: str) -> bool:
+def chosen_attention(args, recipe_value: str) -> tuple[str, str]:
+    """The attention both trainers use, and a line saying why: a kernel that is missing is said, never hidden."""
     import importlib.util
 
-    return importlib.util.find_spec(module) is not None
+    from medr1.model.loading import resolve_attention
+
+    flash = importlib.util.find_spec("flash_attn") is not None
+    if args.attention == "flash_attention_2" and not flash:
+        sys.exit("--attention flash_attention_2: flash-attn is not installed here (pip install flash-attn "
+                 "--no-build-isolation, against the installed torch); or run with --attention auto or sdpa")
+    chosen = resolve_attention(args.attention, args.device)
+    if args.attention != "auto":
+        return chosen, f"attention: {chosen} (--attention)"
+    if chosen == "flash_attention_2":
+        return chosen, "attention: flash_attention_2 (auto: flash-attn imports on CUDA; Med-R1's recipes name it)"
+    why = "on the CPU" if args.device == "cpu" else "flash-attn is not installed"
+    return chosen, (f"attention: {chosen} (auto: {why}); the recipe names {recipe_value}, as Med-R1 trained: with "
+                    "flash-attn installed on CUDA this runs flash_attention_2")
 
 
 def run(work: Path, log: Path, command: str) -> tuple[str, float]:
@@ -188,6 +209,29 @@ def evaluation_speed(work: Path, limit: int | None) -> dict:
     return results
 
 
+def print_plan(args, attention: str) -> None:
+    """What a run with these arguments would set and run (the recipe applied in a scratch folder)."""
+    import tempfile
+
+    work = args.work
+    with tempfile.TemporaryDirectory() as scratch:
+        args.work = Path(scratch)
+        params = work_params(args, attention)
+    args.work = work
+    train, sizes = params["train"], PRESETS[args.preset]
+    print(f"plan: {args.recipe} on a random {args.family} at the {args.preset} sizes ({sizes.num_hidden_layers} "
+          f"layers of {sizes.hidden_size}, vision {sizes.vision_depth} x {sizes.vision_hidden_size}) in {args.work}")
+    print(f"  train: {args.steps} steps of {train['per_device_train_batch_size']} x "
+          f"{train['gradient_accumulation_steps']} completions ({train['num_generations']} per prompt, "
+          f"{train['max_completion_length']} tokens), beta {train['beta']}, learning rate {train['learning_rate']}, "
+          f"{train['device']}, attention {train['attn_implementation']}, launcher `{train['launcher']}`")
+    print(f"  data: {args.images} synthetic images per modality; evaluate: "
+          f"{args.eval_questions or 'all'} test questions, {params['evaluate']['max_new_tokens']} new tokens")
+    for command in ("stages.synthesize", "stages.ingest", "write_checkpoint", "stages.base_model",
+                    "stages.launch train", f"{Path(__file__).name} {BARE_TRL}", "evaluate: ours and generate"):
+        print(f"  run: {command}")
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == BARE_TRL:
         print("BARE_TRL_RESULT " + json.dumps(bare_trl(Path(sys.argv[2]))))
@@ -208,21 +252,38 @@ def main() -> None:
                         help="synthetic images per modality (x 8 modalities, 5 questions each; default 12)")
     parser.add_argument("--eval-questions", type=int, help="evaluate this many test questions (default: all)")
     parser.add_argument("--max-new-tokens", type=int, help="evaluate.max_new_tokens (default: the recipe's)")
+    parser.add_argument("--max-completion-length", type=int,
+                        help="train.max_completion_length, both trainers (default: the recipe's; a random model "
+                             "never ends its completion, so every step decodes this many tokens)")
+    parser.add_argument("--attention", choices=("auto", "sdpa", "flash_attention_2"), default="auto",
+                        help="attn_implementation of both trainers and the evaluation (default auto: "
+                             "flash_attention_2 on CUDA where flash-attn imports, else sdpa; printed)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the settings and the commands it would run, and run nothing")
     parser.add_argument("--work", type=Path, default=Path("/tmp/medr1-gpu-recipe"),
                         help="the working folder (replaced)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    if args.device == "cuda":
+    if args.device == "cuda" and not args.dry_run:
         import torch
 
         if not torch.cuda.is_available():
             sys.exit("no CUDA GPU is visible: run on a GPU machine, or try the path with --preset smoke --device cpu")
 
+    from medr1.pipeline.recipes import read_recipe
+
+    recipe_attention = read_recipe(args.recipe, REPO / "recipes")["params"].get("train", {}).get(
+        "attn_implementation", "auto")
+    attention, attention_line = chosen_attention(args, recipe_attention)
+    print(f"[gpu_recipe] {attention_line}", flush=True)
+    if args.dry_run:
+        print_plan(args, attention)
+        return
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     for item in ("medr1", "stages", "infra", "recipes", "dvc.yaml"):
         (args.work / item).symlink_to(REPO / item)
-    params = work_params(args)
+    params = work_params(args, attention)
     (args.work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     log = args.work / "stages.log"
     python = sys.executable
@@ -265,7 +326,7 @@ def main() -> None:
     print(f"\n{args.recipe} on a random {args.family} ({args.preset} sizes, a folder at {args.work / 'checkpoint'}, "
           f"built in {built_s:.0f} s); {args.steps} steps of {per_step} completions "
           f"({train['num_generations']} per prompt, {train['max_completion_length']} tokens); launcher "
-          f"`{args.launcher}`; GPU {gpu}; evaluation on {evaluation['questions']} questions, "
+          f"`{args.launcher}`; {attention_line}; GPU {gpu}; evaluation on {evaluation['questions']} questions, "
           f"{params['evaluate']['max_new_tokens']} new tokens, grades identical: {evaluation['same_grades']}\n")
     print("| measure | ours (the recipe through the stages) | baseline (TRL's bare GRPOTrainer / plain generate) |")
     print("|---|---|---|")
@@ -274,7 +335,9 @@ def main() -> None:
     print(f"\ntrain stage wall clock (load, {args.steps} steps, save): {stage_s:.1f} s; stage logs: {log}")
     if args.json:
         args.json.write_text(json.dumps({"recipe": args.recipe, "family": args.family, "preset": args.preset,
-                                         "steps": args.steps, "gpu": gpu, "train": {"ours": ours, "bare_trl": bare},
+                                         "steps": args.steps, "gpu": gpu, "attention": attention,
+                                         "max_completion_length": train["max_completion_length"],
+                                         "train": {"ours": ours, "bare_trl": bare},
                                          "evaluate": evaluation, "train_stage_s": round(stage_s, 1)}, indent=1))
     if not evaluation["same_grades"]:
         sys.exit("our decoder and generate graded some question differently: see the stage logs")
