@@ -92,3 +92,30 @@ def test_pyproject_pins_what_constraints_pin_for_trl_and_transformers():
         assert f'"{name}=={version}"' in pyproject, name
 
 
+
+
+def test_with_gradient_checkpointing_the_reference_is_computed_as_the_policy_is(processed, tmp_path):
+    """The policy cannot share prompts under gradient checkpointing (no cache in training), so neither do
+    the reference and old-policy passes: at the first step, where reference and policy are equal, their
+    log-probabilities are equal to the last bit and the KL term is exactly 0, as in TRL."""
+    import torch
+    from test_grpo_trainer import _generation_batch, _trainer
+
+    from medr1.synthetic.checkpoints import write_checkpoint
+    from medr1.train.grpo_trainer import DistinctWorkGRPOTrainer
+
+    records = list(read_jsonl(processed / "train.jsonl"))
+    folder = write_checkpoint("qwen2-vl", tmp_path / "model",
+                              [r.question + " " + " ".join(r.options.values()) for r in records])
+    trainer = _trainer(DistinctWorkGRPOTrainer, folder, records, processed, tmp_path / "out", beta=0.04,
+                       gradient_checkpointing=True)
+    trainer.model.gradient_checkpointing_enable(trainer.args.gradient_checkpointing_kwargs)  # as train() does
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions(_generation_batch(trainer, records, images=2))
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    policy, _, _ = trainer._get_per_token_logps_and_entropies(
+        trainer.model, ids, mask, batch["completion_ids"].size(1), pixel_values=batch["pixel_values"],
+        image_grid_thw=batch["image_grid_thw"], num_images=batch["num_images"],
+        mm_token_type_ids=batch.get("mm_token_type_ids"))
+    assert torch.equal(policy.detach(), batch["ref_per_token_logps"])

@@ -30,7 +30,7 @@ from trl import GRPOTrainer
 from medr1.train.distinct_images import encode_each_image_once
 from medr1.train.distinct_prompts import StepPictures, prompts_prepared_once, share_identical_images
 from medr1.train.lm_head import TRL_FUNCTIONS, completion_positions_scored
-from medr1.train.shared_prompts import checkpointing, share_prompts
+from medr1.train.shared_prompts import share_prompts
 
 # What the subclass was built and checked against; pyproject.toml and constraints.txt pin the same.
 TRL_VERSION = "1.16.0"
@@ -99,11 +99,12 @@ class DistinctWork:
     def prompt_length(self, length: int):
         """The log-probability rows' prompt part is `length` tokens long during the block. Where the policy
         trains with gradient checkpointing (HF then runs no cache in training), its passes run TRL's full
-        rows, and so do the reference's and the old policy's: each pass computed the same way, the KL term
-        of a step where policy and reference are equal is exactly 0, as TRL's is. A difference in the last
-        bit would not be small there: Adam scales even a 1e-8 gradient to a full step."""
+        rows, and so do the reference's and the old policy's (which TRL runs with checkpointing switched
+        off): each pass computed the same way, the KL term of a step where policy and reference are equal
+        is exactly 0, as TRL's is. A difference in the last bit would not be small there: Adam scales even
+        a 1e-8 gradient to a full step. The setting decides, the same on every rank."""
         with ExitStack() as stack:
-            if not checkpointing(self.trainer.model):
+            if not self.trainer.args.gradient_checkpointing:
                 for shared in self.shared_prompts:
                     stack.enter_context(shared.prompt_length(length))
             yield
