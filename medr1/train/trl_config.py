@@ -7,7 +7,7 @@ from pathlib import Path
 
 from medr1.config import SftParams, TrainParams
 from medr1.errors import PipelineError
-from medr1.model.loading import resolve_device
+from medr1.model.loading import resolve_attention, resolve_device
 from medr1.train.loggers import split_report_to
 
 
@@ -16,6 +16,7 @@ def typed_settings(params: TrainParams, output_dir: Path) -> dict:
     device = resolve_device(params.device)
     if params.use_vllm and device != "cuda":
         raise PipelineError("train.use_vllm needs a CUDA GPU; set train.use_vllm: false on the CPU")
+    resolve_attention(params.attn_implementation, device)  # flash_attention_2 that cannot run: refused first
     return {
         "output_dir": str(output_dir),
         "max_steps": params.max_steps,
