@@ -141,6 +141,7 @@ def test_the_stage_line_summarises_the_plan_and_never_stops_training(med_r1, tmp
     monkeypatch.chdir(REPO)  # the stage runs in the repository, where the launcher's config is
     line = stage_line(med_r1, QWEN2_VL_2B, "cuda", 1000)
     assert line.startswith("[train] plan: accelerate launch infra/accelerate/deepspeed-zero2.yaml, 2 process(es)")
-    assert "GiB per GPU" in line and "8 questions a step, 125 steps an epoch" in line
+    assert "GiB per GPU (weights 4.1 GiB, optimizer 12.3 GiB" in line
+    assert "8 question(s) a step, 125 steps an epoch" in line
     (tmp_path / "config.json").write_text('{"model_type": "qwen2"}')  # a text-only model: no vision tower to count
     assert "no estimate for" in stage_line(med_r1, tmp_path, "cuda", None)

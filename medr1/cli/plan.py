@@ -31,7 +31,7 @@ def plan(
     activations), each with its formula; questions per step and steps per epoch. Reads config.json
     only: run it before the GPUs are booked."""
     from medr1.config import load_params
-    from medr1.train.memory_plan import GIB, LEAVES_OUT, memory_plan, planned_device, train_split_size
+    from medr1.train.memory_plan import LEAVES_OUT, memory_plan, planned_device, size_text, train_split_size
 
     params = load_params(params_file)
     folder = model or _base_model_folder(params)
@@ -48,13 +48,13 @@ def plan(
                   f"{train.per_device_train_batch_size} completions x {result.prompt_tokens} prompt + "
                   f"{train.max_completion_length} completion tokens")
     where = "GPU" if device == "cuda" else "process (host memory)"
-    table = Table("share", f"GiB per {where}", "formula")
+    table = Table("share", f"per {where}", "formula")
     for title, shares in (("persistent", result.persistent), ("training pass", result.training_pass),
                           ("generation (no gradients)", result.generation)):
-        table.add_row(f"[bold]{title}[/bold]", f"{sum(share.size for share in shares) / GIB:.1f}", "")
+        table.add_row(f"[bold]{title}[/bold]", size_text(sum(share.size for share in shares)), "")
         for share in shares:
-            table.add_row(f"  {share.name}", f"{share.size / GIB:.1f}", share.how)
-    table.add_row("[bold]estimate[/bold]", f"[bold]{result.estimate / GIB:.1f}[/bold]",
+            table.add_row(f"  {share.name}", size_text(share.size), share.how)
+    table.add_row("[bold]estimate[/bold]", f"[bold]{size_text(result.estimate)}[/bold]",
                   "persistent + the larger of the training pass and generation")
     console.print(table)
     console.print(f"questions per step: {train.per_device_train_batch_size} x {result.launch.processes} processes x "

@@ -308,10 +308,15 @@ def summary_line(plan: MemoryPlan) -> str:
     """The plan in one line."""
     where = "GPU" if plan.device == "cuda" else "process (host memory)"
     shares = [*plan.persistent, *plan.training_pass, *plan.generation]
-    parts = ", ".join(f"{share.name} {share.size / GIB:.1f}" for share in shares)
+    parts = ", ".join(f"{share.name} {size_text(share.size)}" for share in shares)
     epoch = "" if plan.steps_per_epoch is None else f", {plan.steps_per_epoch:,} steps an epoch"
-    return (f"[train] plan: {plan.launch.description}: about {plan.estimate / GIB:.1f} GiB per {where} ({parts} GiB; "
-            f"`medr1 plan` shows the formulas); {plan.questions_per_step:g} questions a step{epoch}")
+    return (f"[train] plan: {plan.launch.description}: about {size_text(plan.estimate)} per {where} ({parts}; "
+            f"`medr1 plan` shows the formulas); {plan.questions_per_step:g} question(s) a step{epoch}")
+
+
+def size_text(size: float) -> str:
+    """Bytes in GiB, or MiB below a tenth of one (the tiny model's)."""
+    return f"{size / GIB:.1f} GiB" if size >= GIB / 10 else f"{size / 2**20:.1f} MiB"
 
 
 def train_split_size(path: Path) -> int | None:
