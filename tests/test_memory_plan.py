@@ -102,6 +102,11 @@ def test_without_deepspeed_the_weights_dtype_sets_every_persistent_share(med_r1)
         PARAMETERS * 2, PARAMETERS * 4, PARAMETERS * 2, PARAMETERS * 2)
     assert (fp32["weights"], fp32["optimizer"], fp32["reference model"]) == (PARAMETERS * 4, PARAMETERS * 8,
                                                                              PARAMETERS * 4)
+    caution = memory_plan(one_gpu, QWEN2_VL_2B, "cuda", root=REPO).caution  # Med-R1's lr 1e-6 on bf16 weights
+    assert caution.startswith("bf16 weights without DeepSpeed: AdamW's steps of about lr 1e-06 round away on every "
+                              "weight above 2.6e-04")
+    assert memory_plan(_with(one_gpu, weights_dtype="float32"), QWEN2_VL_2B, "cuda", root=REPO).caution is None
+    assert memory_plan(med_r1, QWEN2_VL_2B, "cuda", root=REPO).caution is None  # ZeRO-2: float32 master weights
     ddp = _shares(memory_plan(_with(one_gpu, launcher="torchrun --standalone --nproc_per_node 2"), QWEN2_VL_2B,
                               "cuda", root=REPO))
     assert ddp["DDP buckets"] == ddp["gradients"] == PARAMETERS * 2
@@ -143,5 +148,8 @@ def test_the_stage_line_summarises_the_plan_and_never_stops_training(med_r1, tmp
     assert line.startswith("[train] plan: accelerate launch infra/accelerate/deepspeed-zero2.yaml, 2 process(es)")
     assert "GiB per GPU (weights 4.1 GiB, optimizer 12.3 GiB" in line
     assert "8 question(s) a step, 125 steps an epoch" in line
+    assert "\n" not in line  # ZeRO-2: no caution
+    one_gpu = stage_line(_with(med_r1, launcher="python"), QWEN2_VL_2B, "cuda", None)
+    assert one_gpu.splitlines()[1].startswith("[train] caution: bf16 weights without DeepSpeed")
     (tmp_path / "config.json").write_text('{"model_type": "qwen2"}')  # a text-only model: no vision tower to count
     assert "no estimate for" in stage_line(med_r1, tmp_path, "cuda", None)

@@ -66,6 +66,8 @@ def plan(
         console.print(f"steps per epoch: {result.questions:,} questions -> {result.steps_per_epoch:,} "
                       f"(num_iterations {train.num_iterations}; TRL drops an incomplete last batch)")
     console.print(f"leaves out: {LEAVES_OUT}")
+    if result.caution:
+        console.print(f"[yellow]caution:[/yellow] {result.caution}")
 
 
 def _base_model_folder(params) -> Path:

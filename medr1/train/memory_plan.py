@@ -80,6 +80,7 @@ class MemoryPlan:
     questions_per_step: float
     questions: int | None  # in the train split, when known
     steps_per_epoch: int | None
+    caution: str | None  # bf16 weights that AdamW updates in bf16: most steps of a small learning rate round away
 
     @property
     def estimate(self) -> float:
@@ -181,7 +182,7 @@ def memory_plan(params: Params, model_folder: Path, device: str, questions: int 
     return MemoryPlan(device=device, launch=launch, architecture=model, persistent=sizes.persistent(),
                       training_pass=sizes.training_pass(), generation=sizes.generation(),
                       prompt_tokens=prompt_tokens, questions_per_step=per_step / train.num_generations,
-                      questions=questions, steps_per_epoch=steps_per_epoch)
+                      questions=questions, steps_per_epoch=steps_per_epoch, caution=sizes.caution())
 
 
 class _Sizes:
@@ -208,6 +209,16 @@ class _Sizes:
         if (self.launch.zero_stage or 0) < stage:
             return 1, ""
         return n, f" / {n} GPUs (ZeRO-{self.launch.zero_stage})"
+
+    def caution(self) -> str | None:
+        """Without DeepSpeed's float32 master weights, bf16 weights take AdamW's steps in bf16: a step of about
+        the learning rate is lost to rounding on every weight above 256 x lr in magnitude."""
+        if self.deepspeed or self.train.lora.enabled or self.weight_bytes == 4:
+            return None
+        lr = self.train.learning_rate
+        return (f"bf16 weights without DeepSpeed: AdamW's steps of about lr {lr:g} round away on every weight above "
+                f"{256 * lr:.1e} in magnitude (most of a trained model's); train.weights_dtype: float32, or a ZeRO "
+                "launcher (float32 master weights), keeps them (docs/gpu-training.md, Memory)")
 
     def persistent(self) -> list[Share]:
         m, w, lora = self.model, self.weight_bytes, self.train.lora.enabled
@@ -295,13 +306,15 @@ def planned_device(device: str) -> str:
 
 
 def stage_line(params: Params, model_folder: Path, device: str, questions: int | None) -> str:
-    """The train stage's first line: the plan's summary. A model whose config the estimate does not
-    know gets a line saying so; a log line never stops a training run."""
+    """The train stage's first line: the plan's summary (and its caution, when there is one, on a
+    second). A model whose config the estimate does not know gets a line saying so; a log line never
+    stops a training run."""
     try:
-        return summary_line(memory_plan(params, model_folder, device, questions))
+        plan = memory_plan(params, model_folder, device, questions)
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         reason = str(error).splitlines()[0] if str(error) else ""
         return f"[train] plan: no estimate for {model_folder} ({type(error).__name__}: {reason}); training goes on"
+    return summary_line(plan) + ("" if plan.caution is None else f"\n[train] caution: {plan.caution}")
 
 
 def summary_line(plan: MemoryPlan) -> str:
