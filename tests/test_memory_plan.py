@@ -33,7 +33,7 @@ def _shares(plan) -> dict[str, float]:
 
 
 def test_the_parameters_are_counted_on_the_meta_device(med_r1):
-    from medr1.train.memory_plan import architecture_of
+    from medr1.train.model_sizes import architecture_of
 
     model = architecture_of(QWEN2_VL_2B, med_r1)
     assert (model.parameters, model.vision_parameters, model.trainable) == (PARAMETERS, 665_271_296, PARAMETERS)
@@ -53,7 +53,7 @@ def test_the_parameters_are_counted_on_the_meta_device(med_r1):
     ("accelerate launch --config_file infra/accelerate/single-gpu.yaml", 1, None),
 ])
 def test_the_launcher_gives_the_processes_and_the_zero_stage(launcher, processes, zero):
-    from medr1.train.memory_plan import launch_of
+    from medr1.train.launch_plan import launch_of
 
     launch = launch_of(launcher, REPO)
     assert (launch.processes, launch.zero_stage) == (processes, zero)

@@ -20,9 +20,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from medr1.config import Params, launcher_command
+from medr1.config import Params
+from medr1.train.launch_plan import Launch, launch_of
+from medr1.train.model_sizes import Architecture, architecture_of, image_tokens
 
 GIB = 2**30
 TEXT_TOKENS = 128  # a prompt's words besides its image: Med-R1's template, question, options, chat template
@@ -31,34 +31,6 @@ LEAVES_OUT = ("the CUDA context and PyTorch's allocator (reserved above allocate
               "NCCL buffers, ZeRO-3's gathered layers and prefetch, vLLM's share of the GPU (train.use_vllm), "
               "kernels' workspaces, the optimizer step's temporaries, pixel values; prompts longer than the "
               "estimate (the longest prompt sets a micro-batch's length: the train stage logs it)")
-
-
-@dataclass(frozen=True)
-class Launch:
-    """How many processes train, and how DeepSpeed shards their state."""
-
-    processes: int  # in the whole run, every machine's
-    zero_stage: int | None  # None: no DeepSpeed
-    description: str
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """The sizes the estimate needs, read from a model built on the meta device."""
-
-    parameters: int
-    vision_parameters: int
-    trainable: int  # all of them, or LoRA's adapters
-    hidden: int
-    layers: int
-    kv_width: int  # key/value heads x head size
-    intermediate: int
-    vocab: int
-    vision_hidden: int
-    vision_depth: int
-    vision_intermediate: int
-    vision_gated: bool  # Qwen2.5-VL's SwiGLU vision MLP (three projections) or Qwen2-VL's two
-    merge: int  # patches merged into one image token, per side
 
 
 @dataclass(frozen=True)
@@ -88,75 +60,6 @@ class MemoryPlan:
             sum(share.size for share in self.training_pass), sum(share.size for share in self.generation))
 
 
-def launch_of(launcher: str, root: Path = Path(".")) -> Launch:
-    """train.launcher as processes and ZeRO stage (an accelerate config file is read from `root`)."""
-    words = launcher_command(launcher)
-    if words[0] in ("python", "python3"):
-        return Launch(1, None, "one process (python)")
-    program = "accelerate launch" if words[0] == "accelerate" else words[0]
-    options = _options(words[len(program.split()):])
-    if program == "torchrun":
-        per_node = int(options.get("--nproc_per_node") or options.get("--nproc-per-node") or 1)
-        nodes = int(options.get("--nnodes") or 1)
-        return Launch(per_node * nodes, None, f"torchrun, {nodes} node(s) x {per_node} process(es), DDP")
-    config = yaml.safe_load((root / options["--config_file"]).read_text()) if "--config_file" in options else {}
-    processes = int(options.get("--num_processes") or config.get("num_processes") or 1)  # accelerate's: in all
-    deepspeed = config.get("distributed_type") == "DEEPSPEED"
-    zero = int(config.get("deepspeed_config", {}).get("zero_stage", 0)) if deepspeed else None
-    kind = f"DeepSpeed ZeRO-{zero}" if deepspeed else "DDP" if processes > 1 else "one process"
-    return Launch(processes, zero, f"accelerate launch {options.get('--config_file', '(no config file)')}, "
-                                   f"{processes} process(es), {kind}")
-
-
-def _options(words: list[str]) -> dict[str, str]:
-    options, rest = {}, list(words)
-    while rest:
-        name, _, value = rest.pop(0).partition("=")
-        if not value and name != "--standalone" and rest:
-            value = rest.pop(0)
-        options[name] = value
-    return options
-
-
-def architecture_of(folder: Path, params: Params) -> Architecture:
-    """The model in `folder` (its config.json only) built on the meta device and measured."""
-    import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText
-
-    config = AutoConfig.from_pretrained(folder)
-    with torch.device("meta"):
-        model = AutoModelForImageTextToText.from_config(config)
-    parameters = sum(p.numel() for p in model.parameters())
-    vision_parameters = sum(p.numel() for name, p in model.named_parameters() if ".visual." in f".{name}")
-    lora = params.train.lora
-    trainable = parameters if not lora.enabled else sum(  # peft's rule: a Linear whose name ends in a target
-        lora.r * (module.in_features + module.out_features) for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in lora.target_modules)
-    text, vision = config.get_text_config(), config.vision_config
-    vision_hidden = getattr(vision, "embed_dim", None) or vision.hidden_size  # Qwen2-VL's name, Qwen2.5-VL's
-    vision_intermediate = getattr(vision, "intermediate_size", None) or vision_hidden * vision.mlp_ratio
-    heads = text.num_attention_heads
-    head_size = getattr(text, "head_dim", None) or text.hidden_size // heads
-    return Architecture(parameters=parameters, vision_parameters=vision_parameters, trainable=trainable,
-                        hidden=text.hidden_size, layers=text.num_hidden_layers,
-                        kv_width=text.num_key_value_heads * head_size, intermediate=text.intermediate_size,
-                        vocab=text.vocab_size, vision_hidden=vision_hidden, vision_depth=vision.depth,
-                        vision_intermediate=vision_intermediate,
-                        vision_gated=hasattr(vision, "intermediate_size"), merge=vision.spatial_merge_size)
-
-
-def image_tokens(image_side: int, params: Params, merge: int) -> int:
-    """Tokens of one image_side x image_side picture after the training processor's resize
-    (Qwen2-VL's smart_resize within train.min_pixels and train.max_pixels)."""
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
-
-    factor = 14 * merge
-    train = params.train
-    limits = (train.min_pixels, train.max_pixels) if train.max_pixels is not None else (3136, 12845056)
-    height, width = smart_resize(image_side, image_side, factor=factor, min_pixels=limits[0], max_pixels=limits[1])
-    return (height // factor) * (width // factor)
-
-
 def memory_plan(params: Params, model_folder: Path, device: str, questions: int | None = None,
                 prompt_tokens: int | None = None, root: Path = Path(".")) -> MemoryPlan:
     """The per-GPU (on the CPU: per-process) estimate for `params` on `device` ("cuda" or "cpu").
@@ -165,7 +68,7 @@ def memory_plan(params: Params, model_folder: Path, device: str, questions: int 
     train = params.train
     launch = launch_of(train.launcher, root)
     model = architecture_of(model_folder, params)
-    pictures = image_tokens(params.ingest.image_size, params, model.merge)
+    pictures = image_tokens(params.ingest.image_size, params, model)
     if prompt_tokens is None:
         prompt_tokens = pictures + TEXT_TOKENS
         if train.max_prompt_length is not None:
