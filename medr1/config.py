@@ -170,7 +170,11 @@ class TrainParams(Section):
                                           "included; a longer one is refused before training, not cut (Med-R1: "
                                           "1024, which its trainer cuts); null: no limit")
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
-        description="auto: flash_attention_2 on CUDA when flash-attn is installed, else sdpa")
+        description="auto: flash_attention_2 on CUDA where flash-attn imports, else sdpa; flash_attention_2 "
+                    "without flash-attn (or on the CPU) is refused before the model loads")
+    weights_dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        description="the dtype the policy and the reference model load in; auto: bfloat16 on CUDA (outside "
+                    "DeepSpeed AdamW then keeps bf16 state too, docs/gpu-training.md), float32 on the CPU")
     use_vllm: bool = Field(description="generate with TRL's vLLM integration (GPU only)")
     vllm_mode: Literal["colocate", "server"]
     lora: LoraParams

@@ -13,11 +13,12 @@ from medr1.config import load_params
 from medr1.data.records import read_jsonl
 from medr1.errors import run_main
 from medr1.model.base import base_model_dir, base_reference
-from medr1.model.loading import peak_gpu_memory
+from medr1.model.loading import peak_gpu_memory, resolve_device
 from medr1.pipeline.staging import publish, staging_for
 from medr1.train.curves import write_training_curves
 from medr1.train.grpo import train_grpo
 from medr1.train.launcher import end_with_launcher, process_state
+from medr1.train.memory_plan import stage_line, train_split_size
 from medr1.train.resume import FINGERPRINT, reuse_or_clear, run_fingerprint
 
 DATA = Path("data/processed")
@@ -28,8 +29,12 @@ LOGS = Path("metrics/train")  # DVCLive: metrics.json (dvc exp show) and plots/ 
 
 def main() -> None:
     end_with_launcher()  # a killed launcher takes its workers with it
-    params = load_params().train
+    everything = load_params()
+    params = everything.train
     state = process_state(params.device)  # one process here; one per GPU (or CPU worker) under a launcher
+    if state.is_main_process:  # from config.json and the params: nothing loaded, nothing on a GPU yet
+        print(stage_line(everything, base_model_dir(BASE), resolve_device(params.device),
+                         train_split_size(DATA / "train.jsonl")), flush=True)
     records = list(read_jsonl(DATA / "train.jsonl"))
     staging = staging_for(OUT, fresh=False)
     if state.is_main_process:

@@ -18,7 +18,7 @@ def _scaled_down(params: dict, before: dict, folder, lora: bool) -> dict:
     the local folder, the CPU, two steps of each trainer, short completions."""
     params["ingest"], params["validate"] = before["ingest"], before["validate"]
     params["base_model"].update(kind="local", path=str(folder))
-    params["train"].update(device="cpu", launcher="python", attn_implementation="sdpa", max_steps=2,
+    params["train"].update(device="cpu", launcher="python", max_steps=2,  # attn_implementation: the recipe's auto
                            checkpoint_steps=2, per_device_train_batch_size=4, gradient_accumulation_steps=1,
                            num_generations=2, max_completion_length=16)
     params["train"]["lora"] = {**before["train"]["lora"], "enabled": lora}
@@ -46,7 +46,11 @@ def test_a_downloaded_checkpoint_runs_the_med_r1_recipe_through_register(pipelin
     params = _scaled_down(yaml.safe_load((repo / "params.yaml").read_text()), before, folder, lora)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    run(["dvc", "repro", "register"], repo)
+    repro = run(["dvc", "repro", "register"], repo)
+
+    # the recipe's attention (auto) on a machine without flash-attn: sdpa, and the log says why
+    assert "sdpa attention (train.attn_implementation: auto, and flash-attention runs on CUDA GPUs only" in repro.stdout
+    assert repro.stdout.count("[train] plan: one process (python)") == 1
 
     version = json.loads((repo / "metrics/registered.json").read_text())["version"]
     audit = json.loads(run(["medr1", "audit", "model", version, "--json"], repo).stdout)

@@ -81,6 +81,19 @@ def test_med_r1_values_reach_the_grpo_config_the_trainer_builds(params_file, tmp
 
 
 @pytest.mark.parametrize("name", [name for name in recipe_names(RECIPES) if name.startswith("med-r1/")])
+def test_med_r1_recipes_load_on_a_machine_without_flash_attn(name, params_file):
+    """Med-R1 trained with flash_attention_2; the recipes ask for auto, which takes it where it imports
+    on CUDA and sdpa elsewhere, so applying one never ends in transformers' FlashAttention2 error."""
+    from medr1.model.loading import resolve_attention
+
+    apply_recipe(name, params_file, RECIPES)
+    train = load_params(params_file).train
+    assert (train.attn_implementation, train.weights_dtype) == ("auto", "auto")
+    assert resolve_attention(train.attn_implementation, "cpu").implementation == "sdpa"
+    assert "flash_attention_2" in (RECIPES / f"{name}.yaml").read_text()  # the comment naming Med-R1's setting
+
+
+@pytest.mark.parametrize("name", [name for name in recipe_names(RECIPES) if name.startswith("med-r1/")])
 def test_med_r1_sft_values_reach_the_sft_config_the_trainer_builds(name, params_file, tmp_path):
     from medr1.train.sft import style_settings
 

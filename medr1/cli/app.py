@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from medr1.cli import audit, check, evaluate, recipe, registry, remote, score
+from medr1.cli import audit, check, evaluate, plan, recipe, registry, remote, score
 from medr1.cli.common import console
 from medr1.errors import PipelineError
 
@@ -26,7 +26,8 @@ class PipelineErrorsToMessages(TyperGroup):
 
 
 app = typer.Typer(cls=PipelineErrorsToMessages, no_args_is_help=True,
-                  help="Med-R1 pipeline: data checks, evaluation, scoring, model registry and lineage audit.")
+                  help="Med-R1 pipeline: data checks, training plans, evaluation, scoring, model registry and lineage "
+                       "audit.")
 app.add_typer(registry.app, name="registry")
 app.add_typer(audit.app, name="audit")
 app.add_typer(recipe.app, name="recipe")
@@ -34,6 +35,7 @@ app.command("check")(check.check)
 app.command("evaluate")(evaluate.evaluate)
 app.command("dvc-remote")(remote.dvc_remote)
 app.command("score")(score.score_command)
+app.command("plan")(plan.plan)
 
 
 def main() -> None:

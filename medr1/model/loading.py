@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from medr1.config import TrainParams
@@ -20,28 +22,85 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_attention(choice: str, device: str) -> str:
-    """flash_attention_2 on CUDA when flash-attn is installed, else PyTorch's sdpa."""
-    if choice != "auto":
-        return choice
-    import importlib.util
+GPU_INSTALL = "make install-gpu"  # the README's GPU environment: the pinned torch with DeepSpeed and flash-attn
 
-    return "flash_attention_2" if device == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
+
+@dataclass(frozen=True)
+class Attention:
+    """The attention kernel a model loads with, and why (for the stage's log line)."""
+
+    implementation: str
+    reason: str
+
+
+def resolve_attention(choice: str, device: str) -> Attention:
+    """train.attn_implementation on `device`. auto: flash_attention_2 on CUDA where flash-attn imports,
+    else sdpa. An explicit flash_attention_2 that cannot run is refused here, before any model loads
+    (transformers would fail only inside from_pretrained, with its own traceback)."""
+    if choice not in ("auto", "flash_attention_2"):
+        return Attention(choice, f"train.attn_implementation: {choice}")
+    problem = _flash_attention_problem(device)
+    if choice == "flash_attention_2" and problem:
+        raise PipelineError(f"train.attn_implementation is flash_attention_2, but {problem}: install it on a CUDA "
+                            f"machine with `{GPU_INSTALL}`, or set train.attn_implementation: auto (sdpa where "
+                            "flash-attn cannot run)")
+    if choice == "flash_attention_2":
+        return Attention(choice, "train.attn_implementation: flash_attention_2")
+    if problem:
+        return Attention("sdpa", f"train.attn_implementation: auto, and {problem}; Med-R1 trained with "
+                                 f"flash_attention_2, which `{GPU_INSTALL}` installs on a CUDA machine")
+    return Attention("flash_attention_2", "train.attn_implementation: auto, flash-attn imports on CUDA")
+
+
+def _flash_attention_problem(device: str) -> str | None:
+    """Why flash_attention_2 cannot run here, or None. transformers' own check (the package, its
+    version, CUDA) first; then the import itself, which fails when the wheel was built for another torch."""
+    if device != "cuda":
+        return f"flash-attention runs on CUDA GPUs only (train.device resolves to {device})"
+    from transformers.utils import is_flash_attn_2_available
+
+    if not is_flash_attn_2_available():
+        return "flash-attn (2.3.3 or later) is not installed"
+    try:
+        import flash_attn  # noqa: F401
+    except (ImportError, OSError) as error:
+        return f"flash-attn is installed but does not import ({error})"
+    return None
+
+
+def resolve_weights_dtype(choice: str, device: str):
+    """train.weights_dtype on `device` as a torch dtype. auto: bfloat16 on CUDA (what the bf16
+    compute casts to anyway; under DeepSpeed its bf16 section adds fp32 master weights), float32 on
+    the CPU, where bf16 matmuls are slow and the exactness tests run."""
+    import torch
+
+    if choice == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    return getattr(torch, choice)
 
 
 def load_for_training(model_dir: Path, params: TrainParams, pixel_limits: tuple[int, int] | None = None):
-    """(model, processor) from `model_dir`. Weights stay float32 (the optimizer's updates at a
-    learning rate of 1e-6 would vanish in bf16 weights); on CUDA bf16 is the compute type.
-    `pixel_limits` (min, max) bound the image processor's resize instead of the checkpoint's own."""
+    """(model, processor) from `model_dir`, in train.weights_dtype with train.attn_implementation
+    (TRL builds the reference model in the same dtype and attention). `pixel_limits` (min, max)
+    bound the image processor's resize instead of the checkpoint's own.
+
+    from_pretrained leaves weights in their dtype on disk as views of the memory-mapped file, so a
+    bf16 load of a bf16 checkpoint holds no host copy of its own; float32 makes one (twice the file)."""
     import torch
     from transformers import AutoModelForImageTextToText
 
-    torch.manual_seed(params.seed)
     device = resolve_device(params.device)
+    attention = resolve_attention(params.attn_implementation, device)  # a refusal comes before anything loads
+    dtype = resolve_weights_dtype(params.weights_dtype, device)
+    torch.manual_seed(params.seed)
     processor = load_training_processor(model_dir, pixel_limits)
     with _loading(model_dir):
-        model = AutoModelForImageTextToText.from_pretrained(
-            model_dir, dtype=torch.float32, attn_implementation=resolve_attention(params.attn_implementation, device))
+        model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype,
+                                                            attn_implementation=attention.implementation)
+    if os.environ.get("RANK", "0") == "0":  # one line per run, not per process (torchrun and accelerate set RANK)
+        print(f"[model] {model_dir}: {str(dtype).removeprefix('torch.')} weights "
+              f"(train.weights_dtype: {params.weights_dtype}), {attention.implementation} attention "
+              f"({attention.reason})", flush=True)
     return model, processor
 
 
@@ -69,14 +128,15 @@ def peak_gpu_memory() -> str | None:
 
 def load_for_evaluation(folder: Path, device: str = "auto"):
     """(model, processor) on `device` (auto: a CUDA GPU when there is one), bf16 on CUDA."""
-    import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     device = resolve_device(device)
     with _loading(folder):
         processor = AutoProcessor.from_pretrained(folder)
-        dtype = torch.bfloat16 if device == "cuda" else torch.float32
-        model = AutoModelForImageTextToText.from_pretrained(folder, dtype=dtype).to(device)
+        # sdpa, not train.attn_implementation: the decoder's rows carry padding inside them (each continues its
+        # image's cached head, medr1/evaluate/heads.py), which is tested under sdpa only
+        model = AutoModelForImageTextToText.from_pretrained(
+            folder, dtype=resolve_weights_dtype("auto", device), attn_implementation="sdpa").to(device)
     return model, processor
 
 

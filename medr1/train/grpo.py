@@ -31,6 +31,7 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
     """
     from accelerate.utils import broadcast_object_list
 
+    from medr1.train.checkpoint_pruning import ModelOnlyOlderCheckpoints  # imports transformers
     from medr1.train.grpo_trainer import grpo_trainer_class  # imports TRL
     if log_dir is not None and not split_report_to(params.trl.get("report_to"))[1]:
         raise PipelineError(f"train.trl.report_to needs dvclive: the train stage's logs ({log_dir}) are outputs "
@@ -56,6 +57,7 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
         processing_class=processor,
         peft_config=lora_config(params) if params.lora.enabled else None,
     )
+    trainer.add_callback(ModelOnlyOlderCheckpoints())  # the optimizer state in the newest checkpoint only
     if log_dir is not None:
         trainer.add_callback(dvclive_callback(log_dir))
     if params.lora.enabled and trainer.is_deepspeed_enabled:

@@ -10,24 +10,27 @@ from pathlib import Path
 from medr1.model.folder_check import broken_files
 from medr1.pipeline.code_deps import stage_code_files
 from medr1.pipeline.hashing import sha256_file
+from medr1.train.checkpoint_files import checkpoints_in, holds_optimizer_state
 
 FINGERPRINT = "run.json"
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
-    """The newest complete checkpoint: the Trainer writes trainer_state.json last, so a
+    """The newest checkpoint a run can resume from: the Trainer writes trainer_state.json last, so a
     checkpoint that a kill cut short has none (or a truncated one) and is passed over; so is one
-    whose weights or optimizer state were cut short later (a full disk, a copy), saying so."""
-    folder = output_dir / "checkpoints"
-    found = [(int(path.name.split("-")[-1]), path) for path in folder.glob("checkpoint-*")
-             if path.name.split("-")[-1].isdigit()]
-    for _, path in sorted(found, reverse=True):
+    whose weights or optimizer state were cut short later (a full disk, a copy), and one that keeps
+    its model only (ModelOnlyOlderCheckpoints leaves the optimizer state in the newest), saying so."""
+    for path in reversed(checkpoints_in(output_dir / "checkpoints")):
         try:
             json.loads((path / "trainer_state.json").read_text())
         except (OSError, ValueError):
             continue
         if problems := broken_files(path):
             print(f"[train] passing over {path.name}: {'; '.join(problems)}", flush=True)
+            continue
+        if not holds_optimizer_state(path):
+            print(f"[train] passing over {path.name}: it keeps the model only, no optimizer state to resume",
+                  flush=True)
             continue
         return str(path)
     return None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from medr1.config import SftParams, TrainParams
 from medr1.errors import PipelineError
-from medr1.model.loading import resolve_device
+from medr1.model.loading import resolve_attention, resolve_device
 from medr1.train.loggers import split_report_to
 
 
@@ -16,6 +16,7 @@ def typed_settings(params: TrainParams, output_dir: Path) -> dict:
     device = resolve_device(params.device)
     if params.use_vllm and device != "cuda":
         raise PipelineError("train.use_vllm needs a CUDA GPU; set train.use_vllm: false on the CPU")
+    resolve_attention(params.attn_implementation, device)  # flash_attention_2 that cannot run: refused first
     return {
         "output_dir": str(output_dir),
         "max_steps": params.max_steps,
@@ -38,6 +39,9 @@ def typed_settings(params: TrainParams, output_dir: Path) -> dict:
         "vllm_mode": params.vllm_mode,
         "save_strategy": "steps",  # checkpoints make a killed run resumable (`train_grpo` picks up the last one)
         "save_steps": params.checkpoint_steps,
+        # every checkpoint saves the optimizer state; ModelOnlyOlderCheckpoints then keeps it in the newest only
+        # (resumable) and leaves the model in the others, as Med-R1's --save_only_model
+        "save_only_model": False,
         "disable_tqdm": False,
     }
 
@@ -55,8 +59,9 @@ def passthrough_settings(section: str, config_class, trl_settings: dict, typed: 
     typed_twice = sorted(set(trl_settings) & set(typed))
     if typed_twice:
         where = ("sft.<key>, or sft.style for the settings a style fixes, train.device for use_cpu/bf16"
-                 if section == "sft" else "train.<key>, or train.checkpoint_steps for save_steps, train.device "
-                 "for use_cpu/bf16")
+                 if section == "sft" else "train.<key>, or train.checkpoint_steps for save_steps and save_only_model "
+                 "(the newest checkpoint keeps the optimizer state, the others the model only), train.device for "
+                 "use_cpu/bf16")
         raise PipelineError(f"{section}.trl: {', '.join(typed_twice)} is set from its own param ({where}); "
                             "set it there")
     if max_steps == -1 and "num_train_epochs" not in trl_settings:

@@ -1,0 +1,50 @@
+"""train.launcher read for planning: how many processes train, and how DeepSpeed shards their
+state (from an accelerate config file's distributed_type and zero_stage)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from medr1.config import launcher_command
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How many processes train, and how DeepSpeed shards their state."""
+
+    processes: int  # in the whole run, every machine's
+    zero_stage: int | None  # None: no DeepSpeed
+    description: str
+
+
+def launch_of(launcher: str, root: Path = Path(".")) -> Launch:
+    """train.launcher as processes and ZeRO stage (an accelerate config file is read from `root`)."""
+    words = launcher_command(launcher)
+    if words[0] in ("python", "python3"):
+        return Launch(1, None, "one process (python)")
+    program = "accelerate launch" if words[0] == "accelerate" else words[0]
+    options = _options(words[len(program.split()):])
+    if program == "torchrun":
+        per_node = int(options.get("--nproc_per_node") or options.get("--nproc-per-node") or 1)
+        nodes = int(options.get("--nnodes") or 1)
+        return Launch(per_node * nodes, None, f"torchrun, {nodes} node(s) x {per_node} process(es), DDP")
+    config = yaml.safe_load((root / options["--config_file"]).read_text()) if "--config_file" in options else {}
+    processes = int(options.get("--num_processes") or config.get("num_processes") or 1)  # accelerate's: in all
+    deepspeed = config.get("distributed_type") == "DEEPSPEED"
+    zero = int(config.get("deepspeed_config", {}).get("zero_stage", 0)) if deepspeed else None
+    kind = f"DeepSpeed ZeRO-{zero}" if deepspeed else "DDP" if processes > 1 else "one process"
+    return Launch(processes, zero, f"accelerate launch {options.get('--config_file', '(no config file)')}, "
+                                   f"{processes} process(es), {kind}")
+
+
+def _options(words: list[str]) -> dict[str, str]:
+    options, rest = {}, list(words)
+    while rest:
+        name, _, value = rest.pop(0).partition("=")
+        if not value and name != "--standalone" and rest:
+            value = rest.pop(0)
+        options[name] = value
+    return options
