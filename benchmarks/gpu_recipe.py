@@ -82,23 +82,17 @@ def work_params(args, attention: str) -> dict:
 
 
 def chosen_attention(args, recipe_value: str) -> tuple[str, str]:
-    """The attention both trainers use, and a line saying why: a kernel that is missing is said, never hidden."""
-    import importlib.util
-
+    """The attention both trainers use, and a line saying why: a kernel that is missing is said, never hidden.
+    The train stage's own rule (medr1.model.loading.resolve_attention), refusals included."""
+    from medr1.errors import PipelineError
     from medr1.model.loading import resolve_attention
 
-    flash = importlib.util.find_spec("flash_attn") is not None
-    if args.attention == "flash_attention_2" and not flash:
-        sys.exit("--attention flash_attention_2: flash-attn is not installed here (pip install flash-attn "
-                 "--no-build-isolation, against the installed torch); or run with --attention auto or sdpa")
-    chosen = resolve_attention(args.attention, args.device)
-    if args.attention != "auto":
-        return chosen, f"attention: {chosen} (--attention)"
-    if chosen == "flash_attention_2":
-        return chosen, "attention: flash_attention_2 (auto: flash-attn imports on CUDA; Med-R1's recipes name it)"
-    why = "on the CPU" if args.device == "cpu" else "flash-attn is not installed"
-    return chosen, (f"attention: {chosen} (auto: {why}); the recipe names {recipe_value}, as Med-R1 trained: with "
-                    "flash-attn installed on CUDA this runs flash_attention_2")
+    try:
+        chosen = resolve_attention(args.attention, args.device)
+    except PipelineError as error:
+        sys.exit(f"--attention {args.attention}: {error}")
+    return chosen.implementation, (f"attention: {chosen.implementation} ({chosen.reason}; the recipe names "
+                                   f"{recipe_value}, as Med-R1 trained)")
 
 
 def run(work: Path, log: Path, command: str) -> tuple[str, float]:
