@@ -91,8 +91,7 @@ def chosen_attention(args, recipe_value: str) -> tuple[str, str]:
         chosen = resolve_attention(args.attention, args.device)
     except PipelineError as error:
         sys.exit(f"--attention {args.attention}: {error}")
-    return chosen.implementation, (f"attention: {chosen.implementation} ({chosen.reason}; the recipe names "
-                                   f"{recipe_value}, as Med-R1 trained)")
+    return chosen.implementation, f"attention: {chosen.implementation} ({chosen.reason}; the recipe: {recipe_value})"
 
 
 def run(work: Path, log: Path, command: str) -> tuple[str, float]:
