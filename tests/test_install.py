@@ -103,12 +103,22 @@ def write_nvcc(folder: Path, release: str) -> str:
 def test_flash_attn_build_needs_a_cuda_build_of_torch_and_nvcc_of_its_major_version(tmp_path):
     pin = GPU_PINS["flash-attn"]
     assert gpu_env.toolkit_problem("2.14.1+cu130", "13.0", str(tmp_path), write_nvcc(tmp_path, "13.0"), pin,
-                                   None) is None
-    cpu_torch = gpu_env.toolkit_problem("2.14.1+cpu", None, None, None, pin, None)
+                                   False) is None
+    cpu_torch = gpu_env.toolkit_problem("2.14.1+cpu", None, None, None, pin, False)
     assert "CPU build" in cpu_torch and "pip config list" in cpu_torch
-    no_toolkit = gpu_env.toolkit_problem("2.14.1+cu130", "13.0", None, None, pin, None)
-    assert "none was found" in no_toolkit and "CUDA_HOME" in no_toolkit and "prebuilt" in no_toolkit
-    older = gpu_env.toolkit_problem("2.14.1+cu130", "13.0", str(tmp_path), "12.8", pin, None)
+    no_toolkit = gpu_env.toolkit_problem("2.14.1+cu130", "13.0", None, None, pin, False)
+    assert "none was found" in no_toolkit and "CUDA_HOME" in no_toolkit and ".venv/wheels" in no_toolkit
+    older = gpu_env.toolkit_problem("2.14.1+cu130", "13.0", str(tmp_path), "12.8", pin, False)
     assert "CUDA 12.8" in older and "CUDA 13.0" in older
-    # installed already (a prebuilt wheel): nothing to compile, so no toolkit needed
-    assert gpu_env.toolkit_problem("2.14.1+cu130", "13.0", None, None, pin, pin) is None
+    # built already, or a prebuilt wheel in the wheel folder: nothing to compile, so no toolkit needed
+    assert gpu_env.toolkit_problem("2.14.1+cu130", "13.0", None, None, pin, True) is None
+
+
+def test_flash_attn_is_built_as_cxx20_and_a_changed_setup_py_is_refused():
+    flash_attn_wheel = load("flash_attn_wheel")
+    setup_py = ('nvcc_flags = ["-O3", "-std=c++17", "--use_fast_math"]\ncompiler_c17_flag=["-O3", "-std=c++17"]\n'
+                'cc_flag += ["-O3","-std=c++17",]\n"cxx": ["-O3", "-std=c++17"] + generator_flag,\n')
+    raised = flash_attn_wheel.raised_standard(setup_py, "2.8.3.post2")
+    assert raised.count('"-std=c++20"') == 4 and "c++17" not in raised
+    with pytest.raises(SystemExit, match="names \"-std=c\\+\\+17\" 3 times"):
+        flash_attn_wheel.raised_standard(setup_py.replace('"-std=c++17"', '"-std=c++20"', 1), "2.9.0")
