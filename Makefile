@@ -17,7 +17,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 # make where it is set, such as a Prefect worker, compiles what it imports each time: unset it there too.)
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: install lock run run-flow stack test lint clean browser
+.PHONY: install install-gpu lock run run-flow stack test lint clean browser
 
 install: $(STAMP)
 
@@ -29,6 +29,28 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt uv
 	$(BIN)/python infra/uv_install.py $(BIN)/uv --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# The GPU environment (README, GPU environment): DeepSpeed and flash-attention on top of what make install put in,
+# whose torch is PyPI's CUDA 13.0 build. Versions: the `gpu` extra and constraints-gpu.txt. flash-attn is an sdist
+# whose setup.py imports torch and compiles against it with nvcc, asking for C++17 where torch 2.14's headers need
+# C++20: infra/flash_attn_wheel.py builds its wheel in .venv (no build isolation) with that flag raised, into
+# GPU_WHEELS, and the install takes it from there and never builds flash-attn itself. infra/gpu_env.py checks for a
+# CUDA 13 toolkit first and reports the versions after. FLASH_ATTN_CUDA_ARCHS are the GPU generations compiled
+# (80: A100, 90: H100/H200; add 100 and 120 for Blackwell, each adds build time); MAX_JOBS caps parallel compiles
+# (flash-attn picks it from cores and memory, about 9 GB a job, when unset).
+FLASH_ATTN_CUDA_ARCHS ?= 80;90
+GPU_WHEELS := $(VENV)/wheels
+GPU_STAMP := $(VENV)/.installed-gpu
+install-gpu: $(GPU_STAMP)
+
+$(GPU_STAMP): $(STAMP) constraints-gpu.txt
+	$(BIN)/python infra/gpu_env.py toolkit $(GPU_WHEELS)
+	$(BIN)/python infra/uv_install.py $(BIN)/uv --quiet -c constraints.txt -c constraints-gpu.txt setuptools wheel ninja
+	FLASH_ATTN_CUDA_ARCHS='$(FLASH_ATTN_CUDA_ARCHS)' $(BIN)/python infra/flash_attn_wheel.py $(GPU_WHEELS)
+	$(BIN)/python infra/uv_install.py $(BIN)/uv -c constraints.txt -c constraints-gpu.txt --find-links $(GPU_WHEELS) \
+	  --only-binary flash-attn -e '.[dev,gpu]'
+	$(BIN)/python infra/gpu_env.py report
+	touch $(GPU_STAMP)
 
 # After a deliberate upgrade (pip install -U ... in .venv): record the new versions.
 lock: $(STAMP)

@@ -3,7 +3,8 @@
 `make install` uses uv because it installs the same pinned versions as pip in a fraction of the
 time (torch and its CUDA libraries are about 5 GB to unpack). uv does not read pip's configuration,
 so a machine whose pip is pointed at a local index, wheel folder, constraint file or CA bundle
-(`pip config list`) would send uv to the public index instead; this passes them on.
+(`pip config list`) would send uv to the public index instead; this passes them on. (The GPU environment's
+dry-run resolution in tests/test_install.py runs `uv pip compile` with the same sources through `uv_pip`.)
 
     python infra/uv_install.py UV_BIN [uv pip install arguments...]
 """
@@ -57,16 +58,21 @@ def uv_arguments(settings: dict[str, list[str]]) -> list[str]:
     return arguments + ["--index-strategy", "unsafe-best-match"]
 
 
+def uv_pip(uv: str, subcommand: str, arguments: list[str]) -> tuple[list[str], dict[str, str]]:
+    """`uv pip <subcommand> <arguments>` with pip's sources, and the environment to run it in (pip's CA bundle)."""
+    settings = pip_settings()
+    environment = dict(os.environ)
+    if settings.get("cert"):
+        environment.setdefault("SSL_CERT_FILE", settings["cert"][0])
+    return [uv, "pip", subcommand, *arguments, *uv_arguments(settings)], environment
+
+
 def main() -> int:
     if len(sys.argv) < 2:
         print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
         return 2
     uv, *arguments = sys.argv[1:]
-    settings = pip_settings()
-    environment = dict(os.environ)
-    if settings.get("cert"):
-        environment.setdefault("SSL_CERT_FILE", settings["cert"][0])
-    command = [uv, "pip", "install", "--python", sys.executable, *arguments, *uv_arguments(settings)]
+    command, environment = uv_pip(uv, "install", ["--python", sys.executable, *arguments])
     return subprocess.run(command, check=False, env=environment).returncode
 
 
