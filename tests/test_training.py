@@ -145,6 +145,20 @@ def test_gpu_only_options_fail_clearly_on_the_cpu(tmp_path):
         grpo_config(PARAMS.train.model_copy(update={"use_vllm": True, "device": "cpu"}), tmp_path)
 
 
+def test_vllm_generation_without_vllm_is_refused_before_the_model_loads(monkeypatch, tmp_path):
+    """On a GPU without vLLM importable, train.use_vllm is refused with the reason, not an ImportError later."""
+    import importlib.util
+
+    from medr1.errors import PipelineError
+    from medr1.train import trl_config
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    monkeypatch.setattr(trl_config, "resolve_device", lambda device: "cuda")
+    with pytest.raises(PipelineError, match="needs vLLM importable .* set train.use_vllm: false"):
+        trl_config.typed_settings(PARAMS.train.model_copy(update={"use_vllm": True, "device": "cuda"}), tmp_path)
+
+
 def test_the_run_fingerprint_is_json_and_changes_with_params_and_code(processed, monkeypatch, tmp_path):
     from medr1.train.resume import run_fingerprint
 

@@ -16,6 +16,8 @@ def typed_settings(params: TrainParams, output_dir: Path) -> dict:
     device = resolve_device(params.device)
     if params.use_vllm and device != "cuda":
         raise PipelineError("train.use_vllm needs a CUDA GPU; set train.use_vllm: false on the CPU")
+    if params.use_vllm:
+        refuse_vllm_without_its_client()
     resolve_attention(params.attn_implementation, device)  # flash_attention_2 that cannot run: refused first
     return {
         "output_dir": str(output_dir),
@@ -117,3 +119,17 @@ def lora_config(params: TrainParams):
     lora = params.lora
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                       target_modules=lora.target_modules, task_type="CAUSAL_LM")
+
+
+def refuse_vllm_without_its_client() -> None:
+    """TRL's vLLM generation imports vLLM in the training process in both modes (in server mode its client
+    sends the weights through vLLM's own code), and no vLLM release that TRL 1.16 accepts (0.22-0.31)
+    installs beside this project's pinned torch and transformers: refused here, before any model loads,
+    rather than by an ImportError after it."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise PipelineError("train.use_vllm needs vLLM importable in the training environment (TRL's client uses it "
+                            "even with train.vllm_mode: server), and no vLLM release TRL 1.16 accepts installs beside "
+                            "this project's torch and transformers (docs/gpu-training.md, vLLM); set "
+                            "train.use_vllm: false")
