@@ -80,7 +80,9 @@ def _workspace(root, folder, processed, zero_stage: int, **train_changes):
 def _run_stage(workspace) -> str:
     """`python -m stages.launch train` (what dvc.yaml runs) in `workspace`; its output. Past RUN_TIMEOUT_S
     the launcher's process group (its workers included) is killed and the test fails with the log."""
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
+           # DeepSpeed picks its accelerator itself (CUDA where a GPU is visible), apart from accelerate's use_cpu
+           "DS_ACCELERATOR": "cpu"}
     log_path = workspace / "train.log"
     with log_path.open("w") as log:
         process = subprocess.Popen([sys.executable, "-m", "stages.launch", "train"], cwd=workspace, env=env,
