@@ -27,9 +27,11 @@ from medr1.data.records import read_jsonl
 
 pytestmark = pytest.mark.slow
 
-# Generous: a cold compile of DeepSpeed's op took 243 s on 2 loaded cores; one warm run takes 45-90 s.
+# Generous: a cold compile of DeepSpeed's op took 243 s on 2 loaded cores; one warm run takes 30-60 s.
 # A run past it is stuck, typically ranks waiting in different collective calls (ZeRO-3 gathers a module's
-# parameters at each call, so every rank must call the same modules the same number of times).
+# parameters at each call, so every rank must call the same modules the same number of times). At 180aa22,
+# _workspace(..., 3, gradient_accumulation_steps=3, num_generations=4, max_steps=3, max_completion_length=8)
+# hangs so in step 3: a shuffled micro-batch with a repeated prompt on one rank only (issue 29, item 3).
 RUN_TIMEOUT_S = 600
 LEARNING_RATE = 1e-6  # Med-R1's; one Adam step moves each weight by about this much at most
 
