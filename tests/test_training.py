@@ -225,3 +225,21 @@ def test_prompts_over_max_prompt_length_are_refused_before_the_model_loads(small
     roomy = params.model_copy(update={"max_prompt_length": 4096})
     with pytest.raises(PipelineError, match="cannot load a model"):  # past the check, at the weights
         train_grpo(tmp_path / "processor-only", records, processed, roomy, tmp_path / "out")
+
+
+def test_a_saved_model_without_weights_is_refused_not_published(tmp_path):
+    """ZeRO-3 without zero3_save_16bit_model saves only its shards (global_step*/): the stage stops, naming
+    the setting, instead of publishing a folder from_pretrained cannot load."""
+    import types
+
+    from medr1.errors import PipelineError
+    from medr1.train.saving import save_trained
+
+    def shards_only(folder):
+        (tmp_path / "global_step1").mkdir()
+        (tmp_path / "config.json").write_text("{}")
+
+    trainer = types.SimpleNamespace(save_model=shards_only, state=types.SimpleNamespace(log_history=[]),
+                                    accelerator=types.SimpleNamespace(is_main_process=True))
+    with pytest.raises(PipelineError, match="no weights file .*zero3_save_16bit_model: true"):
+        save_trained(trainer, processor=None, output_dir=tmp_path)
