@@ -97,8 +97,10 @@ def _trainer(trainer_class, folder, records, processed, output_dir, dtype=None, 
 
     params = PARAMS.train
     dtype = dtype or torch.float32
+    # gradient_checkpointing off unless asked for, as the train stage sets it (TRL's GRPOConfig defaults it on)
     settings = {"max_steps": 2, "learning_rate": 1e-3, "per_device_train_batch_size": 3 * GENERATIONS,
-                "num_generations": GENERATIONS, "max_completion_length": 6, **settings}
+                "num_generations": GENERATIONS, "max_completion_length": 6, "gradient_checkpointing": False,
+                **settings}
     config = GRPOConfig(output_dir=str(output_dir), temperature=1.0, use_cpu=device == "cpu",
                         bf16=dtype == torch.bfloat16, report_to="none", save_strategy="no", seed=0, logging_steps=1,
                         **settings)
@@ -432,9 +434,9 @@ def _letter_share_reward(completions, **_):
 # Three optimizer steps on CUDA in float32, every weight training: two micro-batches a step (TRL shuffles the
 # generation batch before cutting it, so a micro-batch may hold a question's copies or not) and a reference
 # model (beta), with a reward that varies within each group, so the advantages are not all 0. (With all of
-# them 0, the first step's only gradient is the KL term's rounding noise: exactly 0 in TRL, about 1e-8 in ours
-# with gradient checkpointing, whose policy pass runs full rows while the reference pass shares prompts; Adam
-# scales that noise into a full step.)
+# them 0, the first step's only gradient is the KL term's rounding noise: exactly 0 in TRL, and about 1e-8 in
+# ours with gradient checkpointing while its policy pass ran full rows and its reference pass shared prompts,
+# which Adam scaled into a full step; both now run full rows under checkpointing: test_trainer_patches.py.)
 FEW_STEPS = {"device": "cuda", "max_steps": 3, "gradient_accumulation_steps": 2, "beta": 0.04,
              "max_completion_length": 8, "learning_rate": 1e-3, "reward_funcs": [_letter_share_reward]}
 ZERO3 = ["--config_file", str(REPO / "infra/accelerate/deepspeed-zero3.yaml"), "--num_processes", "1",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import os
 from contextlib import ExitStack, contextmanager
 
 from trl import GRPOTrainer
@@ -102,9 +103,11 @@ class DistinctWork:
         rows, and so do the reference's and the old policy's (which TRL runs with checkpointing switched
         off): each pass computed the same way, the KL term of a step where policy and reference are equal
         is exactly 0, as TRL's is. A difference in the last bit would not be small there: Adam scales even
-        a 1e-8 gradient to a full step. The setting decides, the same on every rank."""
+        a 1e-8 gradient to a full step. The setting decides (transformers 5's name for it; TRL's GRPOConfig
+        switches it on unless told otherwise, the train stage sets it from train.gradient_checkpointing), the
+        same on every rank."""
         with ExitStack() as stack:
-            if not self.trainer.args.gradient_checkpointing:
+            if not self.trainer.args.activation_checkpointing:
                 for shared in self.shared_prompts:
                     stack.enter_context(shared.prompt_length(length))
             yield
@@ -161,8 +164,9 @@ def grpo_trainer_class() -> type[GRPOTrainer]:
     reason = unsupported_libraries()
     if reason is None:
         return DistinctWorkGRPOTrainer
-    print(f"[train] {reason}: training with TRL's own GRPOTrainer (same results, slower; pin trl=={TRL_VERSION} "
-          f"and transformers=={TRANSFORMERS_VERSION}, as constraints.txt does, for the faster trainer)", flush=True)
+    if int(os.environ.get("RANK", "0")) == 0:  # one line for the run, not one per process
+        print(f"[train] {reason}: training with TRL's own GRPOTrainer (same results, slower; pin trl=={TRL_VERSION} "
+              f"and transformers=={TRANSFORMERS_VERSION}, as constraints.txt does, for the faster trainer)", flush=True)
     return GRPOTrainer
 
 

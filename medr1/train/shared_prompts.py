@@ -10,14 +10,16 @@ distinct prompt once the same way, and decoding continues from the indexed-out c
 states are the ones a full pass gives (causal attention: a prompt position never sees the
 completion), and autograd sums each copy's gradient into the one prompt pass, as it would sum the
 copies'. Positions come from the backbone's own rope index over the full rows (in the prefill, from
-generate). With gradient checkpointing (no cache in training), other backbones, or nothing shared,
-the backbone runs as it is.
+generate). With gradient checkpointing (no cache in training: the trainer then gives no prompt length),
+other backbones, or rows that cannot be split, the backbone runs as it is.
 
-Collective safety: sharing runs the language model twice in a log-probability pass (prompt, then
-completions), and under DeepSpeed ZeRO-3 every module call gathers its parameters from all ranks. So in
-a distributed run the ranks decide together (one all-reduce per pass): when any rank shares, every rank
-takes the two-call path, a rank without repeated prompts with each row its own prompt. The prefill and the
-vision tower run once per forward either way.
+One path for every log-probability pass: wherever the rows can be split into prompt and completions,
+the pass runs the language model twice (each distinct prompt, then the completions on its cache), also
+when no prompt repeats (each row is then its own prompt). So the policy, old-policy and reference passes
+compute a row the same way whatever their micro-batch holds, and in a distributed run, where DeepSpeed
+ZeRO-3 gathers a module's parameters from all ranks at each call, every rank makes the same calls: the
+ranks agree whether all of them can split their rows (one all-reduce per pass), and take TRL's full
+rows together otherwise. The prefill and the vision tower run once per forward either way.
 
 `SharedPrompts.installed()` wraps the backbone's `forward` for the block and puts the class's back
 after it (medr1/train/grpo_trainer.py enters it around each step's work only).
@@ -71,7 +73,7 @@ class SharedPrompts:
         self.backbone = backbone
         self.images = images  # the hooks on this backbone's vision tower, which share its decisions
         self.length: int | None = None
-        self._forward = backbone.forward  # what the backbone ran before `installed`
+        self._forward = None  # what the backbone ran before `installed`
 
     @contextmanager
     def installed(self):
@@ -108,7 +110,7 @@ class SharedPrompts:
         if log_probabilities:  # every rank takes part in the agreement, whatever its rows hold
             images = self._pixel_blocks(given)
             plan = self._plan(self.length, given, kwargs, images)
-            if agreed_by_every_rank(plan, input_ids.device):
+            if every_rank_can_split(plan is not None, input_ids.device):
                 return self._prompt_then_completions(plan, given, kwargs, images)
             with self._tower_takes(images):
                 return self._forward(**given, **kwargs)
@@ -198,8 +200,7 @@ class SharedPrompts:
         token = getattr(self.backbone.config, "image_token_id", None)
         if (images is None or token is None or given["mm_token_type_ids"] is None
                 or (attention_mask is not None and attention_mask.dim() != 2)
-                or kwargs.get("inputs_embeds") is not None or kwargs.get("pixel_values_videos") is not None
-                or checkpointing(self.backbone)):
+                or kwargs.get("inputs_embeds") is not None or kwargs.get("pixel_values_videos") is not None):
             return None
         images_of = _images_per_row(input_ids[:, :length] == token, images.tokens)
         if images_of is None:
@@ -231,10 +232,6 @@ def _empty_dynamic_cache(cache) -> bool:
         and cache.get_seq_length() == 0
 
 
-def checkpointing(model) -> bool:
-    """Whether a module of `model` trains with gradient checkpointing."""
-    return any(getattr(module, "gradient_checkpointing", False) for module in model.modules())
-
 
 def _images_per_row(image_tokens, tokens_of_image: list[int]) -> list[list[int]] | None:
     """Which images (in order) each row's prompt holds, from its image tokens (`image_tokens`: a mask)."""
@@ -251,19 +248,18 @@ def _images_per_row(image_tokens, tokens_of_image: list[int]) -> list[list[int]]
     return rows if image == len(tokens_of_image) else None
 
 
-def agreed_by_every_rank(plan: Plan | None, device) -> bool:
-    """Whether this pass shares prompts: where this rank's rows repeat a prompt, and in a distributed run
-    where any rank's do and every rank can (see the module's docstring)."""
-    can, wants = plan is not None, plan is not None and plan.shares
+def every_rank_can_split(can: bool, device) -> bool:
+    """Whether this pass runs prompt then completions: where this rank's rows can be split, and in a
+    distributed run where every rank's can (see the module's docstring)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         import torch
 
-        flags = torch.tensor([int(can), int(not wants)], device=device)  # MIN: all can, and not (none wants)
-        dist.all_reduce(flags, op=dist.ReduceOp.MIN)
-        can, wants = bool(flags[0]), not bool(flags[1])
-    return can and wants
+        flag = torch.tensor([int(can)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag[0])
+    return can
 
 
 def share_prompts(model, images: EachImageOnce | None = None) -> SharedPrompts | None:
