@@ -65,7 +65,7 @@ def share_identical_images(rows: list[dict], pictures: StepPictures) -> None:
     def shared(image):
         if isinstance(image, dict) and ("path" in image or "bytes" in image):
             return pictures.decoded(image)
-        if image is None or not hasattr(image, "tobytes"):
+        if not _is_picture(image):
             return image
         return seen.setdefault(pictures.identity(image), image)
 
@@ -88,9 +88,15 @@ def _frozen(value, pictures: StepPictures):
         return ("dict", *sorted((key, _frozen(item, pictures)) for key, item in value.items()))
     if isinstance(value, (list, tuple)):
         return ("list", *(_frozen(item, pictures) for item in value))
-    if hasattr(value, "tobytes") and hasattr(value, "size"):
+    if _is_picture(value):
         return pictures.identity(value)
     return ("object", id(value))
+
+
+def _is_picture(value) -> bool:
+    from PIL import Image
+
+    return isinstance(value, Image.Image)
 
 
 def _images_in(conversation) -> list:
@@ -207,7 +213,7 @@ class ImagesOnce:
     def __call__(self, images, *args, **kwargs):
         flat = list(_flatten(images))
         if args or kwargs.get("return_tensors", "pt") != "pt" or not flat or not all(
-                hasattr(image, "tobytes") for image in flat):
+                _is_picture(image) for image in flat):
             return self._image_processor(images, *args, **kwargs)
         kwargs = {**kwargs, "return_tensors": "pt"}
         keys = [prompt_key(self._pictures, image, kwargs) for image in flat]
