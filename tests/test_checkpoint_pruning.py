@@ -57,6 +57,17 @@ def test_after_a_save_the_older_checkpoints_keep_their_model_only(tmp_path, caps
     assert not (newest / "optimizer.pt").exists() and (folder / "checkpoint-300" / "optimizer.pt").is_file()
 
 
+def test_a_checkpoint_whose_weights_are_only_in_its_shards_is_left_whole(tmp_path):
+    """ZeRO-3 without zero3_save_16bit_model writes no model file: its global_step shards are the only copy of
+    the weights, so cutting them would leave nothing to load."""
+    folder = tmp_path / "checkpoints"
+    (_checkpoint(folder, 100, deepspeed=True) / "model.safetensors").unlink()
+    _checkpoint(folder, 200, deepspeed=True)
+    _on_save(folder, 200)
+    assert (folder / "checkpoint-100" / "global_step100").is_dir()
+    assert (folder / "checkpoint-100" / "optimizer.pt").is_file()
+
+
 def test_resume_passes_over_checkpoints_that_keep_their_model_only(tmp_path, capsys):
     from medr1.train.resume import last_checkpoint
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from medr1.model.folder_check import broken_files
+
 # What the Trainer (and DeepSpeed, FSDP) write into a checkpoint for resuming only: the optimizer
 # and scheduler states, the gradient scaler, every rank's RNG states, DeepSpeed's global_step<N>
 # folder (ZeRO shards of optimizer and master weights), its `latest` tag and converter script.
@@ -35,7 +37,11 @@ def disk_bytes(path: Path) -> int:
 
 
 def cut_to_model(checkpoint: Path) -> int:
-    """Delete what only resuming reads from `checkpoint`; the bytes freed."""
+    """Delete what only resuming reads from `checkpoint`; the bytes freed. Nothing is deleted where the
+    model is not whole outside those files (ZeRO-3 without zero3_save_16bit_model keeps its weights only
+    in the global_step shards): the checkpoint stays as it is."""
+    if broken_files(checkpoint):
+        return 0
     freed = 0
     for path in resume_only_files(checkpoint):
         freed += disk_bytes(path)
@@ -44,8 +50,3 @@ def cut_to_model(checkpoint: Path) -> int:
         else:
             path.unlink(missing_ok=True)
     return freed
-
-
-def size_text(size: int) -> str:
-    """Bytes as GB (MB below 10 MB) for log lines."""
-    return f"{size / 1e9:.2f} GB" if size >= 1e7 else f"{size / 1e6:.2f} MB"

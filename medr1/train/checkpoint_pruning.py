@@ -14,7 +14,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from medr1.train.checkpoint_files import checkpoints_in, cut_to_model, disk_bytes, resume_only_files, size_text
+from medr1.train.checkpoint_files import checkpoints_in, cut_to_model, disk_bytes, resume_only_files
+from medr1.train.memory_plan import size_text
 
 
 class ModelOnlyOlderCheckpoints(TrainerCallback):
