@@ -18,7 +18,7 @@ from medr1.pipeline.staging import publish, staging_for
 from medr1.train.curves import write_training_curves
 from medr1.train.grpo import train_grpo
 from medr1.train.launcher import end_with_launcher, process_state
-from medr1.train.memory_plan import stage_line, train_split_size
+from medr1.train.memory_plan import stage_line
 from medr1.train.resume import FINGERPRINT, reuse_or_clear, run_fingerprint
 
 DATA = Path("data/processed")
@@ -32,10 +32,9 @@ def main() -> None:
     everything = load_params()
     params = everything.train
     state = process_state(params.device)  # one process here; one per GPU (or CPU worker) under a launcher
-    if state.is_main_process:  # from config.json and the params: nothing loaded, nothing on a GPU yet
-        print(stage_line(everything, base_model_dir(BASE), resolve_device(params.device),
-                         train_split_size(DATA / "train.jsonl")), flush=True)
     records = list(read_jsonl(DATA / "train.jsonl"))
+    if state.is_main_process:  # from config.json and the params: nothing loaded, nothing on a GPU yet
+        print(stage_line(everything, base_model_dir(BASE), resolve_device(params.device), len(records)), flush=True)
     staging = staging_for(OUT, fresh=False)
     if state.is_main_process:
         reuse_or_clear(staging, run_fingerprint(params, base_reference(BASE)["sha256"], DATA / "train.jsonl"))

@@ -125,17 +125,19 @@ def test_gradient_checkpointing_keeps_each_layers_input_only(med_r1):
 
 
 def test_medr1_plan_prints_the_estimate_for_the_applied_recipe(med_r1, tmp_path, monkeypatch):
+    from medr1.cli import common
     from medr1.cli.app import app
 
+    monkeypatch.setattr(common.console, "width", 240)  # the shared console's width was fixed when it was made
     shutil.copytree(REPO / "infra/accelerate", tmp_path / "infra/accelerate")
     monkeypatch.chdir(tmp_path)  # params.yaml of the fixture, the launcher's config beside it
-    result = CliRunner().invoke(app, ["plan", "--model", str(QWEN2_VL_2B), "--questions", "1000"],
-                                env={"COLUMNS": "240"})
+    result = CliRunner().invoke(app, ["plan", "--model", str(QWEN2_VL_2B), "--questions", "1000"])
     assert result.exit_code == 0, result.output
-    assert "med-r1/qwen2-vl-2b-think" in result.output and "2 process(es), DeepSpeed ZeRO-2" in result.output
-    assert "questions per step: 8 x 2 processes x 2 accumulation / 4 generations = 8" in result.output
-    assert "steps per epoch: 1,000 questions -> 125" in result.output and "leaves out:" in result.output
-    assert "estimate" in result.output and "(4 B float32 master weights + 8 B AdamW moments) / 2 GPUs" in result.output
+    output = " ".join(result.output.split())  # rich wraps lines at the terminal's width (a long path moves them)
+    assert "med-r1/qwen2-vl-2b-think" in output and "2 process(es), DeepSpeed ZeRO-2" in output
+    assert "questions per step: 8 x 2 processes x 2 accumulation / 4 generations = 8" in output
+    assert "steps per epoch: 1,000 questions -> 125" in output and "leaves out:" in output
+    assert "estimate" in output and "(4 B float32 master weights + 8 B AdamW moments) / 2 GPUs" in output
     missing = CliRunner().invoke(app, ["plan", "--model", str(tmp_path)])
     assert missing.exit_code == 1 and "no config.json in" in missing.output
 
