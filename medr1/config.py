@@ -44,13 +44,20 @@ LAUNCHER_FORMS = ("python; torchrun with --standalone, --nproc_per_node N, --nno
 
 def launcher_command(text: str) -> list[str]:
     """train.launcher as the argument list it runs; a ValueError naming the first word that is not allowed."""
+    parsed_launcher(text)
+    return text.split()
+
+
+def parsed_launcher(text: str) -> tuple[str, dict[str, str]]:
+    """train.launcher as its program (python, torchrun, accelerate launch) and its options (name -> value, ""
+    for a flag); a ValueError naming the first word that is not allowed."""
     words = text.split()
     if words in (["python"], ["python3"]):
-        return words
+        return words[0], {}
     program = "accelerate launch" if words[:2] == ["accelerate", "launch"] else words[0] if words else ""
     if program not in _LAUNCHER_OPTIONS:
         raise ValueError(f"train.launcher {text!r} is not a launcher the pipeline runs; use {LAUNCHER_FORMS}")
-    options, rest = _LAUNCHER_OPTIONS[program], words[len(program.split()):]
+    options, rest, parsed = _LAUNCHER_OPTIONS[program], words[len(program.split()):], {}
     while rest:
         name, _, value = rest.pop(0).partition("=")
         if name not in options:
@@ -59,12 +66,14 @@ def launcher_command(text: str) -> list[str]:
         if options[name] is None:
             if value:
                 raise ValueError(f"train.launcher: {name} takes no value")
+            parsed[name] = ""
             continue
         if not value:
             value = rest.pop(0) if rest else ""
         if not re.fullmatch(options[name], value):
             raise ValueError(f"train.launcher: {value!r} is not a value {name} takes (expected {options[name]})")
-    return words
+        parsed[name] = value
+    return program, parsed
 
 
 def _allowed_launcher(text: str) -> str:

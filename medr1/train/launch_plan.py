@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from medr1.config import launcher_command
+from medr1.config import parsed_launcher
 
 
 @dataclass(frozen=True)
@@ -22,11 +22,9 @@ class Launch:
 
 def launch_of(launcher: str, root: Path = Path(".")) -> Launch:
     """train.launcher as processes and ZeRO stage (an accelerate config file is read from `root`)."""
-    words = launcher_command(launcher)
-    if words[0] in ("python", "python3"):
+    program, options = parsed_launcher(launcher)
+    if program in ("python", "python3"):
         return Launch(1, None, "one process (python)")
-    program = "accelerate launch" if words[0] == "accelerate" else words[0]
-    options = _options(words[len(program.split()):])
     if program == "torchrun":
         per_node = int(options.get("--nproc_per_node") or options.get("--nproc-per-node") or 1)
         nodes = int(options.get("--nnodes") or 1)
@@ -39,12 +37,3 @@ def launch_of(launcher: str, root: Path = Path(".")) -> Launch:
     return Launch(processes, zero, f"accelerate launch {options.get('--config_file', '(no config file)')}, "
                                    f"{processes} process(es), {kind}")
 
-
-def _options(words: list[str]) -> dict[str, str]:
-    options, rest = {}, list(words)
-    while rest:
-        name, _, value = rest.pop(0).partition("=")
-        if not value and name != "--standalone" and rest:
-            value = rest.pop(0)
-        options[name] = value
-    return options
