@@ -34,6 +34,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "infra"))  # infra/ is a folder of scripts, not a package
+from gpu_env import canonical, pins_in  # the one reader of pins, once its folder is on the path
+
 WHEELS = REPO / "benchmarks/gpu-wheels.txt"
 # torch and its CUDA libraries come from the GPU machine's image: a CUDA wheel of torch is about 900 MB
 NEVER_CARRIED = ("torch", "torchvision", "torchaudio", "triton", "nvidia-", "cuda-")
@@ -47,19 +50,6 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
 IMPORTED = ("transformers", "trl", "accelerate", "peft", "datasets", "pydantic", "ruamel.yaml", "math_verify",
             "dvclive", "medr1.train.grpo_trainer", "medr1.train.grpo", "medr1.task.rewards", "medr1.pipeline.recipes",
             "medr1.evaluate.decoding", "stages.train", "pytest")
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def read_pins(text: str) -> dict[str, str]:
-    """`name==version` lines (comments and other lines ignored), by canonical name."""
-    pins = {}
-    for line in text.splitlines():
-        if match := re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)", line):
-            pins[canonical(match[1])] = match[2]
-    return pins
 
 
 def wheel_lines(path: Path = WHEELS) -> list[tuple[str, str, str]]:
@@ -76,11 +66,11 @@ def wheel_lines(path: Path = WHEELS) -> list[tuple[str, str, str]]:
 def project_pins(repo: Path = REPO) -> dict[str, dict[str, str]]:
     """The project's pins, by file: constraints.txt, constraints-gpu.txt where it exists, and pyproject.toml's
     `name==version` requirements."""
-    sources = {"constraints.txt": read_pins((repo / "constraints.txt").read_text())}
+    sources = {"constraints.txt": pins_in((repo / "constraints.txt").read_text())}
     if (repo / "constraints-gpu.txt").is_file():
-        sources["constraints-gpu.txt"] = read_pins((repo / "constraints-gpu.txt").read_text())
+        sources["constraints-gpu.txt"] = pins_in((repo / "constraints-gpu.txt").read_text())
     pyproject = (repo / "pyproject.toml").read_text()
-    sources["pyproject.toml"] = read_pins("\n".join(re.findall(r'"([^"]+==[^"]+)"', pyproject)))
+    sources["pyproject.toml"] = pins_in("\n".join(re.findall(r'"([^"]+==[^"]+)"', pyproject)))
     return sources
 
 
@@ -166,7 +156,7 @@ def report(path: Path = WHEELS) -> int:
     except ImportError:
         print("torch: not installed; this check uses the machine's own CUDA build of torch (not carried)")
         return 1
-    pinned_torch = read_pins((REPO / "constraints.txt").read_text()).get("torch")
+    pinned_torch = pins_in((REPO / "constraints.txt").read_text()).get("torch")
     print(f"torch {torch.__version__} (the image's; the CPU install pins {pinned_torch}), CUDA {torch.version.cuda}, "
           f"cuDNN {torch.backends.cudnn.version()}")
     if tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2]) < MIN_TORCH:

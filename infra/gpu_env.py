@@ -16,7 +16,12 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
+
+
+def canonical(name: str) -> str:
+    """A distribution's normalized name (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def pins_in(text: str) -> dict[str, str]:
@@ -25,7 +30,7 @@ def pins_in(text: str) -> dict[str, str]:
     for line in text.splitlines():
         match = PIN.match(line.strip())
         if match:
-            found[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(2)
+            found[canonical(match.group(1))] = match.group(2)
     return found
 
 
