@@ -92,8 +92,6 @@ def test_pyproject_pins_what_constraints_pin_for_trl_and_transformers():
         assert f'"{name}=={version}"' in pyproject, name
 
 
-
-
 def test_with_gradient_checkpointing_the_reference_is_computed_as_the_policy_is(processed, tmp_path):
     """The policy cannot share prompts under gradient checkpointing (no cache in training), so neither do
     the reference and old-policy passes: at the first step, where reference and policy are equal, their
