@@ -160,30 +160,31 @@ class _Sizes:
             shares.append(Share("DDP buckets", m.trainable * gradient_bytes,
                                 f"{m.trainable:,} x {gradient_bytes} B (a copy of the gradients to all-reduce)"))
         layer = 8 * m.hidden + 2 * m.kv_width + 4 * m.intermediate
-        formula = f"(8 x {m.hidden} + 2 x {m.kv_width} + 4 x {m.intermediate})"
-        if self.train.gradient_checkpointing:  # each layer's input kept, one layer's activations recomputed
-            text = rows * tokens * (m.layers * m.hidden * self.weight_bytes + layer * a)
-            how = (f"{rows} rows x {tokens} tokens x ({m.layers} layers x {m.hidden} x {self.weight_bytes} B + one "
-                   f"layer's {formula} x {a} B): gradient checkpointing")
-        else:
-            text = rows * tokens * m.layers * layer * a
-            how = f"{rows} rows x {tokens} tokens x {m.layers} layers x {formula} values x {a} B"
-        shares.append(Share("activations, language model", text, how))
+        shares.append(self._stacked_activations(
+            "activations, language model", f"{rows} rows x {tokens} tokens", rows * tokens, m.layers, "layer",
+            m.hidden, self.weight_bytes, layer, f"(8 x {m.hidden} + 2 x {m.kv_width} + 4 x {m.intermediate}) values"))
         patches = self.pictures * m.merge**2
-        block = 10 * m.vision_hidden + (4 if m.vision_gated else 2) * m.vision_intermediate
-        formula = f"(10 x {m.vision_hidden} + {4 if m.vision_gated else 2} x {m.vision_intermediate})"
-        if self.train.gradient_checkpointing:
-            vision = rows * patches * (m.vision_depth * m.vision_hidden + block) * a
-            how = (f"up to {rows} pictures x {patches} patches x ({m.vision_depth} blocks x {m.vision_hidden} + one "
-                   f"block's {formula}) x {a} B: gradient checkpointing")
-        else:
-            vision = rows * patches * m.vision_depth * block * a
-            how = f"up to {rows} pictures x {patches} patches x {m.vision_depth} blocks x {formula} x {a} B"
-        shares.append(Share("activations, vision tower", vision, how))
+        wide = 4 if m.vision_gated else 2
+        shares.append(self._stacked_activations(
+            "activations, vision tower", f"up to {rows} pictures x {patches} patches", rows * patches, m.vision_depth,
+            "block", m.vision_hidden, a, 10 * m.vision_hidden + wide * m.vision_intermediate,
+            f"(10 x {m.vision_hidden} + {wide} x {m.vision_intermediate})"))
         scored = self.train.max_completion_length + 1
         shares.append(Share("completion scores", 2 * rows * scored * m.vocab * a,
                             f"2 (logits, log-softmax) x {rows} rows x {scored} positions x {m.vocab:,} x {a} B"))
         return shares
+
+    def _stacked_activations(self, name: str, items: str, count: int, depth: int, unit: str, kept: int,
+                             kept_bytes: int, per_unit: int, formula: str) -> Share:
+        """A stack of `depth` layers (blocks) over `count` positions: every layer's `per_unit` values kept for the
+        backward, or under gradient checkpointing each layer's input (`kept` values of `kept_bytes`) and one
+        layer's values, recomputed."""
+        a = self.value_bytes
+        if self.train.gradient_checkpointing:
+            return Share(name, count * (depth * kept * kept_bytes + per_unit * a),
+                         f"{items} x ({depth} {unit}s x {kept} x {kept_bytes} B + one {unit}'s {formula} x {a} B): "
+                         "gradient checkpointing")
+        return Share(name, count * depth * per_unit * a, f"{items} x {depth} {unit}s x {formula} x {a} B")
 
     def generation(self) -> list[Share]:
         m, a = self.model, self.value_bytes
