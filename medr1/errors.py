@@ -26,6 +26,10 @@ class DataError(PipelineError):
     """Input data is malformed; the message names the file and the record."""
 
 
+class ImageError(DataError):
+    """The image cannot be used; the message says why."""
+
+
 class NoSpaceError(PipelineError):
     """A write failed for lack of space (a full disk, a quota, a file size limit)."""
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import medr1_reference as reference
 import pytest
 
-from medr1.train.published_sft import PublishedSftCollator, fetch_image_size
+from medr1.model.published_images import fetch_image_size
+from medr1.train.published_sft import PublishedSftCollator
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -82,7 +83,7 @@ def test_an_image_med_r1s_loader_refuses_is_named(tmp_path):
     from PIL import Image
 
     from medr1.data.images import ImageError
-    from medr1.train.published_sft import fetch_image
+    from medr1.model.published_images import fetch_image
 
     Image.new("RGB", (2010, 10)).save(tmp_path / "strip.png")
     with pytest.raises(ImageError, match=r"strip.png: 2010x10 is more than 200 times"):

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from medr1.data.png import encode_rgb_png
-from medr1.errors import DataError
+from medr1.errors import ImageError
 
 # PIL raises DecompressionBombError above twice this many pixels; keep its guard on.
 Image.MAX_IMAGE_PIXELS = 89_478_485
@@ -20,10 +20,6 @@ Image.MAX_IMAGE_PIXELS = 89_478_485
 def default_workers() -> int:
     """Parallel image work uses every core, up to 8."""
     return max(1, min(os.cpu_count() or 1, 8))
-
-
-class ImageError(DataError):
-    """The image cannot be used; the message says why."""
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

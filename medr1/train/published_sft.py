@@ -2,62 +2,21 @@
 
 Each example is `convert_example`'s conversation (medr1.task.published.sft_messages), rendered by
 the chat template *with* a generation prompt after the assistant turn, as its `collate_fn` does;
-the image goes through qwen_vl_utils' `fetch_image` resize (multiples of 28) before the
-processor; the labels are the input ids with padding and image tokens masked, so the loss covers
-the system prompt, the question and the target alike. TRL's own dataset preparation is skipped,
-which is why Med-R1's `packing: true` never packed anything (docs/fidelity.md).
+the image goes through qwen_vl_utils' `fetch_image` resize (multiples of 28;
+medr1.model.published_images) before the processor; the labels are the input ids with padding and
+image tokens masked, so the loss covers the system prompt, the question and the target alike. TRL's
+own dataset preparation is skipped, which is why Med-R1's `packing: true` never packed anything
+(docs/fidelity.md).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-from medr1.data.images import ImageError
 from medr1.data.records import Record
+from medr1.model.published_images import fetch_image
 from medr1.task.prompts import medr1_problem
 from medr1.task.published import sft_messages, solution_text
-
-# qwen_vl_utils.vision_process (0.0.10, src/requirements.txt): fetch_image's defaults
-IMAGE_FACTOR = 28
-MIN_PIXELS = 4 * 28 * 28
-MAX_PIXELS = 16384 * 28 * 28
-
-
-def fetch_image_size(height: int, width: int) -> tuple[int, int]:
-    """qwen_vl_utils.smart_resize with fetch_image's defaults: (height, width), multiples of 28."""
-    h_bar = max(IMAGE_FACTOR, round(height / IMAGE_FACTOR) * IMAGE_FACTOR)
-    w_bar = max(IMAGE_FACTOR, round(width / IMAGE_FACTOR) * IMAGE_FACTOR)
-    if h_bar * w_bar > MAX_PIXELS:
-        beta = math.sqrt((height * width) / MAX_PIXELS)
-        h_bar = math.floor(height / beta / IMAGE_FACTOR) * IMAGE_FACTOR
-        w_bar = math.floor(width / beta / IMAGE_FACTOR) * IMAGE_FACTOR
-    elif h_bar * w_bar < MIN_PIXELS:
-        beta = math.sqrt(MIN_PIXELS / (height * width))
-        h_bar = math.ceil(height * beta / IMAGE_FACTOR) * IMAGE_FACTOR
-        w_bar = math.ceil(width * beta / IMAGE_FACTOR) * IMAGE_FACTOR
-    return h_bar, w_bar
-
-
-MAX_RATIO = 200
-
-
-def fetch_image(path: str):
-    """qwen_vl_utils.fetch_image (0.0.10, which Med-R1 pins) on a local file: RGB with transparency on
-    white (`to_rgb`), resized with PIL's default filter to fetch_image_size."""
-    from PIL import Image
-
-    with Image.open(path) as opened:
-        if opened.mode == "RGBA":
-            image = Image.new("RGB", opened.size, (255, 255, 255))
-            image.paste(opened, mask=opened.split()[3])
-        else:
-            image = opened.convert("RGB")
-    if max(image.size) / min(image.size) > MAX_RATIO:
-        raise ImageError(f"{path}: {image.width}x{image.height} is more than {MAX_RATIO} times as long as it is "
-                         "wide, which Med-R1's image loader refuses; drop or crop this image")
-    height, width = fetch_image_size(image.height, image.width)
-    return image.resize((width, height))
 
 
 def published_sft_dataset(records: list[Record], image_root: Path):
