@@ -168,8 +168,7 @@ def evaluation_speed(work: Path, limit: int | None) -> dict:
 
     from medr1.config import load_params
     from medr1.data.records import read_jsonl
-    from medr1.evaluate.decoding import generate_completions, plain_completions
-    from medr1.model.encoding import ImageCache
+    from medr1.evaluate.decoding import evaluation_images, generate_completions, plain_completions
     from medr1.model.loading import load_for_evaluation
     from medr1.task.spec import evaluation_tasks
 
@@ -183,7 +182,7 @@ def evaluation_speed(work: Path, limit: int | None) -> dict:
     for name in ("ours", "generate"):
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        cache = ImageCache(processor)
+        cache = evaluation_images(processor, task)
         started = time.perf_counter()
         if name == "ours":
             texts[name] = generate_completions(model, processor, records, work / "data/processed", task,

@@ -200,8 +200,45 @@ def fetch_image(ele):
     from PIL import Image
 
     image = ele["image"]
-    image_obj = image if isinstance(image, Image.Image) else Image.open(image)
+    if isinstance(image, Image.Image):
+        image_obj = image
+    elif image.startswith("file://"):  # the evaluation scripts name their images f"file://{i['image']}"
+        image_obj = Image.open(image[7:])
+    else:
+        image_obj = Image.open(image)
     image = to_rgb(image_obj)
     width, height = image.size
     resized_height, resized_width = smart_resize(height, width)
     return image.resize((resized_width, resized_height))
+
+
+# src/eval_vqa/test_qwen2vl_vqa_nothink.py:47-84 (test_qwen2vl_vqa.py, _zero_shot.py and the Qwen2.5-VL scripts alike,
+# each with its template): one user turn, the image then the text, and the images as process_vision_info gives them
+# (fetch_image of every image item, in order)
+def evaluation_batch(data, processor, template=EVAL_NOTHINK):
+    messages = []
+    for i in data:
+        message = [{
+            "role": "user",
+            "content": [
+                {
+                    "type": "image",
+                    "image": f"file://{i['image']}"
+                },
+                {
+                    "type": "text",
+                    "text": template.format(Question=i['problem'])
+                }
+            ]
+        }]
+        messages.append(message)
+    text = [processor.apply_chat_template(msg, tokenize=False, add_generation_prompt=True) for msg in messages]
+    image_inputs = [fetch_image(ele) for msg in messages for message in msg for ele in message["content"]
+                    if "image" in ele]
+    inputs = processor(
+        text=text,
+        images=image_inputs,
+        padding=True,
+        return_tensors="pt",
+    )
+    return inputs

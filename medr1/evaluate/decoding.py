@@ -9,6 +9,8 @@
 - Each row stops once its verdict is settled (`medr1.task.rewards.verdict_settled`); a well-formed
   completion stops at the end-of-turn token. A model that rambles costs a few tokens, not
   max_new_tokens, and the extracted answers and format verdicts equal a full generation's.
+- Images are opened as the task's grading protocol says (`image_loader`): under Med-R1's protocols
+  through its evaluation scripts' `fetch_image` (medr1.model.published_images), else as they are.
 - Processed images come from an `ImageCache`, filled once (files decoded in threads, processed
   in large batches) and shared by every model evaluated on the same split; the vision tower's
   output for an image is computed once per model and reused by every question about that
@@ -28,8 +30,32 @@ from medr1.data.records import Record
 from medr1.errors import PipelineError
 from medr1.evaluate.greedy import FormatDrafts, greedy_decode
 from medr1.evaluate.heads import split_prompts
-from medr1.model.encoding import ImageCache, LeastRecentlyUsed, ProcessedImage, encode, prompt_text
+from medr1.model.encoding import ImageCache, LeastRecentlyUsed, ProcessedImage, encode, open_rgb, prompt_text
+from medr1.model.published_images import fetch_image
 from medr1.task.spec import TaskSpec
+
+
+def image_loader(task: TaskSpec):
+    """How evaluation opens an image file. Under Med-R1's grading protocols as its evaluation scripts do
+    (`process_vision_info`: qwen_vl_utils' fetch_image, PIL's bicubic resize to multiples of 28, which the
+    processor's own resize then leaves as it is); under `strict`, as it is, resized by the processor alone."""
+    return fetch_image if task.published_images else open_rgb
+
+
+def evaluation_images(processor, task: TaskSpec | str, capacity: int | None = None) -> ImageCache:
+    """An empty cache of processed images, opened as `task` says."""
+    return ImageCache(processor, capacity, image_loader(TaskSpec.of(task)))
+
+
+def _images_for(processor, task: TaskSpec, cache: ImageCache | None) -> ImageCache:
+    """The given cache, when it opens images as the task says (else the completions would not be the
+    protocol's), or a new one."""
+    if cache is None:  # an empty cache is falsy: `cache or ...` would drop a shared one
+        return evaluation_images(processor, task)
+    if cache.load is not image_loader(task):
+        raise PipelineError(f"the image cache opens images with {cache.load.__name__}, but evaluate.protocol "
+                            f"{task.protocol} needs {image_loader(task).__name__}: build it with evaluation_images")
+    return cache
 
 
 class VisionFeatures:
@@ -113,7 +139,7 @@ def plain_completions(model, processor, records: list[Record], image_root: Path,
     """Greedy completions by `generate` itself, batch by batch with left padding, to max_new_tokens:
     the reference the fast decoder is held to, and the path for architectures it does not know."""
     task = TaskSpec.of(task)
-    cache = cache if cache is not None else ImageCache(processor)
+    cache = _images_for(processor, task, cache)
     completions = []
     for start in range(0, len(records), batch_size):
         chunk = records[start : start + batch_size]
@@ -144,7 +170,7 @@ def generate_completions(
     """The greedy completion of every record, in the records' order, asked as `task` says (a spec,
     or a reasoning mode with the default prompts)."""
     task = TaskSpec.of(task)
-    cache = cache if cache is not None else ImageCache(processor)  # an empty cache is falsy
+    cache = _images_for(processor, task, cache)
     model.eval()
     if model.config.model_type not in FAST_DECODING:
         if model.config.model_type not in _told:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from medr1.data.records import Record, read_jsonl
-from medr1.evaluate.decoding import generate_completions
+from medr1.evaluate.decoding import evaluation_images, generate_completions, image_loader
 from medr1.evaluate.metrics import Prediction, chance_accuracy, gain_over_base, grade, summarize
 from medr1.model.encoding import ImageCache
 from medr1.model.loading import load_for_evaluation
@@ -15,7 +15,7 @@ from medr1.task.spec import TaskSpec
 
 def predict(model, processor, records: list[Record], image_root: Path, task: TaskSpec | str, settings,
             cache: ImageCache | None = None, progress: bool = True, desc: str = "evaluate") -> list[Prediction]:
-    cache = cache if cache is not None else ImageCache(processor, settings.image_window)
+    cache = cache if cache is not None else evaluation_images(processor, task, settings.image_window)
     completions = generate_completions(model, processor, records, image_root, task, settings.batch_size,
                                        settings.max_new_tokens, cache, progress, desc)
     return [grade(record, completion, task) for record, completion in zip(records, completions)]
@@ -47,14 +47,14 @@ def evaluate_models(
     named "base" is asked as `base_task` says when given (Med-R1's zero-shot prompt).
     """
     records = list(read_jsonl(split))
-    caches: dict[str, ImageCache] = {}
+    caches: dict[tuple, ImageCache] = {}
     metrics: dict = {"chance_accuracy": round(chance_accuracy(records), 4), "split": str(split)}
     summaries: dict[str, dict] = {}
     for name, folder in models.items():
         model, processor = load_for_evaluation(folder, settings.device)
-        cache = caches.setdefault(processor.image_processor.to_json_string(),
-                                  ImageCache(processor, settings.image_window))  # shared within the window
         asked = base_task if name == "base" and base_task is not None else task
+        cache = caches.setdefault((processor.image_processor.to_json_string(), image_loader(TaskSpec.of(asked))),
+                                  evaluation_images(processor, asked, settings.image_window))  # shared in the window
         predictions = predict(model, processor, records, image_root, asked, settings, cache, progress, desc=name)
         summaries[name] = summarize(predictions)
         if predictions_dir is not None:

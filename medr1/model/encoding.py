@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,12 +56,20 @@ class LeastRecentlyUsed(OrderedDict):
             self.popitem(last=False)
 
 
+def open_rgb(path: str) -> Image.Image:
+    """An image file as RGB, at its own size: the processor alone resizes it."""
+    with Image.open(Path(path)) as opened:
+        return opened.convert("RGB")
+
+
 class ImageCache:
     """Processed images keyed by path (or any key), filled on first use. With `capacity`, at most
-    that many are kept: the least recently used go first, so memory does not grow with the split."""
+    that many are kept: the least recently used go first, so memory does not grow with the split.
+    `load` opens an image file before the processor (`open_rgb`, or Med-R1's `fetch_image`)."""
 
-    def __init__(self, processor, capacity: int | None = None):
+    def __init__(self, processor, capacity: int | None = None, load: Callable[[str], Image.Image] = open_rgb):
         self.processor = processor
+        self.load = load
         self._items: LeastRecentlyUsed = LeastRecentlyUsed(capacity)
         self._decoders: ThreadPoolExecutor | None = None  # one pool for the cache's life: new threads per call
         # would each take a fresh malloc arena, and freed image buffers pile up across them
@@ -72,7 +81,7 @@ class ImageCache:
     def get(self, key: str, image: Image.Image | None = None) -> ProcessedImage:
         if key not in self._items:
             self._items.make_room(1)
-            self._items[key] = self.process(image if image is not None else _open_rgb(key))
+            self._items[key] = self.process(image if image is not None else self.load(key))
         self._items.use([key])
         return self._items[key]
 
@@ -88,7 +97,7 @@ class ImageCache:
             self._decoders = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1))
         for start in range(0, len(missing), chunk):
             part = missing[start : start + chunk]
-            out = self.processor.image_processor(images=list(self._decoders.map(_open_rgb, part)), return_tensors="pt")
+            out = self.processor.image_processor(images=list(self._decoders.map(self.load, part)), return_tensors="pt")
             grids = out["image_grid_thw"]
             pixels = out["pixel_values"].split(grids.prod(dim=1).tolist())
             for path, pixel_values, grid in zip(part, pixels, grids, strict=True):
@@ -102,11 +111,6 @@ class ImageCache:
 
     def __len__(self) -> int:
         return len(self._items)
-
-
-def _open_rgb(path: str) -> Image.Image:
-    with Image.open(Path(path)) as opened:
-        return opened.convert("RGB")
 
 
 def prompt_text(processor, question: str, options: dict[str, str], task: TaskSpec | str,

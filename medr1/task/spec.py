@@ -35,6 +35,12 @@ class TaskSpec:
         graded_as = "zero_shot" if self.purpose == "zero_shot" else self.mode
         return grade_output(output, gold, letters, graded_as, self.protocol, self.rewards)
 
+    @property
+    def published_images(self) -> bool:
+        """True when images go through Med-R1's image loader before the processor, as its evaluation
+        scripts do (under Med-R1's grading protocols); under `strict`, the processor alone resizes them."""
+        return self.protocol != "strict"
+
     def settled(self, output: str) -> bool:
         """True when more tokens cannot change the grade or the format verdict, so decoding may stop.
         Only the strict rules can say so early: under Med-R1's, a later `</answer>` can still make an
