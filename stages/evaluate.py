@@ -7,6 +7,7 @@ from pathlib import Path
 from medr1.config import load_params
 from medr1.errors import run_main
 from medr1.evaluate.evaluation import evaluate_models
+from medr1.evaluate.metrics import NO_ANSWER, unreadable_note
 from medr1.model.base import base_model_dir
 from medr1.task.spec import evaluation_tasks
 
@@ -22,7 +23,7 @@ def write_answer_pairs(predictions: Path, out: Path) -> None:
         writer.writerow(["answer", "predicted"])
         for line in source:
             prediction = json.loads(line)
-            writer.writerow([prediction["answer"], prediction["predicted"] or "none"])
+            writer.writerow([prediction["answer"], prediction["predicted"] if prediction["readable"] else NO_ANSWER])
 
 
 def main() -> None:
@@ -43,6 +44,10 @@ def main() -> None:
     print(f"[evaluate] GRPO accuracy {metrics['accuracy']:.3f} (base {metrics['base_accuracy']:.3f}, "
           f"SFT {metrics['sft_accuracy']:.3f}, chance {metrics['chance_accuracy']:.3f}), "
           f"format rate {metrics['format_rate']:.3f}, {trained.protocol} grading")
+    for label, prefix in (("base", "base_"), ("SFT", "sft_"), ("GRPO", "")):
+        if metrics.get(f"{prefix}mostly_unreadable"):
+            print(f"[evaluate] warning: {metrics[f'{prefix}unreadable_share']:.1%} of the outputs unreadable. "
+                  f"{unreadable_note(label, trained.protocol, params.train.reasoning)}")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ def test_length_buckets_keep_the_questions_about_one_image_together():
 
 
 def _prediction(answer, predicted, modality="CT"):
-    return Prediction("q", "d", modality, "Modality Recognition", answer, predicted, "", True, predicted == answer)
+    return Prediction("q", "d", modality, "Modality Recognition", answer, predicted, "", True, predicted == answer,
+                      predicted is not None)
 
 
 def test_bootstrap_interval_brackets_the_accuracy_and_narrows_with_more_questions():

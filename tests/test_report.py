@@ -26,7 +26,7 @@ def _predictions(skill: float, seed: int) -> list[Prediction]:
         answer = "ABCD"[index % 4]
         predicted = answer if generator.random() < skill else generator.choice(["A", "B", "C", "D", None])
         predictions.append(Prediction(f"q{index}", f"set-{index % 3}", modality, kind, answer, predicted, "",
-                                      predicted is not None, predicted == answer))
+                                      predicted is not None, predicted == answer, predicted is not None))
     return predictions
 
 

@@ -43,12 +43,15 @@ def evaluate_models(
 
     Returns metrics/eval.json's content: the "grpo" model's numbers at the top level, every
     other model's under its name as a prefix (base_accuracy, base_per_modality, ...), and
-    each model's gain over "base" (gain_over_base for grpo, sft_gain_over_base, ...). The model
+    each model's gain over "base" (gain_over_base for grpo, sft_gain_over_base, ...); with each
+    model, the share of its outputs the protocol could not read (unreadable_share) and
+    mostly_unreadable when that share reaches metrics.UNREADABLE_FLAG_SHARE. The model
     named "base" is asked as `base_task` says when given (Med-R1's zero-shot prompt).
     """
     records = list(read_jsonl(split))
     caches: dict[tuple, ImageCache] = {}
-    metrics: dict = {"chance_accuracy": round(chance_accuracy(records), 4), "split": str(split)}
+    metrics: dict = {"chance_accuracy": round(chance_accuracy(records), 4), "split": str(split),
+                     "protocol": TaskSpec.of(task).protocol}
     summaries: dict[str, dict] = {}
     for name, folder in models.items():
         model, processor = load_for_evaluation(folder, settings.device)

@@ -10,6 +10,11 @@ from medr1.data.records import Record
 from medr1.task.spec import TaskSpec
 
 NO_ANSWER = "none"  # the confusion matrix's column for completions without a readable letter
+# A model whose outputs the protocol cannot read this often is flagged: its accuracy is then at most
+# 1 - 0.9 = 0.1, below a uniform guess on any question (six options at most: 1/6), so the number says how
+# seldom the model wrote the form the protocol reads, not how well it answers (e.g. Med-R1's SFT target
+# "None\n\n<answer> C </answer>" under its no-think grading, which wants the bare letter).
+UNREADABLE_FLAG_SHARE = 0.9
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,7 @@ class Prediction:
     completion: str
     well_formed: bool | None  # None: a zero-shot prompt, which asks for no format
     correct: bool
+    readable: bool  # the protocol could read an answer in it (medr1.task.grading)
 
 
 def grade(record: Record, completion: str, task: TaskSpec | str) -> Prediction:
@@ -38,6 +44,7 @@ def grade(record: Record, completion: str, task: TaskSpec | str) -> Prediction:
         completion=completion,
         well_formed=graded.well_formed,
         correct=graded.correct,
+        readable=graded.readable,
     )
 
 
@@ -80,7 +87,7 @@ def modality_by_question_type(predictions: list[Prediction]) -> dict[str, dict[s
 
 def letter_confusion(predictions: list[Prediction]) -> dict[str, dict[str, int]]:
     """Counts of gold letter -> predicted letter (or "none")."""
-    counts = Counter((p.answer, p.predicted or NO_ANSWER) for p in predictions)
+    counts = Counter((p.answer, p.predicted if p.readable else NO_ANSWER) for p in predictions)
     confusion: dict[str, dict[str, int]] = defaultdict(dict)
     for (gold, predicted), count in sorted(counts.items()):
         confusion[gold][predicted] = count
@@ -93,10 +100,30 @@ def format_rate(predictions: list[Prediction]) -> float | None:
     return round(sum(judged) / len(judged), 4) if judged else None
 
 
+def unreadable_share(predictions: list[Prediction]) -> float:
+    """Share of outputs the grading protocol could not read an answer in."""
+    return round(sum(not p.readable for p in predictions) / len(predictions), 4) if predictions else 0.0
+
+
+def unreadable_note(model: str, protocol: str | None, mode: str) -> str:
+    """Why a flagged model's accuracy says little about its answers (`model` as the report names it:
+    base, SFT, GRPO); for Med-R1's SFT under its no-think grading, where the case is explained."""
+    grading = f"the {protocol} grading" if protocol else "the grading protocol"
+    note = (f"{model}: {grading} could not read (almost) any of its outputs, so its accuracy measures the "
+            "format, not the answers.")
+    if model == "SFT" and protocol == "med-r1" and mode == "no_think":
+        note += (" Med-R1's SFT target ('None', a blank line, then '<answer> C </answer>') is not the bare letter its "
+                 "no-think script compares the output with: see docs/fidelity.md, 'SFT under no-think'.")
+    return note
+
+
 def summarize(predictions: list[Prediction]) -> dict:
     per_modality = grouped_accuracy(predictions, "modality")
+    unreadable = unreadable_share(predictions)
     return {
         "accuracy": round(accuracy(predictions), 4),
+        "unreadable_share": unreadable,
+        "mostly_unreadable": bool(predictions) and unreadable >= UNREADABLE_FLAG_SHARE,
         "modality_average": round(sum(per_modality.values()) / len(per_modality), 4) if per_modality else 0.0,
         "accuracy_ci95": bootstrap_interval(predictions),
         "format_rate": format_rate(predictions),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from medr1.data.records import MODALITIES, QUESTION_TYPES
 from medr1.errors import PipelineError
+from medr1.evaluate.metrics import unreadable_note
 from medr1.report.content import Cell, Figure, Metrics, Report, Table
 from medr1.report.figures import heatmap, heatmaps
 from medr1.study.generalization import METHODS
@@ -18,7 +19,8 @@ from medr1.study.generalization import METHODS
 MODEL_PREFIXES = {"base": "base_", "SFT": "sft_", "GRPO": ""}  # row label -> key prefix in eval.json
 METHOD_LABELS = {"grpo": "GRPO", "sft": "SFT"}
 REQUIRED = ("accuracy", "base_accuracy", "per_modality", "per_question_type", "per_modality_question_type",
-            "gain_over_base", "letter_confusion", "per_dataset", "chance_accuracy")
+            "gain_over_base", "letter_confusion", "per_dataset", "chance_accuracy", "unreadable_share")
+FLAG = "format, not answers (see note)"  # beside the accuracy of a model whose outputs the protocol could not read
 
 
 def _ordered(names, vocabulary: tuple[str, ...]) -> list[str]:
@@ -35,18 +37,34 @@ def _format_rate(metrics: Metrics, prefix: str):
     return metrics("eval.json", f"{prefix}format_rate") if metrics.number("eval.json", f"{prefix}format_rate") else "-"
 
 
+def _flagged(metrics: Metrics, prefix: str) -> bool:
+    """The model's outputs were (almost) never in the form the grading reads (evaluate/metrics.py)."""
+    return metrics.files["eval.json"].get(f"{prefix}mostly_unreadable") is True
+
+
 def headline(metrics: Metrics, mode: str) -> Table:
+    """Each model's accuracy with the share of outputs the grading could not read; a model whose
+    outputs it (almost) never could is flagged beside its accuracy, and the note says why."""
+    models = _models(metrics)
+    flags = [label for label, prefix in models if _flagged(metrics, prefix)]
     rows = []
-    for label, prefix in _models(metrics):
+    for label, prefix in models:
         gain = metrics("eval.json", f"{prefix}gain_over_base", "accuracy") if prefix != "base_" else "-"
+        flag = [FLAG if label in flags else ""] if flags else []
         rows.append([label if label == "base" else f"{label} ({mode})", metrics("eval.json", f"{prefix}accuracy"),
+                     *flag, metrics("eval.json", f"{prefix}unreadable_share"),
                      metrics("eval.json", f"{prefix}accuracy_ci95", "0"),
                      metrics("eval.json", f"{prefix}accuracy_ci95", "1"),
                      _format_rate(metrics, prefix), gain])
-    rows.append(["chance (uniform guess)", metrics("eval.json", "chance_accuracy"), "-", "-", "-", "-"])
-    return Table("Accuracy on the held-out test split", ["model", "accuracy", "95% CI low", "95% CI high",
-                                                          "format rate", "gain over base"], rows,
-                 "95% intervals: percentile bootstrap over questions, 1,000 resamples.")
+    rows.append(["chance (uniform guess)", metrics("eval.json", "chance_accuracy"), *(["-"] if flags else []),
+                 "-", "-", "-", "-", "-"])
+    protocol = metrics.files["eval.json"].get("protocol")
+    notes = ["95% intervals: percentile bootstrap over questions, 1,000 resamples.",
+             "Unreadable outputs: the share in which the grading protocol read no answer (medr1/task/grading.py)."]
+    notes += [unreadable_note(label, protocol, mode) for label in flags]
+    return Table("Accuracy on the held-out test split",
+                 ["model", "accuracy", *(["flag"] if flags else []), "unreadable outputs", "95% CI low",
+                  "95% CI high", "format rate", "gain over base"], rows, " ".join(notes))
 
 
 def per_group(metrics: Metrics, key: str, vocabulary: tuple[str, ...], title: str, average: str | None) -> Table:

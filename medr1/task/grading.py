@@ -8,6 +8,12 @@ whether its layout is well formed, under a named protocol.
 - `med-r1-qwen2.5`: Med-R1's Qwen2.5-VL scripts: as `med-r1`, except that a no-think output
   mentioning "answer" is read through the tag.
 Think-after has no upstream script: it is graded like a think run (through the tag).
+
+An output is *readable* when the protocol's reading gives something that can be compared with a
+letter: under `strict`, a letter of the record's options in the first answer tag; through Med-R1's
+tag, a match of `<answer>\\s*(\\w+)\\s*</answer>`; in a raw comparison, the output is exactly one
+of the record's option letters (Med-R1 compares it unstripped, so " C" could never count as C).
+The share of unreadable outputs says whether an accuracy measures the answers or the format.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from medr1.data.records import LETTERS
 from medr1.task import published
 from medr1.task.rewards import RewardVariant, accuracy_reward_of, extract_answer_letter, format_reward_of
 
@@ -33,6 +40,7 @@ class Grade:
     extracted: str | None  # what the protocol compares with the gold letter (None: nothing readable)
     correct: bool
     well_formed: bool | None  # the format reward of the run's reward variant; None for a zero-shot prompt
+    readable: bool  # the protocol's reading gave something to compare with a letter (module docstring)
 
 
 def grade_output(output: str, gold: str, letters: str, mode: str, protocol: Protocol = "strict",
@@ -40,10 +48,13 @@ def grade_output(output: str, gold: str, letters: str, mode: str, protocol: Prot
     """`mode` is the reasoning layout the output was asked for, or "zero_shot"."""
     if protocol == "strict":
         extracted = extract_answer_letter(output, letters or None)
+        readable = extracted is not None
     else:
-        extracted = published.graded_answer(output, _MEDR1_READING[protocol][mode])
+        how = published.reading(output, _MEDR1_READING[protocol][mode])
+        extracted = published.graded_answer(output, how)
+        readable = extracted is not None if how == "tagged" else extracted in list(letters or LETTERS)
     well_formed = None if mode == "zero_shot" else format_reward_of(output, mode, rewards) == 1.0
-    return Grade(extracted, extracted is not None and extracted == gold, well_formed)
+    return Grade(extracted, extracted is not None and extracted == gold, well_formed, readable)
 
 
 def gold_of(solution: str) -> str:

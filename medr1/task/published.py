@@ -80,17 +80,19 @@ def extract_tagged(output: str) -> str | None:
     return match.group(1) if match else None
 
 
+def reading(output: str, how: str) -> str:
+    """How a script reads this output: "tagged" or "raw" ("tagged_if_mentioned" decided by the output)."""
+    if how == "tagged_if_mentioned":
+        return "tagged" if "answer" in output else "raw"
+    if how in ("tagged", "raw"):
+        return how
+    raise ValueError(f"unknown grading {how!r}")
+
+
 def graded_answer(output: str, how: str) -> str | None:
     """What an evaluation script compares with the gold letter.
 
     how: "tagged" (test_qwen2vl_vqa.py, think), "raw" (test_qwen2vl_vqa_nothink.py and
     _zero_shot.py: the output as it is), "tagged_if_mentioned" (test_qwen2_5vl_vqa_nothink.py).
     """
-    if how == "tagged":
-        return extract_tagged(output)
-    if how == "raw":
-        return output
-    if how == "tagged_if_mentioned":
-        return extract_tagged(output) if "answer" in output else output
-    raise ValueError(f"unknown grading {how!r}")
-
+    return extract_tagged(output) if reading(output, how) == "tagged" else output
