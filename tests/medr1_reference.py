@@ -242,3 +242,78 @@ def evaluation_batch(data, processor, template=EVAL_NOTHINK):
         return_tensors="pt",
     )
     return inputs
+
+
+# src/r1-v/src/open_r1/trainer/grpo_trainer.py:337-348, Qwen2VLGRPOTrainer._get_per_token_logps (`self` dropped).
+# `mm_token_type_ids` is transformers 5's: it no longer finds the image tokens in input_ids itself, as the
+# transformers Med-R1 pinned (336dc69d) did.
+def get_per_token_logps(model, input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids=None):
+    import torch
+
+    logits = model(input_ids, attention_mask=attention_mask, pixel_values=pixel_values, image_grid_thw=image_grid_thw, mm_token_type_ids=mm_token_type_ids).logits  # (B, L, V)
+    logits = logits[:, :-1, :]  # (B, L-1, V), exclude the last logit: it corresponds to the next token pred
+    input_ids = input_ids[:, 1:]  # (B, L-1), exclude the first input ID since we don't have logits for it
+    # Compute the log probabilities for the input tokens. Use a loop to reduce memory peak.
+    per_token_logps = []
+    for logits_row, input_ids_row in zip(logits, input_ids):
+        log_probs = logits_row.log_softmax(dim=-1)
+        token_log_prob = torch.gather(log_probs, dim=1, index=input_ids_row.unsqueeze(1)).squeeze(1)
+        per_token_logps.append(token_log_prob)
+    return torch.stack(per_token_logps)
+
+
+# grpo_trainer.py:356-491, Qwen2VLGRPOTrainer.compute_loss from its generated ids on: the prompts' processor
+# outputs (`prompt_mask`, `pixel_values`, `image_grid_thw`: one row or image per prompt, as :365-377 has them),
+# `prompt_completion_ids` as `generate` returned them (:386) and `rewards_per_func` as :429-453 fills it are
+# passed in; `self.` attributes are arguments (`mm_token_type_ids` as get_per_token_logps'); :391's repeat is kept,
+# the rest of generation, the reward calls and the metric logging are left out. Returns the loss and, for the
+# test, the advantages, the KL and the completion mask it used.
+def compute_loss_after_generation(model, ref_model, prompt_completion_ids, prompt_length, prompt_mask, pixel_values,
+                                  image_grid_thw, rewards_per_func, eos_token_id, num_generations, beta,
+                                  mm_token_type_ids=None):
+    import torch
+
+    completion_ids = prompt_completion_ids[:, prompt_length:]  # :390-391 (:389's prompt_ids is not used after)
+    prompt_mask = prompt_mask.repeat_interleave(num_generations, dim=0)
+
+    # Mask everything after the first EOS token
+    is_eos = completion_ids == eos_token_id
+    device = completion_ids.device
+    eos_idx = torch.full((is_eos.size(0),), is_eos.size(1), dtype=torch.long, device=device)
+    eos_idx[is_eos.any(dim=1)] = is_eos.int().argmax(dim=1)[is_eos.any(dim=1)]
+    sequence_indices = torch.arange(is_eos.size(1), device=device).expand(is_eos.size(0), -1)
+    completion_mask = (sequence_indices <= eos_idx.unsqueeze(1)).int()
+
+    # Concatenate prompt_mask with completion_mask for logit computation
+    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # (B*G, P+C)
+    pixel_values = pixel_values.repeat(num_generations, 1)
+    image_grid_thw = image_grid_thw.repeat_interleave(num_generations, dim=0)
+
+    per_token_logps = get_per_token_logps(model, prompt_completion_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids)
+    # Get rid of the prompt (-1 because of the shift done in get_per_token_logps)
+    per_token_logps = per_token_logps[:, prompt_length - 1 :]
+
+    with torch.inference_mode():
+        ref_per_token_logps = get_per_token_logps(ref_model, prompt_completion_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids)
+    ref_per_token_logps = ref_per_token_logps[:, prompt_length - 1 :]
+
+    # Compute the KL divergence between the model and the reference model
+    per_token_kl = torch.exp(ref_per_token_logps - per_token_logps) - (ref_per_token_logps - per_token_logps) - 1
+
+    # Sum the rewards from all reward functions
+    rewards = rewards_per_func.sum(dim=1)
+
+    # Compute grouped-wise rewards
+    mean_grouped_rewards = rewards.view(-1, num_generations).mean(dim=1)
+    std_grouped_rewards = rewards.view(-1, num_generations).std(dim=1)
+
+    # Normalize the rewards to compute the advantages
+    mean_grouped_rewards = mean_grouped_rewards.repeat_interleave(num_generations, dim=0)
+    std_grouped_rewards = std_grouped_rewards.repeat_interleave(num_generations, dim=0)
+    advantages = (rewards - mean_grouped_rewards) / (std_grouped_rewards + 1e-4)
+
+    # x - x.detach() allows for preserving gradients from x
+    per_token_loss = torch.exp(per_token_logps - per_token_logps.detach()) * advantages.unsqueeze(1)
+    per_token_loss = -(per_token_loss - beta * per_token_kl)
+    loss = ((per_token_loss * completion_mask).sum(dim=1) / completion_mask.sum(dim=1)).mean()
+    return loss, advantages, per_token_kl, completion_mask

@@ -86,7 +86,8 @@ def real_folder(request, tmp_path_factory, processed):
 
 
 def _trainer(trainer_class, folder, records, processed, output_dir, dtype=None, reward_funcs=None,
-             train_stage_weights=False, device="cpu", attention=None, peft_config=None, **settings):
+             train_stage_weights=False, device="cpu", attention=None, peft_config=None, config=None, **settings):
+    """`config`: a GRPOConfig built elsewhere (the train stage's `grpo_config`), used instead of one from `settings`."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import GRPOConfig
@@ -97,13 +98,14 @@ def _trainer(trainer_class, folder, records, processed, output_dir, dtype=None, 
 
     params = PARAMS.train
     dtype = dtype or torch.float32
-    # gradient_checkpointing off unless asked for, as the train stage sets it (TRL's GRPOConfig defaults it on)
-    settings = {"max_steps": 2, "learning_rate": 1e-3, "per_device_train_batch_size": 3 * GENERATIONS,
-                "num_generations": GENERATIONS, "max_completion_length": 6, "gradient_checkpointing": False,
-                **settings}
-    config = GRPOConfig(output_dir=str(output_dir), temperature=1.0, use_cpu=device == "cpu",
-                        bf16=dtype == torch.bfloat16, report_to="none", save_strategy="no", seed=0, logging_steps=1,
-                        **settings)
+    if config is None:
+        # gradient_checkpointing off unless asked for, as the train stage sets it (TRL's GRPOConfig defaults it on)
+        settings = {"max_steps": 2, "learning_rate": 1e-3, "per_device_train_batch_size": 3 * GENERATIONS,
+                    "num_generations": GENERATIONS, "max_completion_length": 6, "gradient_checkpointing": False,
+                    **settings}
+        config = GRPOConfig(output_dir=str(output_dir), temperature=1.0, use_cpu=device == "cpu",
+                            bf16=dtype == torch.bfloat16, report_to="none", save_strategy="no", seed=0,
+                            logging_steps=1, **settings)
     model = AutoModelForImageTextToText.from_pretrained(
         folder, dtype=dtype, **({"attn_implementation": attention} if attention else {}))
     processor = AutoProcessor.from_pretrained(folder)
