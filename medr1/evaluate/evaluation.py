@@ -5,9 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medr1.data.records import Record, read_jsonl
+from medr1.data.records import Record, family_of, read_jsonl
 from medr1.evaluate.decoding import generate_completions
-from medr1.evaluate.metrics import Prediction, chance_accuracy, gain_over_base, grade, summarize
+from medr1.evaluate.metrics import (
+    Prediction,
+    chance_accuracy,
+    gain_over_base,
+    grade,
+    summarize,
+    training_group_accuracy,
+)
 from medr1.model.encoding import ImageCache
 from medr1.model.loading import load_for_evaluation
 from medr1.task.spec import TaskSpec
@@ -37,6 +44,7 @@ def evaluate_models(
     predictions_dir: Path | None = None,
     progress: bool = True,
     base_task: TaskSpec | None = None,
+    trained_on: str | None = None,
 ) -> dict:
     """Evaluate each named model on one split; processed images are shared (evaluate.image_window
     of them at most: a split with more images is processed again for each model).
@@ -44,11 +52,13 @@ def evaluate_models(
     Returns metrics/eval.json's content: the "grpo" model's numbers at the top level, every
     other model's under its name as a prefix (base_accuracy, base_per_modality, ...), and
     each model's gain over "base" (gain_over_base for grpo, sft_gain_over_base, ...). The model
-    named "base" is asked as `base_task` says when given (Med-R1's zero-shot prompt).
+    named "base" is asked as `base_task` says when given (Med-R1's zero-shot prompt). With `trained_on` (the
+    models' train.group), each model's accuracy inside that group and over the others is added.
     """
     records = list(read_jsonl(split))
     caches: dict[str, ImageCache] = {}
-    metrics: dict = {"chance_accuracy": round(chance_accuracy(records), 4), "split": str(split)}
+    group = None if trained_on is None else {"group": trained_on, "family": family_of(trained_on)}
+    metrics: dict = {"chance_accuracy": round(chance_accuracy(records), 4), "split": str(split), "trained_on": group}
     summaries: dict[str, dict] = {}
     for name, folder in models.items():
         model, processor = load_for_evaluation(folder, settings.device)
@@ -57,6 +67,8 @@ def evaluate_models(
         asked = base_task if name == "base" and base_task is not None else task
         predictions = predict(model, processor, records, image_root, asked, settings, cache, progress, desc=name)
         summaries[name] = summarize(predictions)
+        if trained_on is not None:
+            summaries[name].update(training_group_accuracy(predictions, trained_on))
         if predictions_dir is not None:
             write_predictions(predictions, predictions_dir / f"{name}.jsonl")
         del model  # one model on the device at a time
