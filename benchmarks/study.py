@@ -1,7 +1,7 @@
 """The default study's cells run one after another (`dvc repro`) against fanned out over two local Prefect
 workers (`python -m flows.fan_out`), in one run, and what the fan-out would take on N GPUs.
 
-    .venv/bin/python benchmarks/study.py                       # the default params (6 cells)
+    .venv/bin/python benchmarks/study.py                       # the default params (12 cells: 6 GRPO, 6 SFT)
     .venv/bin/python benchmarks/study.py --from /tmp/run-x     # a run's DVC cache and dvc.lock: upstream stages
 
 A scratch copy of the repository (its own git and DVC) runs the cells' upstream stages once (skipped

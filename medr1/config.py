@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from medr1.data.records import MODALITIES, QUESTION_TYPES
+from medr1.data.records import MODALITIES, QUESTION_TYPES, family_of
 from medr1.errors import PipelineError
 
 
@@ -163,7 +163,17 @@ class LoraParams(Section):
     target_modules: list[str] = Field(min_length=1)
 
 
+def _known_group(group: str | None) -> str | None:
+    if group is not None:
+        family_of(group)
+    return group
+
+
 class TrainParams(Section):
+    group: Annotated[str | None, AfterValidator(_known_group)] = Field(
+        description="the train questions of the main run (stages train and sft): null pools every train question; "
+                    "a modality or question type (e.g. CT) trains on that group's file only, as Med-R1's scripts "
+                    "do. Evaluation tests on every group either way")
     reasoning: Literal["think_before", "no_think", "think_after"]
     device: Literal["auto", "cpu", "cuda"]
     max_steps: StepsOrEpochs = Field(description="optimizer steps; -1: train.trl.num_train_epochs epochs instead")
@@ -269,8 +279,11 @@ class RegisterParams(Section):
 class StudyParams(Section):
     modalities: list[str] = Field(description="one GRPO model per entry, tested on each; the paper: all 8")
     question_types: list[str] = Field(description="likewise for question types; the paper: all 5")
-    max_steps: int = Field(ge=1, description="GRPO steps of each study model (the rest of the recipe is train's; "
-                                             "its SFT model sees as many questions)")
+    max_steps: StepsOrEpochs = Field(
+        description="GRPO steps of each study GRPO model (its SFT model is given as many questions; the rest of "
+                    "the recipe is train's and sft's); -1: both train study.num_train_epochs epochs of the group's "
+                    "train questions instead")
+    num_train_epochs: int = Field(ge=1, description="with max_steps -1: epochs of each study model (Med-R1: 1)")
     parallel: int = Field(ge=1, description="study cells run at once by `python -m flows.fan_out` (Prefect workers)")
     gpus: list[int] = Field(description="GPU ids of a local process work pool: one cell per GPU "
                                         "(CUDA_VISIBLE_DEVICES); empty: the workers place cells themselves")

@@ -37,6 +37,7 @@ def main() -> None:
         params.evaluate,
         predictions_dir=Path("reports/predictions"),
         base_task=base,
+        trained_on=params.train.group,  # tested on every group either way; the metrics tell its own from the others
     )
     METRICS.parent.mkdir(parents=True, exist_ok=True)
     METRICS.write_text(json.dumps(metrics, indent=1))

@@ -1,4 +1,5 @@
-"""Stage sft: the supervised baseline that Med-R1 compares GRPO with, on the same train split.
+"""Stage sft: the supervised baseline that Med-R1 compares GRPO with, on the same train split (train.group's
+file when set, as the train stage).
 
 It runs under train.launcher like the train stage: one process here, one per GPU under
 `accelerate launch` (Med-R1 trains its SFT baseline on 2 GPUs with DeepSpeed ZeRO-2).
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from medr1.config import load_params
 from medr1.data.records import read_jsonl
+from medr1.data.splits import train_split
 from medr1.errors import run_main
 from medr1.model.base import base_model_dir
 from medr1.model.loading import peak_gpu_memory
@@ -23,7 +25,7 @@ def main() -> None:
     end_with_launcher()  # a killed launcher takes its workers with it
     params = load_params()
     state = process_state(params.train.device)
-    records = list(read_jsonl(DATA / "train.jsonl"))
+    records = list(read_jsonl(train_split(DATA, params.train.group)))
     staging = staging_for(OUT, fresh=state.is_main_process)  # emptied once, by the main process
     state.wait_for_everyone()
     history = train_sft(base_model_dir(Path("models/base")), records, DATA, params.sft, params.train, staging)

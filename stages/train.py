@@ -1,4 +1,5 @@
-"""Stage train: GRPO with Med-R1's format and accuracy rewards on the train split.
+"""Stage train: GRPO with Med-R1's format and accuracy rewards on the train split (train.group's file
+when set: Med-R1 trains each model on one modality's questions).
 
 The run trains in models/grpo.partial (not a DVC output, so DVC leaves it alone). A run that
 was killed left checkpoints there; when the next run has the same params, base model, train
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from medr1.config import load_params
 from medr1.data.records import read_jsonl
+from medr1.data.splits import train_split
 from medr1.errors import run_main
 from medr1.model.base import base_model_dir, base_reference
 from medr1.model.loading import peak_gpu_memory, resolve_device
@@ -32,12 +34,13 @@ def main() -> None:
     everything = load_params()
     params = everything.train
     state = process_state(params.device)  # one process here; one per GPU (or CPU worker) under a launcher
-    records = list(read_jsonl(DATA / "train.jsonl"))
+    split = train_split(DATA, params.group)
+    records = list(read_jsonl(split))
     if state.is_main_process:  # from config.json and the params: nothing loaded, nothing on a GPU yet
         print(stage_line(everything, base_model_dir(BASE), resolve_device(params.device), len(records)), flush=True)
     staging = staging_for(OUT, fresh=False)
     if state.is_main_process:
-        reuse_or_clear(staging, run_fingerprint(params, base_reference(BASE)["sha256"], DATA / "train.jsonl"))
+        reuse_or_clear(staging, run_fingerprint(params, base_reference(BASE)["sha256"], split))
     state.wait_for_everyone()
     history = train_grpo(base_model_dir(BASE), records, DATA, params, staging, log_dir=LOGS)
     state.wait_for_everyone()  # every process has cleaned up its own files before the folder is published
@@ -45,7 +48,7 @@ def main() -> None:
         return
     publish(staging, OUT, leave_out=("checkpoints", FINGERPRINT))
     summary = write_training_curves(history, Path("reports"))
-    print(f"[train] {params.max_steps} GRPO steps; reward {json.dumps(summary)}")
+    print(f"[train] {params.max_steps} GRPO steps on {split} ({len(records)} questions); reward {json.dumps(summary)}")
     if memory := peak_gpu_memory():
         print(f"[train] {memory}")
 

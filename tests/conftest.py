@@ -69,7 +69,8 @@ SMALL_PARAMS = {
     "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1},
     "study": {"modalities": ["CT", "MRI"], "question_types": ["Modality Recognition"], "max_steps": 1},
 }
-STUDY_STAGES = {"study_modality@CT", "study_modality@MRI", "study_question_type@Modality Recognition"}
+STUDY_STAGES = {f"study_{family}_{method}@{group}" for method in ("grpo", "sft") for family, group in
+                (("modality", "CT"), ("modality", "MRI"), ("question_type", "Modality Recognition"))}
 ALL_STAGES = {"synthesize", "ingest", "validate", "base_model", "sft", "train", "evaluate", "report",
               "register"} | STUDY_STAGES
 

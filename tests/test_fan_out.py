@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import STUDY_STAGES, forget_stages, run, start_process, stop_process
+from conftest import REPO, STUDY_STAGES, forget_stages, repo_params, run, start_process, stop_process
 
 STUDY_OUTPUTS = ["models/study", "metrics/study", "metrics/generalization.json"]
 
@@ -58,6 +58,18 @@ def cell_runs(api: str) -> list:
         return prefect.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["fan-out"])))
 
 
+def test_the_fan_out_pattern_matches_every_study_cell_and_nothing_else():
+    """study_* is each GRPO and each SFT cell of the listed groups (DVC's foreach names), no other stage."""
+    from flows.dvc_graph import read_graph
+    from flows.fan_out import STUDY, matching_stages
+
+    study = repo_params().study
+    cells = {f"study_{family}_{method}@{group}" for method in ("grpo", "sft")
+             for family, groups in (("modality", study.modalities), ("question_type", study.question_types))
+             for group in groups}
+    assert set(matching_stages(read_graph(REPO), STUDY)) == cells
+
+
 @pytest.mark.slow
 def test_study_cells_fan_out_to_two_workers_and_survive_a_killed_one(pipeline_copy, prefect_server, moto_server,
                                                                       s3_environment, tmp_path):
@@ -84,11 +96,11 @@ def test_study_cells_fan_out_to_two_workers_and_survive_a_killed_one(pipeline_co
                             repo, env, tmp_path / "fan-out.log")
     logs = lambda: "\n".join(f"--- {log.name}\n{log.read_text()[-2500:]}" for log in tmp_path.glob("*.log"))
     try:
-        # The two modality cells run side by side; the question-type cell comes third, on whichever
-        # worker is free first. Once it trains, that worker's machine goes: the worker's process group
+        # The four modality cells run two at a time; the question-type cells come last, on whichever
+        # worker is free first. Once one trains, that worker's machine goes: the worker's process group
         # and every process of its cell, killed at once, so nothing is left to report the crash.
         deadline = time.monotonic() + 600
-        while not (training := list(tmp_path.glob("cells-*/study_question_type-*/models/study/*/*.partial"))):
+        while not (training := list(tmp_path.glob("cells-*/study_question_type_*/models/study/*/*/*.partial"))):
             assert fan_out.poll() is None and time.monotonic() < deadline, logs()
             time.sleep(0.2)
         lost = training[0].relative_to(tmp_path).parts[0].removeprefix("cells-")
@@ -131,7 +143,8 @@ def test_study_cells_fan_out_to_two_workers_and_survive_a_killed_one(pipeline_co
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     objects = remote_objects(moto_server.client(), bucket)
     assert set(objects) == referenced_objects(lock, objects)  # nothing half-pushed, nothing unnamed
-    for stage in STUDY_STAGES:  # one model folder per cell on the remote, GRPO and SFT inside it
+    for stage in STUDY_STAGES:  # one model folder per cell on the remote: its method's model
         (model,) = [out for out in lock["stages"][stage]["outs"] if out["path"].startswith("models/study/")]
+        assert model["path"].endswith("/" + stage.split("@")[0].rpartition("_")[2])
         listing = json.loads(objects[next(k for k in objects if k.replace("/", "").endswith(model["md5"]))])
-        assert {item["relpath"].split("/")[0] for item in listing} == {"grpo", "sft"}
+        assert {"config.json", "model.safetensors"} <= {item["relpath"] for item in listing}

@@ -11,6 +11,7 @@ import yaml
 from conftest import REPO, copy_repository, run
 
 from medr1.config import launcher_command
+from medr1.errors import PipelineError
 from medr1.pipeline.recipes import read_recipe, recipe_names
 
 MARKER = "MARKER"
@@ -75,7 +76,7 @@ def test_injected_params_yaml_values_are_refused_by_dvc_repro(pipeline_copy):
     group = f'x"; touch {MARKER}; echo "'
     params["study"]["modalities"] = ["CT", group]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = run(["dvc", "repro", "--single-item", f"study_modality@{group}"], repo, check=False)
+    result = run(["dvc", "repro", "--single-item", f"study_modality_grpo@{group}"], repo, check=False)
     assert result.returncode != 0 and "study.modalities" in result.stdout + result.stderr, result.stdout[-2000:]
     assert not list(repo.rglob(MARKER))
 
@@ -84,7 +85,10 @@ def test_a_study_cell_under_dvc_comes_from_the_stage_name():
     sys.path.insert(0, str(REPO))
     from stages.study import cell_of
 
-    assert cell_of([], "study_question_type@Disease Diagnosis") == ("question_type", "Disease Diagnosis")
-    assert cell_of(["modality", "CT"], "") == ("modality", "CT")
-    assert json.dumps(cell_of([], 'study_modality@x"; touch y')) == '["modality", "x\\"; touch y"]'  # only data
+    assert cell_of([], "study_question_type_sft@Disease Diagnosis") == ("question_type", "sft", "Disease Diagnosis")
+    assert cell_of([], "study_modality_grpo@X-Ray") == ("modality", "grpo", "X-Ray")
+    assert cell_of(["modality", "grpo", "CT"], "") == ("modality", "grpo", "CT")
+    assert json.dumps(cell_of([], 'study_modality_sft@x"; touch y')) == '["modality", "sft", "x\\"; touch y"]'  # data
+    with pytest.raises(PipelineError, match="usage"):
+        cell_of([], "study_modality@CT")  # a cell names its method
     assert os.environ.get("DVC_STAGE") is None

@@ -90,12 +90,16 @@ def test_report_numbers_equal_the_metrics_of_the_run(pipeline_run):
     assert check_numbers(repo / "reports", repo / "metrics") > 20
     matrix = json.loads((repo / "metrics/generalization.json").read_text())
     assert matrix["modality"]["groups"] == ["CT", "MRI"]
-    for method in ("grpo", "sft"):  # each cell trains both, on the same questions
+    for method in ("grpo", "sft"):  # a cell for each method, on the same questions
         assert set(matrix["modality"][method]["accuracy"]["MRI"]) == {"CT", "MRI"}
         assert list(matrix["question_type"][method]["accuracy"]) == ["Modality Recognition"]
         assert (repo / f"models/study/modality/CT/{method}/config.json").is_file()
         assert not (repo / f"models/study/modality/CT/{method}/checkpoints").exists()
-    assert matrix["sft_steps_per_model"] == 1  # 1 GRPO step x 4 completions / 4 generations = 1 SFT step of 4
+    # 1 GRPO step x 4 completions / 4 generations = 1 question; SFT's smallest budget is 1 step of 4
+    assert matrix["modality"]["budget"]["CT"]["grpo"] == {"questions_per_step": 1.0, "steps": 1, "questions": 1,
+                                                         "epochs": None}
+    assert matrix["modality"]["budget"]["CT"]["sft"]["steps"] == 1 and matrix["schedule"] == {"grpo": "1 step",
+                                                                                             "sft": "1 step"}
 
 
 def test_medr1_evaluate_agrees_with_the_evaluate_stage(pipeline_run):

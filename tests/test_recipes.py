@@ -11,7 +11,7 @@ import yaml
 
 from medr1.config import load_params
 from medr1.errors import PipelineError
-from medr1.pipeline.recipes import RecipeError, apply_recipe, recipe_names
+from medr1.pipeline.recipes import RecipeError, apply_recipe, read_recipe, recipe_names
 from medr1.train.trl_config import grpo_config, sft_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +90,8 @@ def test_med_r1_recipes_load_on_a_machine_without_flash_attn(name, params_file):
     train = load_params(params_file).train
     assert (train.attn_implementation, train.weights_dtype) == ("auto", "auto")
     assert resolve_attention(train.attn_implementation, "cpu").implementation == "sdpa"
-    assert "flash_attention_2" in (RECIPES / f"{name}.yaml").read_text()  # the comment naming Med-R1's setting
+    own = read_recipe(name, RECIPES).get("extends", name)  # a study recipe takes its trainer from its main run
+    assert "flash_attention_2" in (RECIPES / f"{own}.yaml").read_text()  # the comment naming Med-R1's setting
 
 
 @pytest.mark.parametrize("name", [name for name in recipe_names(RECIPES) if name.startswith("med-r1/")])

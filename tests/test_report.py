@@ -11,7 +11,7 @@ from PIL import Image
 from report_checks import CHROMIUM, check_numbers, parse, render_in_chromium
 
 from medr1.data.records import MODALITIES, QUESTION_TYPES
-from medr1.evaluate.metrics import Prediction, gain_over_base, summarize
+from medr1.evaluate.metrics import Prediction, gain_over_base, summarize, training_group_accuracy
 from medr1.report.build import build_report
 from medr1.report.render import write_report
 from medr1.study.generalization import generalization
@@ -30,27 +30,42 @@ def _predictions(skill: float, seed: int) -> list[Prediction]:
     return predictions
 
 
+def write_cells(cells_dir, study) -> None:
+    """metrics/study/<family>/<group>/<method>.json for every cell of `study`, as stages/study.py writes them."""
+    budgets = {"grpo": {"questions_per_step": 16.0, "steps": study.max_steps, "questions": 16 * study.max_steps,
+                        "epochs": None},
+               "sft": {"questions_per_step": 8, "steps": 2 * study.max_steps, "questions": 16 * study.max_steps,
+                       "epochs": None}}
+    for family, groups in (("modality", study.modalities), ("question_type", study.question_types)):
+        for index, trained_on in enumerate(groups):
+            for method, bonus in (("grpo", 0.2), ("sft", 0.3)):
+                cell = {"family": family, "trained_on": trained_on, "method": method,
+                        "study": {"max_steps": study.max_steps, "num_train_epochs": study.num_train_epochs},
+                        "budget": budgets[method],
+                        "accuracy": {g: round(0.3 + 0.1 * index + (bonus if g == trained_on else 0), 4)
+                                     for g in groups}}
+                path = cells_dir / family / trained_on / f"{method}.json"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(cell))
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     metrics, reports = root / "metrics", root / "reports"
-    summaries = {"base": summarize(_predictions(0.1, 1)), "sft": summarize(_predictions(0.5, 2)),
-                 "grpo": summarize(_predictions(0.6, 3))}
-    evaluation = {"chance_accuracy": 0.2857, "split": "data/processed/test.jsonl"}
+    predictions = {"base": _predictions(0.1, 1), "sft": _predictions(0.5, 2), "grpo": _predictions(0.6, 3)}
+    # the models trained on CT only (train.group): each one's accuracy on CT and on the other modalities
+    summaries = {name: {**summarize(graded), **training_group_accuracy(graded, "CT")}
+                 for name, graded in predictions.items()}
+    evaluation = {"chance_accuracy": 0.2857, "split": "data/processed/test.jsonl",
+                  "trained_on": {"group": "CT", "family": "modality"}}
     for name, summary in summaries.items():
         prefix = "" if name == "grpo" else f"{name}_"
         evaluation.update({f"{prefix}{key}": value for key, value in summary.items()})
         if name != "base":
             evaluation[f"{prefix}gain_over_base"] = gain_over_base(summary, summaries["base"])
     study = repo_params().study
-    for family, groups in (("modality", study.modalities), ("question_type", study.question_types)):
-        for index, trained_on in enumerate(groups):
-            cell = {"steps": study.max_steps, "sft_steps": 75,
-                    "accuracy": {method: {g: round(0.3 + 0.1 * index + (bonus if g == trained_on else 0), 4)
-                                          for g in groups}
-                                 for method, bonus in (("grpo", 0.2), ("sft", 0.3))}}
-            (metrics / "study" / family).mkdir(parents=True, exist_ok=True)
-            (metrics / "study" / family / f"{trained_on}.json").write_text(json.dumps(cell))
+    write_cells(metrics / "study", study)
     matrices = generalization(metrics / "study", study, evaluation)
     (metrics / "eval.json").write_text(json.dumps(evaluation))
     (metrics / "generalization.json").write_text(json.dumps(matrices))
@@ -120,3 +135,42 @@ def test_the_report_renders_in_headless_chromium_with_every_image_loaded(report,
     assert len(colors) > 500  # heatmaps and curves drawn, not a blank or text-only page
     purple = sum(count for count, (r, g, b) in colors if r < 90 and g < 60 and b > 70)
     assert purple > 1000  # viridis' low end: the heatmap of the first screen is there
+
+
+def _shown(report) -> set[tuple]:
+    return {(cell.get("data-source"), *json.loads(cell["data-path"]))
+            for cell in parse((report / "reports/index.html").read_text()).cells if cell.get("data-source")}
+
+
+def test_the_report_states_both_budgets_of_every_cell(report):
+    """The questions each cell's GRPO and SFT models trained on, read from generalization.json."""
+    study = json.loads((report / "metrics/generalization.json").read_text())
+    shown = _shown(report)
+    for family in ("modality", "question_type"):
+        for trained_on in study[family]["groups"]:
+            for method in ("grpo", "sft"):
+                assert {("generalization.json", family, "budget", trained_on, method, key)
+                        for key in ("questions", "steps", "questions_per_step")} <= shown
+
+
+def test_the_report_says_which_group_the_models_trained_on(report):
+    text = unescape((report / "reports/index.html").read_text())
+    assert "Trained on: CT's train questions only (train.group)" in text
+    assert "Inside and outside the training group (modality CT)" in text
+    assert {("eval.json", f"{prefix}{key}") for prefix in ("", "sft_", "base_")
+            for key in ("in_group_accuracy", "other_groups_accuracy")} <= _shown(report)
+
+
+def test_a_study_of_one_family_reports_that_family_only(report, tmp_path):
+    """The paper's cross-modality study lists no question type: no cross-task matrix, no cells asked for."""
+    study = repo_params().study.model_copy(update={"question_types": []})
+    write_cells(tmp_path / "study", study)
+    evaluation = json.loads((report / "metrics/eval.json").read_text())
+    matrices = generalization(tmp_path / "study", study, evaluation)
+    assert "question_type" in json.loads((report / "metrics/generalization.json").read_text())
+    assert "question_type" not in matrices and matrices["modality"]["groups"] == study.modalities
+    built = build_report({"eval.json": evaluation, "generalization.json": matrices}, "think_after",
+                         tmp_path / "figures", None)
+    titles = [section.title for section in built.sections]
+    assert "Cross-modality generalization (accuracy)" in titles
+    assert not [title for title in titles if "Cross-task" in title]

@@ -12,7 +12,7 @@ from medr1.cli.common import PARAMS_FILE, console
 from medr1.errors import MissingFileError
 
 BUILT_BASE = Path("models/base")  # the base_model stage's output: the tiny model, or a pointer to a local one
-TRAIN_SPLIT = Path("data/processed/train.jsonl")
+DATA = Path("data/processed")
 
 
 def plan(
@@ -22,7 +22,7 @@ def plan(
                         "base_model.path, or models/base for the tiny model.")] = None,
     questions: Annotated[int | None, typer.Option(
         "--questions", help="Questions in the train split, for the steps per epoch; default: "
-                            "data/processed/train.jsonl's.")] = None,
+                            "data/processed/train.jsonl's (train.group's file when set).")] = None,
     prompt_tokens: Annotated[int | None, typer.Option(
         "--prompt-tokens", help="Prompt length in tokens; default: an ingest.image_size picture's tokens + 128, "
                                 "within train.max_prompt_length.")] = None,
@@ -31,14 +31,16 @@ def plan(
     activations), each with its formula; questions per step and steps per epoch. Reads config.json
     only: run it before the GPUs are booked."""
     from medr1.config import load_params
+    from medr1.data.splits import train_split
     from medr1.train.memory_plan import LEAVES_OUT, memory_plan, planned_device, size_text, train_split_size
 
     params = load_params(params_file)
     folder = model or _base_model_folder(params)
     if not (folder / "config.json").is_file():
         raise MissingFileError(f"no config.json in {folder}: pass --model <a Qwen2-VL / Qwen2.5-VL folder>")
+    split = train_split(DATA, params.train.group, check=False)
     if questions is None:
-        questions = train_split_size(TRAIN_SPLIT)
+        questions = train_split_size(split)
     device = planned_device(params.train.device)
     result = memory_plan(params, folder, device, questions, prompt_tokens)
     m, train = result.architecture, params.train
@@ -61,7 +63,7 @@ def plan(
                   f"{train.gradient_accumulation_steps} accumulation / {train.num_generations} generations = "
                   f"{result.questions_per_step:g}")
     if result.steps_per_epoch is None:
-        console.print(f"steps per epoch: unknown until {TRAIN_SPLIT} exists (or pass --questions)")
+        console.print(f"steps per epoch: unknown until {split} exists (or pass --questions)")
     else:
         console.print(f"steps per epoch: {result.questions:,} questions -> {result.steps_per_epoch:,} "
                       f"(num_iterations {train.num_iterations}; TRL drops an incomplete last batch)")

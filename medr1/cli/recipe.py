@@ -27,9 +27,11 @@ def list_recipes() -> None:
 
 @app.command("show")
 def show(name: Annotated[str, typer.Argument(help="A recipe, e.g. med-r1/qwen2-vl-2b-think.")]) -> None:
-    """Every param the recipe sets."""
+    """Every param the recipe sets (with `extends`, its base's too, this recipe's winning)."""
     recipe = read_recipe(name)
     console.print(str(recipe.get("description", "")).strip())
+    if "extends" in recipe:
+        console.print(f"extends {recipe['extends']}; the settings of both:")
     for key, value in settings(recipe["params"]).items():
         console.print(f"  {key}: {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...')}")
 

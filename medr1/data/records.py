@@ -19,6 +19,16 @@ QUESTION_TYPES = (
     "Other Biological Attributes",
 )
 LETTERS = ("A", "B", "C", "D", "E", "F")
+FAMILIES = {"modality": MODALITIES, "question_type": QUESTION_TYPES}  # a record field -> its groups
+
+
+def family_of(group: str) -> str:
+    """The record field that `group` is a value of ("CT" -> modality); a ValueError naming the vocabularies."""
+    for family, groups in FAMILIES.items():
+        if group in groups:
+            return family
+    raise ValueError(f"{group!r} is neither a modality ({', '.join(MODALITIES)}) nor a question type "
+                     f"({', '.join(QUESTION_TYPES)})")
 
 
 class Record(BaseModel):

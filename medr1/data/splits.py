@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medr1.data.records import MODALITIES, QUESTION_TYPES, Record, write_jsonl
+from medr1.data.records import MODALITIES, QUESTION_TYPES, Record, family_of, write_jsonl
+from medr1.errors import PipelineError
 
 
 def split_by_image(records: list[Record], test_fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
@@ -40,3 +41,21 @@ def write_splits(train: list[Record], test: list[Record], out: Path) -> dict:
                     write_jsonl(subset, out / "splits" / key / side / f"{name}.jsonl")
                 counts[key].setdefault(name, {})[side] = len(subset)
     return counts
+
+
+def group_split(data: Path, family: str, side: str, group: str, param: str, check: bool = True) -> Path:
+    """`write_splits`' file of one group's `side` questions; with `check`, refused when the data has none,
+    naming `param` (the setting that asked for the group)."""
+    path = data / "splits" / family / side / f"{group}.jsonl"
+    if check and not path.is_file():
+        raise PipelineError(f"no {side} questions for {family} {group!r} ({path} is missing): "
+                            f"check {param} in params.yaml against the data")
+    return path
+
+
+def train_split(data: Path, group: str | None, check: bool = True) -> Path:
+    """The main run's train questions (stages train and sft): every train question pooled when `group` is
+    None (train.group: null), else that modality's or question type's file, as Med-R1 trains on one."""
+    if group is None:
+        return data / "train.jsonl"
+    return group_split(data, family_of(group), "train", group, "train.group", check)

@@ -5,9 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medr1.data.records import Record, read_jsonl
+from medr1.data.records import Record, family_of, read_jsonl
 from medr1.evaluate.decoding import evaluation_images, generate_completions, image_loader
-from medr1.evaluate.metrics import Prediction, chance_accuracy, gain_over_base, grade, summarize
+from medr1.evaluate.metrics import (
+    Prediction,
+    chance_accuracy,
+    gain_over_base,
+    grade,
+    summarize,
+    training_group_accuracy,
+)
 from medr1.model.encoding import ImageCache
 from medr1.model.loading import load_for_evaluation
 from medr1.task.spec import TaskSpec
@@ -37,6 +44,7 @@ def evaluate_models(
     predictions_dir: Path | None = None,
     progress: bool = True,
     base_task: TaskSpec | None = None,
+    trained_on: str | None = None,
 ) -> dict:
     """Evaluate each named model on one split; processed images are shared (evaluate.image_window
     of them at most: a split with more images is processed again for each model).
@@ -46,12 +54,14 @@ def evaluate_models(
     each model's gain over "base" (gain_over_base for grpo, sft_gain_over_base, ...); with each
     model, the share of its outputs the protocol could not read (unreadable_share) and
     mostly_unreadable when that share reaches metrics.UNREADABLE_FLAG_SHARE. The model
-    named "base" is asked as `base_task` says when given (Med-R1's zero-shot prompt).
+    named "base" is asked as `base_task` says when given (Med-R1's zero-shot prompt). With `trained_on` (the
+    models' train.group), each model's accuracy inside that group and over the others is added.
     """
     records = list(read_jsonl(split))
     caches: dict[tuple, ImageCache] = {}
+    group = None if trained_on is None else {"group": trained_on, "family": family_of(trained_on)}
     metrics: dict = {"chance_accuracy": round(chance_accuracy(records), 4), "split": str(split),
-                     "protocol": TaskSpec.of(task).protocol}
+                     "protocol": TaskSpec.of(task).protocol, "trained_on": group}
     summaries: dict[str, dict] = {}
     for name, folder in models.items():
         model, processor = load_for_evaluation(folder, settings.device)
@@ -60,6 +70,8 @@ def evaluate_models(
                                   evaluation_images(processor, asked, settings.image_window))  # shared in the window
         predictions = predict(model, processor, records, image_root, asked, settings, cache, progress, desc=name)
         summaries[name] = summarize(predictions)
+        if trained_on is not None:
+            summaries[name].update(training_group_accuracy(predictions, trained_on))
         if predictions_dir is not None:
             write_predictions(predictions, predictions_dir / f"{name}.jsonl")
         del model  # one model on the device at a time

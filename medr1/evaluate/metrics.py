@@ -6,7 +6,7 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from medr1.data.records import Record
+from medr1.data.records import Record, family_of
 from medr1.task.spec import TaskSpec
 
 NO_ANSWER = "none"  # the confusion matrix's column for completions without a readable letter
@@ -74,6 +74,16 @@ def grouped_accuracy(predictions: list[Prediction], key: str) -> dict[str, float
     for prediction in predictions:
         groups[getattr(prediction, key)].append(prediction)
     return {name: round(accuracy(group), 4) for name, group in sorted(groups.items())}
+
+
+def training_group_accuracy(predictions: list[Prediction], group: str) -> dict:
+    """Accuracy on the test questions of the group a model was trained on (train.group) and on all the
+    others together: how far what it learnt carries beyond its own group."""
+    family = family_of(group)
+    inside = [p for p in predictions if getattr(p, family) == group]
+    outside = [p for p in predictions if getattr(p, family) != group]
+    return {"in_group_accuracy": round(accuracy(inside), 4), "in_group_count": len(inside),
+            "other_groups_accuracy": round(accuracy(outside), 4), "other_groups_count": len(outside)}
 
 
 def modality_by_question_type(predictions: list[Prediction]) -> dict[str, dict[str, float]]:

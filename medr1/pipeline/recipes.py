@@ -31,6 +31,11 @@ def recipe_names(root: Path = RECIPES) -> list[str]:
 
 
 def read_recipe(name: str, root: Path = RECIPES) -> dict:
+    """The recipe's description and params, its base's params under its own when it `extends` one."""
+    return _resolved(name, root, ())
+
+
+def _recipe_file(name: str, root: Path) -> dict:
     path = root / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(recipe_names(root)) or "none"
@@ -42,6 +47,37 @@ def read_recipe(name: str, root: Path = RECIPES) -> dict:
     if not isinstance(recipe, dict) or not isinstance(recipe.get("params"), dict):
         raise RecipeError(f"{path} needs a `params:` mapping shaped like params.yaml")
     return recipe
+
+
+def _resolved(name: str, root: Path, chain: tuple[str, ...]) -> dict:
+    """`extends: <recipe>`: the base's settings, then this recipe's over them (a list or a pass-through
+    mapping such as train.trl is replaced whole, as applying the two one after the other would)."""
+    if name in chain:
+        raise RecipeError(f"recipes extend each other in a cycle: {' -> '.join((*chain, name))}")
+    recipe = _recipe_file(name, root)
+    base = recipe.get("extends")
+    if base is None:
+        return recipe
+    if not isinstance(base, str):
+        raise RecipeError(f"{root / name}.yaml: extends must name one recipe, e.g. extends: med-r1/qwen2-vl-2b-think")
+    try:
+        parent = _resolved(base, root, (*chain, name))
+    except MissingFileError as missing:
+        raise RecipeError(f"recipe {name} extends {base!r}, which is not there: {missing}") from None
+    merged = {**settings(parent["params"]), **settings(recipe["params"])}
+    return {**recipe, "params": _tree(merged)}
+
+
+def _tree(flat: dict[str, object]) -> dict:
+    """Dotted keys back into a nested params mapping (settings' inverse)."""
+    tree: dict = {}
+    for path, value in flat.items():
+        *parents, leaf = path.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
 
 
 # pass-through mappings: a recipe sets them whole, so none of another recipe's keys stay

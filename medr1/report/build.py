@@ -95,17 +95,43 @@ def matrix_table(metrics: Metrics, family: str, title: str) -> Table:
 
 def _averages_table(metrics: Metrics) -> Table:
     study = metrics.files["generalization.json"]
+    families = [family for family in ("modality", "question_type") if family in study]
     rows = [[family.replace("_", " "), METHOD_LABELS[method],
              metrics("generalization.json", family, method, "in_domain_average"),
              metrics("generalization.json", family, method, "cross_domain_average"),
              metrics("generalization.json", family, "base_average")]
-            for family in ("modality", "question_type") for method in METHODS]
+            for family in families for method in METHODS]
     return Table("Generalization at a glance: GRPO against SFT", ["family", "method", "in-domain", "cross-domain",
                                                                   "base"], rows,
-                 f"Each model trained on one group ({study['steps_per_model']} GRPO steps, or "
-                 f"{study['sft_steps_per_model']} SFT steps on as many questions), tested on its own group "
-                 "(in-domain) and on the others (cross-domain): the paper's claim is that GRPO's cross-domain "
-                 "accuracy holds up where SFT's does not.")
+                 f"Each model trained on one group (GRPO {study['schedule']['grpo']}, SFT {study['schedule']['sft']}; "
+                 "the questions each saw are in the budget tables), tested on its own group (in-domain) and on the "
+                 "others (cross-domain): the paper's claim is that GRPO's cross-domain accuracy holds up where "
+                 "SFT's does not.")
+
+
+def budget_table(metrics: Metrics, family: str, title: str) -> Table:
+    """Per training group: the questions, steps and questions per step of its GRPO and its SFT model."""
+    rows = [[f"trained on {trained_on}"]
+            + [metrics("generalization.json", family, "budget", trained_on, method, key)
+               for method in METHODS for key in ("questions", "steps", "questions_per_step")]
+            for trained_on in metrics.files["generalization.json"][family]["groups"]]
+    columns = [f"{METHOD_LABELS[method]}: {what}" for method in METHODS
+               for what in ("questions", "steps", "questions per step")]
+    return Table(title, ["cell", *columns], rows,
+                 "Questions each model trained on (medr1/train/budget.py): GRPO's and SFT's of a group are equal "
+                 "when their steps divide evenly; by epochs both see each of the group's train questions once an "
+                 "epoch.")
+
+
+def training_group_table(metrics: Metrics) -> Table:
+    """The main run's models inside the group they were trained on (train.group) and outside it."""
+    trained_on = metrics.files["eval.json"]["trained_on"]
+    rows = [[label, metrics("eval.json", f"{prefix}in_group_accuracy"),
+             metrics("eval.json", f"{prefix}other_groups_accuracy")] for label, prefix in _models(metrics)]
+    return Table(f"Inside and outside the training group ({trained_on['family'].replace('_', ' ')} "
+                 f"{trained_on['group']})", ["model", f"{trained_on['group']} (trained on)", "every other group"],
+                 rows, f"Test questions: {metrics.files['eval.json']['in_group_count']:,} of {trained_on['group']}, "
+                       f"{metrics.files['eval.json']['other_groups_count']:,} of the others.")
 
 
 def confusion_table(metrics: Metrics) -> Table:
@@ -126,14 +152,19 @@ def build_report(files: dict[str, dict], mode: str, figures: Path, train_curve: 
     if missing:
         raise PipelineError(f"metrics/eval.json has no {', '.join(missing)}: rerun `dvc repro evaluate` "
                             "(the report needs the base, SFT and GRPO models' metrics)")
+    trained_on = evaluation.get("trained_on")
     report = Report("Med-R1 evaluation report", [
         f"Reasoning layout: {mode}. Test split: {evaluation.get('split', '?')}.",
+        "Trained on: every train question pooled (train.group: null)." if not trained_on else
+        f"Trained on: {trained_on['group']}'s train questions only (train.group), tested on every group's.",
         "Every number below is read from metrics/*.json (the file and key are on each cell in the HTML).",
     ])
     modalities = _ordered(evaluation["per_modality"], MODALITIES)
     question_types = _ordered(evaluation["per_question_type"], QUESTION_TYPES)
+    report.sections.append(headline(metrics, mode))
+    if trained_on:
+        report.sections.append(training_group_table(metrics))
     report.sections += [
-        headline(metrics, mode),
         per_group(metrics, "per_modality", MODALITIES, "Accuracy per modality (the paper's comparison table)",
                   "modality_average"),
         per_group(metrics, "per_question_type", QUESTION_TYPES, "Accuracy per question type", None),
@@ -149,17 +180,20 @@ def build_report(files: dict[str, dict], mode: str, figures: Path, train_curve: 
         study = files["generalization.json"]
         for family, name, title in (("modality", "cross_modality", "Cross-modality generalization"),
                                     ("question_type", "cross_task", "Cross-task generalization")):
+            if family not in study:  # the paper's cross-modality study lists no question type, and vice versa
+                continue
             matrix = study[family]
             report.sections += [
                 Figure(f"{title}: GRPO beside SFT",
-                       heatmaps({f"{METHOD_LABELS[method]}, {steps} steps per model": matrix[method]["accuracy"]
-                                 for method, steps in (("grpo", study["steps_per_model"]),
-                                                       ("sft", study["sft_steps_per_model"]))},
+                       heatmaps({f"{METHOD_LABELS[method]}, {study['schedule'][method]} per model":
+                                 matrix[method]["accuracy"] for method in METHODS},
                                 matrix["groups"], matrix["groups"], figures / f"{name}.png", "trained on",
                                 "tested on")),
                 matrix_table(metrics, family, f"{title} (accuracy)"),
+                budget_table(metrics, family, f"{title}: what each model trained on"),
             ]
-        report.sections.append(_averages_table(metrics))
+        if any(family in study for family in ("modality", "question_type")):
+            report.sections.append(_averages_table(metrics))
     if train_curve is not None and train_curve.is_file():
         report.sections.append(Figure("GRPO training curves (rewards, completion length, KL)", train_curve))
     report.sections += [

@@ -1,37 +1,44 @@
-"""Med-R1's generalization study: GRPO and the SFT baseline trained on one modality (or question type),
-each tested on every group.
+"""Med-R1's generalization study: a model trained on one modality (or question type) by one method, GRPO
+or the SFT baseline, and tested on every group.
 
-One cell of the study trains a GRPO model and an SFT model on the train questions of one group, on
-the same question budget, and evaluates both on the test questions of every group of the same family;
-the cells together give the paper's cross-modality (8x8) and cross-task (5x5) matrices for each
-method, which is how Med-R1 shows that RL generalizes where SFT memorizes.
+A cell (DVC stage study_<family>_<method>@<group>) trains one model on the train questions of one group
+and evaluates it on the test questions of every group of the same family. A group's GRPO and SFT cells
+train on the same questions and the same question budget (medr1/train/budget.py): study.max_steps GRPO
+steps and SFT steps on as many questions, or study.num_train_epochs epochs of both. The cells together
+give the paper's cross-modality (8x8) and cross-task (5x5) matrices for each method, which is how Med-R1
+shows that RL generalizes where SFT memorizes.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
-from medr1.config import Params
+from medr1.config import Params, SftParams, TrainParams
 from medr1.data.records import Record, read_jsonl
+from medr1.data.splits import group_split
 from medr1.errors import PipelineError
 from medr1.evaluate.evaluation import predict
 from medr1.evaluate.metrics import grouped_accuracy
 from medr1.model.loading import load_for_evaluation
-from medr1.study.generalization import METHODS
+from medr1.study.generalization import FAMILIES, METHODS
 from medr1.task.spec import evaluation_tasks
+from medr1.train.budget import generation_questions, questions_per_step, steps_per_epoch
 from medr1.train.grpo import train_grpo
 from medr1.train.sft import train_sft
 
-FAMILIES = {"modality": "modalities", "question_type": "question_types"}  # family -> its list in params.study
+CELL_PROCESSES = 1  # dvc.yaml runs a cell as one process (`python -m stages.study`): one GPU, or the CPU
 
 
-def group_split(data: Path, family: str, side: str, group: str) -> Path:
-    path = data / "splits" / family / side / f"{group}.jsonl"
-    if not path.is_file():
-        raise PipelineError(f"no {side} questions for {family} {group!r} ({path} is missing): "
-                            f"check study.{FAMILIES[family]} in params.yaml against the data")
-    return path
+@dataclass(frozen=True)
+class Budget:
+    """What one cell's model trains on."""
+
+    questions_per_step: float
+    steps: int
+    questions: int  # by steps: steps x questions_per_step; by epochs: epochs x the group's train questions
+    epochs: int | None  # None: by steps (study.max_steps)
 
 
 def study_groups(params: Params, family: str) -> list[str]:
@@ -40,35 +47,74 @@ def study_groups(params: Params, family: str) -> list[str]:
     return list(getattr(params.study, FAMILIES[family]))
 
 
+def by_epochs(params: Params) -> bool:
+    return params.study.max_steps == -1
+
+
 def sft_steps(params: Params) -> int:
-    """SFT steps that show the SFT model as many train questions as study.max_steps GRPO steps show
-    the GRPO model (GRPO's prompts per step: its batch of completions over num_generations)."""
-    grpo_questions = params.study.max_steps * params.train.per_device_train_batch_size \
-        * params.train.gradient_accumulation_steps // params.train.num_generations
-    return max(1, math.ceil(grpo_questions / params.sft.per_device_train_batch_size))
+    """SFT steps that show the SFT model as many train questions as study.max_steps GRPO steps show the
+    GRPO model (each method's questions per optimizer step from medr1/train/budget.py)."""
+    grpo_questions = params.study.max_steps * questions_per_step(params.train, CELL_PROCESSES)
+    return max(1, math.ceil(grpo_questions / questions_per_step(params.sft, CELL_PROCESSES)))
 
 
-def train_cell(params: Params, family: str, group: str, base: Path, data: Path, out: Path) -> None:
-    """GRPO with the train section's recipe for study.max_steps steps, and SFT with the sft section's on
-    the same number of questions, both on one group's train questions: `out`/grpo and `out`/sft."""
-    records = list(read_jsonl(group_split(data, family, "train", group)))
-    train_grpo(base, records, data, params.train.model_copy(update={"max_steps": params.study.max_steps}), out / "grpo")
-    train_sft(base, records, data, params.sft.model_copy(update={"max_steps": sft_steps(params)}), params.train,
-              out / "sft")
+def cell_settings(params: Params, method: str) -> TrainParams | SftParams:
+    """The train (GRPO) or sft section a cell of `method` trains with: the recipe's, for the study's steps or
+    epochs."""
+    section = params.train if method == "grpo" else params.sft
+    if by_epochs(params):
+        return section.model_copy(update={
+            "max_steps": -1, "trl": {**section.trl, "num_train_epochs": params.study.num_train_epochs}})
+    return section.model_copy(update={"max_steps": params.study.max_steps if method == "grpo" else sft_steps(params)})
 
 
-def evaluate_cell(params: Params, family: str, cell_dir: Path, data: Path) -> dict:
-    """Accuracy of the cell's GRPO and SFT models on every group's test questions, one batched pass each."""
+def cell_records(params: Params, family: str, group: str, data: Path) -> list[Record]:
+    """A group's train questions, as both of its cells train on them. By epochs, whole GRPO generation batches
+    only: TRL's GRPO sampler leaves out the questions that do not fill one, and SFT then sees the same ones."""
+    records = list(read_jsonl(group_split(data, family, "train", group, f"study.{FAMILIES[family]}")))
+    if not by_epochs(params):
+        return records
+    batch = generation_questions(params.train, CELL_PROCESSES)
+    if len(records) < batch:
+        raise PipelineError(f"{family} {group!r} has {len(records)} train questions, fewer than one GRPO generation "
+                            f"batch of {batch}: lower train.per_device_train_batch_size or leave {group} out of "
+                            f"study.{FAMILIES[family]}")
+    return records[:len(records) - len(records) % batch]
+
+
+def cell_budget(params: Params, method: str, questions: int) -> Budget:
+    """The questions per step, steps and questions of a `method` cell whose group has `questions` train
+    questions (as cell_records gives them)."""
+    settings = cell_settings(params, method)
+    per_step = questions_per_step(settings, CELL_PROCESSES)
+    if settings.max_steps != -1:
+        return Budget(per_step, settings.max_steps, round(settings.max_steps * per_step), None)
+    epochs = params.study.num_train_epochs
+    return Budget(per_step, steps_per_epoch(settings, CELL_PROCESSES, questions) * epochs, questions * epochs, epochs)
+
+
+def train_cell(params: Params, family: str, group: str, method: str, base: Path, data: Path, out: Path) -> Budget:
+    """One model, GRPO with the train section's recipe or SFT with the sft section's, on one group's train
+    questions, saved in `out`; its budget."""
+    if method not in METHODS:
+        raise PipelineError(f"unknown study method {method!r}: use one of {', '.join(METHODS)}")
+    records = cell_records(params, family, group, data)
+    settings = cell_settings(params, method)
+    if method == "grpo":
+        train_grpo(base, records, data, settings, out)
+    else:
+        train_sft(base, records, data, settings, params.train, out)
+    return cell_budget(params, method, len(records))
+
+
+def evaluate_cell(params: Params, family: str, model_dir: Path, data: Path, method: str) -> dict:
+    """Accuracy of a cell's model on every group's test questions, in one batched pass."""
     records: list[Record] = []
     for group in study_groups(params, family):
-        records += list(read_jsonl(group_split(data, family, "test", group)))
-    task = evaluation_tasks(params)[0]
-    accuracy = {}
-    for method in METHODS:
-        model, processor = load_for_evaluation(cell_dir / method, params.evaluate.device)
-        predictions = predict(model, processor, records, data, task, params.evaluate, desc=f"study {method}")
-        accuracy[method] = grouped_accuracy(predictions, family)
-        del model
-    return {"accuracy": accuracy,
+        records += list(read_jsonl(group_split(data, family, "test", group, f"study.{FAMILIES[family]}")))
+    model, processor = load_for_evaluation(model_dir, params.evaluate.device)
+    predictions = predict(model, processor, records, data, evaluation_tasks(params)[0], params.evaluate,
+                          desc=f"study {method}")
+    return {"accuracy": grouped_accuracy(predictions, family),
             "questions": {group: sum(getattr(r, family) == group for r in records)
                           for group in study_groups(params, family)}}

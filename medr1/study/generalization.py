@@ -1,5 +1,6 @@
 """The study's cells assembled into cross-modality and cross-task matrices for GRPO and for SFT, with
-gains over the base and the in-domain and cross-domain averages the paper compares the methods by."""
+gains over the base, the in-domain and cross-domain averages the paper compares the methods by, and the
+question budget each cell's model trained on."""
 
 from __future__ import annotations
 
@@ -9,26 +10,33 @@ from pathlib import Path
 from medr1.errors import PipelineError
 from medr1.evaluate.metrics import difference
 
-METHODS = ("grpo", "sft")  # a cell's models, each in models/study/<family>/<group>/<method>
+METHODS = ("grpo", "sft")  # a cell's model is models/study/<family>/<group>/<method>
 BASE_KEYS = {"modality": "base_per_modality", "question_type": "base_per_question_type"}
+FAMILIES = {"modality": "modalities", "question_type": "question_types"}  # family -> its list in params.study
 
 
 def _mean(values: list[float]) -> float:
     return round(sum(values) / len(values), 4) if values else 0.0
 
 
-def _cells(cells_dir: Path, family: str, groups: list[str], steps: int) -> dict[str, dict]:
-    cells = {}
+def study_settings(study) -> dict:
+    """The study params every cell records, so that a cell from other settings is not mixed in."""
+    return {"max_steps": study.max_steps, "num_train_epochs": study.num_train_epochs}
+
+
+def _cells(cells_dir: Path, family: str, groups: list[str], settings: dict) -> dict[str, dict[str, dict]]:
+    """cells[trained_on][method], each from metrics/study/<family>/<group>/<method>.json."""
+    cells: dict[str, dict[str, dict]] = {}
     for trained_on in groups:
-        path = cells_dir / family / f"{trained_on}.json"
-        if not path.is_file():
-            raise PipelineError(f"{path} is missing: run `dvc repro` to train the study's {family} cells")
-        cell = json.loads(path.read_text())
-        if cell.get("steps") != steps or not set(METHODS) <= set(cell.get("accuracy", {})):
-            raise PipelineError(f"{path} is from another version of the study ({cell.get('steps')} GRPO steps, models "
-                                f"{sorted(cell.get('accuracy', {}))}; study.max_steps is {steps}, models "
-                                f"{list(METHODS)}): run `dvc repro` to retrain the study")
-        cells[trained_on] = cell
+        for method in METHODS:
+            path = cells_dir / family / trained_on / f"{method}.json"
+            if not path.is_file():
+                raise PipelineError(f"{path} is missing: run `dvc repro` to train the study's {family} cells")
+            cell = json.loads(path.read_text())
+            if cell.get("study") != settings or "budget" not in cell or cell.get("method") != method:
+                raise PipelineError(f"{path} is from another version of the study (settings {cell.get('study')}; "
+                                    f"study params now {settings}): run `dvc repro` to retrain the study")
+            cells.setdefault(trained_on, {})[method] = cell
     return cells
 
 
@@ -42,24 +50,37 @@ def method_matrix(accuracy: dict[str, dict[str, float]], groups: list[str], base
     }
 
 
-def family_matrix(cells_dir: Path, family: str, groups: list[str], evaluation: dict, steps: int) -> dict:
-    """Both methods' matrices for one family, and the base's accuracy per group."""
-    cells = _cells(cells_dir, family, groups, steps)
+def family_matrix(cells_dir: Path, family: str, groups: list[str], evaluation: dict, settings: dict) -> dict:
+    """Both methods' matrices for one family, the base's accuracy per group, and each cell's budget."""
+    cells = _cells(cells_dir, family, groups, settings)
     base = {group: evaluation[BASE_KEYS[family]][group] for group in groups}
-    matrices = {method: method_matrix({trained_on: {tested_on: cells[trained_on]["accuracy"][method][tested_on]
+    matrices = {method: method_matrix({trained_on: {tested_on: cells[trained_on][method]["accuracy"][tested_on]
                                                     for tested_on in groups} for trained_on in groups}, groups, base)
                 for method in METHODS}
-    return {"groups": groups, "base": base, "base_average": _mean(list(base.values())),
-            "sft_steps": sorted({cell.get("sft_steps") for cell in cells.values()}, key=str), **matrices}
+    budget = {trained_on: {method: cells[trained_on][method]["budget"] for method in METHODS} for trained_on in groups}
+    return {"groups": groups, "base": base, "base_average": _mean(list(base.values())), **matrices, "budget": budget}
+
+
+def schedule(families: dict[str, dict], settings: dict) -> dict[str, str]:
+    """Each method's training per model in words: "40 steps" (one number for every cell) or "1 epoch"."""
+    if settings["max_steps"] == -1:
+        epochs = settings["num_train_epochs"]
+        return dict.fromkeys(METHODS, f"{epochs} epoch{'s' if epochs > 1 else ''}")
+    words = {}
+    for method in METHODS:
+        steps = {cell[method]["steps"] for matrix in families.values() for cell in matrix["budget"].values()}
+        if len(steps) != 1:
+            raise PipelineError(f"the study's {method} cells trained for different numbers of steps ({sorted(steps)})"
+                                ": run `dvc repro` to retrain the study")
+        count = steps.pop()
+        words[method] = f"{count} step{'s' if count != 1 else ''}"
+    return words
 
 
 def generalization(cells_dir: Path, study, evaluation: dict) -> dict:
-    """Both families' matrices; every cell must come from the current study settings."""
-    families = {family: family_matrix(cells_dir, family, list(getattr(study, groups)), evaluation, study.max_steps)
-                for family, groups in (("modality", "modalities"), ("question_type", "question_types"))}
-    sft_steps = {steps for matrix in families.values() for steps in matrix.pop("sft_steps")}
-    if len(sft_steps) != 1:
-        raise PipelineError("the study's cells trained SFT for different numbers of steps "
-                            f"({sorted(sft_steps, key=str)})"
-                            ": run `dvc repro` to retrain the study")
-    return {"steps_per_model": study.max_steps, "sft_steps_per_model": sft_steps.pop(), **families}
+    """The matrices of each family the study lists groups of (the paper's cross-modality study lists no
+    question type, its cross-task study no modality); every cell must come from the current study settings."""
+    settings = study_settings(study)
+    families = {family: family_matrix(cells_dir, family, list(getattr(study, groups)), evaluation, settings)
+                for family, groups in FAMILIES.items() if getattr(study, groups)}
+    return {"study": settings, "schedule": schedule(families, settings) if families else {}, **families}

@@ -16,11 +16,11 @@ printed with it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from medr1.config import Params
+from medr1.train.budget import questions_per_step, steps_per_epoch, steps_per_generation
 from medr1.train.launch_plan import Launch, launch_of
 from medr1.train.model_sizes import Architecture, architecture_of, image_tokens
 
@@ -73,19 +73,13 @@ def memory_plan(params: Params, model_folder: Path, device: str, questions: int 
         prompt_tokens = pictures + TEXT_TOKENS
         if train.max_prompt_length is not None:
             prompt_tokens = min(prompt_tokens, train.max_prompt_length)
-    per_step = train.per_device_train_batch_size * launch.processes * train.gradient_accumulation_steps
-    steps_per_generation = int(train.trl.get("steps_per_generation") or train.gradient_accumulation_steps)
-    per_generation = train.per_device_train_batch_size * launch.processes * steps_per_generation
-    # TRL's RepeatSampler yields whole generation batches only, each num_iterations x steps_per_generation times
-    # (one dataloader batch each); the Trainer counts an optimizer step per gradient_accumulation_steps of them
-    steps_per_epoch = None if questions is None else math.ceil(
-        questions // (per_generation // train.num_generations) * train.num_iterations * steps_per_generation
-        / train.gradient_accumulation_steps)
-    sizes = _Sizes(params, launch, model, device, prompt_tokens, pictures, steps_per_generation)
+    epoch = None if questions is None else steps_per_epoch(train, launch.processes, questions)
+    sizes = _Sizes(params, launch, model, device, prompt_tokens, pictures, steps_per_generation(train))
     return MemoryPlan(device=device, launch=launch, architecture=model, persistent=sizes.persistent(),
                       training_pass=sizes.training_pass(), generation=sizes.generation(),
-                      prompt_tokens=prompt_tokens, questions_per_step=per_step / train.num_generations,
-                      questions=questions, steps_per_epoch=steps_per_epoch, caution=sizes.caution())
+                      prompt_tokens=prompt_tokens, questions_per_step=questions_per_step(train, launch.processes),
+                      questions=questions, caution=sizes.caution(),
+                      steps_per_epoch=epoch)
 
 
 class _Sizes:
