@@ -42,6 +42,9 @@ def write_cells(cells_dir, study) -> None:
                 cell = {"family": family, "trained_on": trained_on, "method": method,
                         "study": {"max_steps": study.max_steps, "num_train_epochs": study.num_train_epochs},
                         "budget": budgets[method],
+                        # the SFT model of the last modality writes what the protocol cannot read (flagged)
+                        "unreadable_share": 0.95 if (method, trained_on) == ("sft", study.modalities[-1]) else 0.0,
+                        "mostly_unreadable": (method, trained_on) == ("sft", study.modalities[-1]),
                         "accuracy": {g: round(0.3 + 0.1 * index + (bonus if g == trained_on else 0), 4)
                                      for g in groups}}
                 path = cells_dir / family / trained_on / f"{method}.json"
@@ -151,6 +154,15 @@ def test_the_report_states_both_budgets_of_every_cell(report):
             for method in ("grpo", "sft"):
                 assert {("generalization.json", family, "budget", trained_on, method, key)
                         for key in ("questions", "steps", "questions_per_step")} <= shown
+
+
+def test_the_report_names_the_study_models_whose_outputs_the_protocol_could_not_read(report):
+    study = json.loads((report / "metrics/generalization.json").read_text())
+    flagged = f"sft trained on {repo_params().study.modalities[-1]}"
+    assert study["modality"]["mostly_unreadable"] == [flagged]
+    assert study["question_type"]["mostly_unreadable"] == []
+    text = unescape((report / "reports/index.html").read_text())
+    assert f"modality: {flagged}: their accuracies measure the format" in text
 
 
 def test_the_report_says_which_group_the_models_trained_on(report):

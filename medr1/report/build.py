@@ -11,7 +11,7 @@ from pathlib import Path
 
 from medr1.data.records import MODALITIES, QUESTION_TYPES
 from medr1.errors import PipelineError
-from medr1.evaluate.metrics import unreadable_note
+from medr1.evaluate.metrics import UNREADABLE_FLAG_SHARE, unreadable_note
 from medr1.report.content import Cell, Figure, Metrics, Report, Table
 from medr1.report.figures import heatmap, heatmaps
 from medr1.study.generalization import METHODS
@@ -106,7 +106,18 @@ def _averages_table(metrics: Metrics) -> Table:
                  f"Each model trained on one group (GRPO {study['schedule']['grpo']}, SFT {study['schedule']['sft']}; "
                  "the questions each saw are in the budget tables), tested on its own group (in-domain) and on the "
                  "others (cross-domain): the paper's claim is that GRPO's cross-domain accuracy holds up where "
-                 "SFT's does not.")
+                 "SFT's does not." + _unreadable_cells(study, families))
+
+
+def _unreadable_cells(study: dict, families: list[str]) -> str:
+    """A sentence naming the study models whose outputs the grading protocol could (almost) never read."""
+    flagged = [f"{family.replace('_', ' ')}: {cell}" for family in families
+               for cell in study[family].get("mostly_unreadable", [])]
+    if not flagged:
+        return ""
+    return (f" The grading protocol could not read at least {UNREADABLE_FLAG_SHARE:.0%} of the outputs of "
+            f"{'; '.join(flagged)}: their accuracies measure the format, not the answers (docs/fidelity.md, "
+            "'SFT under no-think').")
 
 
 def budget_table(metrics: Metrics, family: str, title: str) -> Table:

@@ -20,7 +20,7 @@ from medr1.data.records import Record, read_jsonl
 from medr1.data.splits import group_split
 from medr1.errors import PipelineError
 from medr1.evaluate.evaluation import predict
-from medr1.evaluate.metrics import grouped_accuracy
+from medr1.evaluate.metrics import UNREADABLE_FLAG_SHARE, grouped_accuracy, unreadable_share
 from medr1.model.loading import load_for_evaluation
 from medr1.study.generalization import FAMILIES, METHODS
 from medr1.task.spec import evaluation_tasks
@@ -115,6 +115,8 @@ def evaluate_cell(params: Params, family: str, model_dir: Path, data: Path, meth
     model, processor = load_for_evaluation(model_dir, params.evaluate.device)
     predictions = predict(model, processor, records, data, evaluation_tasks(params)[0], params.evaluate,
                           desc=f"study {method}")
+    unreadable = unreadable_share(predictions)
     return {"accuracy": grouped_accuracy(predictions, family),
+            "unreadable_share": unreadable, "mostly_unreadable": unreadable >= UNREADABLE_FLAG_SHARE,
             "questions": {group: sum(getattr(r, family) == group for r in records)
                           for group in study_groups(params, family)}}

@@ -33,7 +33,8 @@ def _cells(cells_dir: Path, family: str, groups: list[str], settings: dict) -> d
             if not path.is_file():
                 raise PipelineError(f"{path} is missing: run `dvc repro` to train the study's {family} cells")
             cell = json.loads(path.read_text())
-            if cell.get("study") != settings or "budget" not in cell or cell.get("method") != method:
+            if cell.get("study") != settings or "budget" not in cell or cell.get("method") != method \
+                    or "unreadable_share" not in cell:
                 raise PipelineError(f"{path} is from another version of the study (settings {cell.get('study')}; "
                                     f"study params now {settings}): run `dvc repro` to retrain the study")
             cells.setdefault(trained_on, {})[method] = cell
@@ -58,7 +59,12 @@ def family_matrix(cells_dir: Path, family: str, groups: list[str], evaluation: d
                                                     for tested_on in groups} for trained_on in groups}, groups, base)
                 for method in METHODS}
     budget = {trained_on: {method: cells[trained_on][method]["budget"] for method in METHODS} for trained_on in groups}
-    return {"groups": groups, "base": base, "base_average": _mean(list(base.values())), **matrices, "budget": budget}
+    unreadable = {trained_on: {method: cells[trained_on][method]["unreadable_share"] for method in METHODS}
+                  for trained_on in groups}
+    return {"groups": groups, "base": base, "base_average": _mean(list(base.values())), **matrices, "budget": budget,
+            "unreadable_share": unreadable,
+            "mostly_unreadable": sorted(f"{method} trained on {trained_on}" for trained_on in groups
+                                        for method in METHODS if cells[trained_on][method]["mostly_unreadable"])}
 
 
 def schedule(families: dict[str, dict], settings: dict) -> dict[str, str]:
