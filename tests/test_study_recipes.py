@@ -223,7 +223,7 @@ def test_the_metrics_tell_the_training_group_from_the_others():
     from medr1.evaluate.metrics import Prediction, training_group_accuracy
 
     def graded(modality: str, kind: str, correct: bool) -> Prediction:
-        return Prediction("q", "d", modality, kind, "A", "A" if correct else "B", "", True, correct)
+        return Prediction("q", "d", modality, kind, "A", "A" if correct else "B", "", True, correct, True)
 
     predictions = [graded("CT", "Modality Recognition", True), graded("CT", "Disease Diagnosis", True),
                    graded("MRI", "Modality Recognition", False), graded("OCT", "Disease Diagnosis", True)]
