@@ -179,8 +179,9 @@ class TrainParams(Section):
     max_steps: StepsOrEpochs = Field(description="optimizer steps; -1: train.trl.num_train_epochs epochs instead")
     checkpoint_steps: int = Field(ge=1, description="save a resumable checkpoint every this many steps")
     launcher: Launcher = Field(
-        description='the command that runs `-m stages.train` and `-m stages.sft` (no shell): python, torchrun ..., '
-                    'or "accelerate launch --config_file infra/accelerate/<name>.yaml ..."')
+        description='the command that runs `-m stages.train`, and `-m stages.sft` unless sft.launcher is set '
+                    '(no shell): python, torchrun ..., or "accelerate launch --config_file '
+                    'infra/accelerate/<name>.yaml ..."')
     gradient_checkpointing: bool
     max_pixels: int | None = Field(ge=1, description="the training processor's image size limit (Med-R1: "
                                    "401,408); null: the checkpoint's own, and train.min_pixels is unused")
@@ -240,6 +241,9 @@ class SftParams(Section):
     per_device_train_batch_size: int = Field(ge=1, description="questions per step")
     logging_steps: int = Field(ge=1)
     seed: int
+    launcher: Launcher | None = Field(
+        description="the command that runs `-m stages.sft`, in train.launcher's forms; null: train.launcher (Med-R1 "
+                    "launches its SFT otherwise than its GRPO runs, docs/fidelity.md)")
     trl: dict[str, object] = Field(
         description="any other setting of TRL's SFTConfig, passed through (checked against the installed TRL)")
 
@@ -320,6 +324,12 @@ class Params(Section):
     register_: RegisterParams = Field(alias="register")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def launcher_of(self, stage: Literal["train", "sft"]) -> str:
+        """The launcher a training stage runs under: sft.launcher for the sft stage where set, else train.launcher."""
+        if stage == "sft" and self.sft.launcher is not None:
+            return self.sft.launcher
+        return self.train.launcher
 
     @model_validator(mode="after")
     def _zero_shot_needs_med_r1_prompts(self):

@@ -1,4 +1,5 @@
-"""Run a training stage (train or sft) under `train.launcher`, without a shell.
+"""Run a training stage (train or sft) under its launcher, without a shell: `train.launcher`, or
+`sft.launcher` for the sft stage where set (`Params.launcher_of`).
 
     python -m stages.launch train      # what dvc.yaml runs; then, e.g.:
     accelerate launch --config_file infra/accelerate/single-gpu.yaml -m stages.train
@@ -20,7 +21,7 @@ STAGES = ("train", "sft")
 def main() -> None:
     if len(sys.argv) != 2 or sys.argv[1] not in STAGES:
         raise PipelineError(f"usage: python -m stages.launch <{'|'.join(STAGES)}>")
-    command = launcher_command(load_params().train.launcher)
+    command = launcher_command(load_params().launcher_of(sys.argv[1]))
     if command[0] in ("python", "python3"):
         command[0] = sys.executable  # this environment's Python, as `python` on DVC's PATH would be
     sys.stdout.flush()

@@ -1,8 +1,9 @@
 """Stage sft: the supervised baseline that Med-R1 compares GRPO with, on the same train split (train.group's
 file when set, as the train stage).
 
-It runs under train.launcher like the train stage: one process here, one per GPU under
-`accelerate launch` (Med-R1 trains its SFT baseline on 2 GPUs with DeepSpeed ZeRO-2).
+It runs under sft.launcher, or train.launcher where that is null: one process here, one per GPU
+under `accelerate launch` (Med-R1 trains its SFT baseline on 2 GPUs with DeepSpeed ZeRO-2, clipping at 1.0,
+whatever launch its GRPO run had).
 """
 
 from pathlib import Path

@@ -147,7 +147,8 @@ def test_the_stage_line_summarises_the_plan_and_never_stops_training(med_r1, tmp
 
     monkeypatch.chdir(REPO)  # the stage runs in the repository, where the launcher's config is
     line = stage_line(med_r1, QWEN2_VL_2B, "cuda", 1000)
-    assert line.startswith("[train] plan: accelerate launch infra/accelerate/deepspeed-zero2.yaml, 2 process(es)")
+    assert line.startswith("[train] plan: accelerate launch infra/accelerate/deepspeed-zero2-no-clipping.yaml, 2 "
+                           "process(es), DeepSpeed ZeRO-2")
     assert "GiB per GPU (weights 4.1 GiB, optimizer 12.3 GiB" in line
     assert "8 question(s) a step, 125 steps an epoch" in line
     assert "\n" not in line  # ZeRO-2: no caution

@@ -33,7 +33,9 @@ def test_the_launchers_the_pipeline_ships_are_accepted_and_injections_refused():
     shipped = {"python", "torchrun --standalone --nproc_per_node 2",
                ("accelerate launch --config_file infra/accelerate/multi-node.yaml --num_machines 2 --machine_rank 1 "
                 "--main_process_ip 10.0.0.1 --main_process_port 29500")}
-    shipped |= {recipe["params"]["train"]["launcher"] for recipe in map(read_recipe, recipe_names(REPO / "recipes"))}
+    recipes = [read_recipe(name)["params"] for name in recipe_names(REPO / "recipes")]
+    shipped |= {recipe["train"]["launcher"] for recipe in recipes} | {
+        recipe["sft"]["launcher"] for recipe in recipes if recipe["sft"].get("launcher")}
     for launcher in shipped:
         assert launcher_command(launcher) == launcher.split()
     for launcher in INJECTED_LAUNCHERS:

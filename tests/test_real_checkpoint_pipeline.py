@@ -22,7 +22,7 @@ def _scaled_down(params: dict, before: dict, folder, lora: bool) -> dict:
                            checkpoint_steps=2, per_device_train_batch_size=4, gradient_accumulation_steps=1,
                            num_generations=2, max_completion_length=16)
     params["train"]["lora"] = {**before["train"]["lora"], "enabled": lora}
-    params["sft"].update(max_steps=2, per_device_train_batch_size=2)
+    params["sft"].update(max_steps=2, per_device_train_batch_size=2, launcher=None)  # null: train.launcher
     params["sft"]["trl"].update(gradient_accumulation_steps=1, save_strategy="no")
     params["evaluate"].update(device="cpu", max_new_tokens=16)
     return params

@@ -1,8 +1,10 @@
 """train.launcher read for planning: how many processes train, and how DeepSpeed shards their
-state (from an accelerate config file's distributed_type and zero_stage)."""
+state (from an accelerate config file's distributed_type and zero_stage, or the zero_optimization stage
+of the DeepSpeed file it names)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +34,16 @@ def launch_of(launcher: str, root: Path = Path(".")) -> Launch:
     config = yaml.safe_load((root / options["--config_file"]).read_text()) if "--config_file" in options else {}
     processes = int(options.get("--num_processes") or config.get("num_processes") or 1)  # accelerate's: in all
     deepspeed = config.get("distributed_type") == "DEEPSPEED"
-    zero = int(config.get("deepspeed_config", {}).get("zero_stage", 0)) if deepspeed else None
+    zero = _zero_stage(config.get("deepspeed_config", {}), root) if deepspeed else None
     kind = f"DeepSpeed ZeRO-{zero}" if deepspeed else "DDP" if processes > 1 else "one process"
     return Launch(processes, zero, f"accelerate launch {options.get('--config_file', '(no config file)')}, "
                                    f"{processes} process(es), {kind}")
 
+
+def _zero_stage(settings: dict, root: Path) -> int:
+    """The ZeRO stage of an accelerate config's deepspeed_config: its zero_stage, or, with a
+    deepspeed_config_file (a path from the repository root, as the stages run), that file's."""
+    if "deepspeed_config_file" in settings:
+        deepspeed = json.loads((root / settings["deepspeed_config_file"]).read_text())
+        return int(deepspeed.get("zero_optimization", {}).get("stage", 0))
+    return int(settings.get("zero_stage", 0))
