@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from accelerate_launch import Effective, effective, launch_environment, trainer_arguments
 
 from medr1.config import Params, load_params, parsed_launcher
@@ -19,7 +20,13 @@ from medr1.train.launch_plan import launch_of
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
-MED_R1 = [name for name in recipe_names(RECIPES) if name.startswith("med-r1/")]
+def _base(name: str) -> str | None:
+    return yaml.safe_load((RECIPES / f"{name}.yaml").read_text()).get("extends")
+
+
+# the recipes of Med-R1's runs; the study recipes extend one of them and launch as it does
+MED_R1 = [name for name in recipe_names(RECIPES) if name.startswith("med-r1/") and _base(name) is None]
+STUDIES = [name for name in recipe_names(RECIPES) if name.startswith("med-r1/") and _base(name) is not None]
 HEADING = "### Launch, processes, clipping and precision"
 COLUMNS = ["recipe", "Med-R1 script", "launcher config", "processes", "gradient clipping", "precision"]
 
@@ -110,6 +117,14 @@ def test_each_launcher_comment_names_the_script_it_copies(name):
     for line, row in zip(lines, (documented()[name], documented()["sft"]), strict=True):
         scripts = set(re.findall(r"`([\w./-]+\.(?:sh|md))", row["Med-R1 script"]))
         assert scripts and any(script in line.partition("#")[2] for script in scripts), (line, scripts)
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_a_study_recipe_launches_as_the_run_it_extends(name, applied):
+    study, base = applied(name), applied(_base(name))
+    assert _base(name) in MED_R1
+    assert (study.launcher_of("train"), study.launcher_of("sft"), study.train.trl, study.sft.trl) \
+        == (base.launcher_of("train"), base.launcher_of("sft"), base.train.trl, base.sft.trl)
 
 
 def test_the_think_recipe_on_the_clipping_zero2_config_fails_the_table(applied, tmp_path):
