@@ -185,10 +185,16 @@ def test_questions_per_step_counts_accumulation_and_processes(params_file):
     assert processes == 2  # torchrun --nproc_per_node 2
     assert questions_per_step(params.train, processes) == 8  # 2 prompts x 2 GPUs x 2 accumulation
     assert questions_per_step(params.sft, processes) == 128  # 4 x 16 accumulation x 2 GPUs
-    # a study cell is one process; by steps, SFT is given the GRPO cell's questions, not 16 times as many
+    # a study cell is one process accumulating the launcher's micro-batches: its optimizer step sees what a step
+    # of the two-GPU run sees
+    assert cell_settings(params, "grpo").gradient_accumulation_steps == 4
+    assert cell_settings(params, "sft").trl["gradient_accumulation_steps"] == 32
+    assert cell_budget(params, "grpo", 1000).questions_per_step == 8
+    assert cell_budget(params, "sft", 1000).questions_per_step == 128
+    # by steps, SFT is given the GRPO cell's questions, not 16 times as many
     by_steps = params.model_copy(update={"study": params.study.model_copy(update={"max_steps": 16})})
-    assert cell_budget(by_steps, "grpo", 1000).questions == 16 * 4 == 64
-    assert (cell_budget(by_steps, "sft", 1000).steps, cell_budget(by_steps, "sft", 1000).questions) == (1, 64)
+    assert cell_budget(by_steps, "grpo", 1000).questions == 16 * 8 == 128
+    assert (cell_budget(by_steps, "sft", 1000).steps, cell_budget(by_steps, "sft", 1000).questions) == (1, 128)
 
 
 def group_file(data: Path, count: int) -> None:
@@ -202,7 +208,7 @@ def group_file(data: Path, count: int) -> None:
 @pytest.mark.parametrize("name", MED_R1)
 def test_under_a_med_r1_recipe_a_cells_grpo_and_sft_budgets_are_equal(name, params_file, tmp_path):
     params = applied(name, params_file)
-    for count in (3241, 1000, 7):
+    for count in (3241, 1000, 9):
         group_file(tmp_path / f"data{count}", count)
         records = cell_records(params, "modality", "CT", tmp_path / f"data{count}")
         grpo, sft = cell_budget(params, "grpo", len(records)), cell_budget(params, "sft", len(records))
@@ -215,7 +221,7 @@ def test_a_group_smaller_than_a_generation_batch_is_refused(params_file, tmp_pat
     params = applied("med-r1/qwen2-vl-2b-think-cross-modality", params_file)
     group_file(tmp_path, 3)
     with pytest.raises(PipelineError, match=r"modality 'CT' has 3 train questions, fewer than one GRPO generation "
-                                            r"batch of 4"):
+                                            r"batch of 8"):
         cell_records(params, "modality", "CT", tmp_path)
 
 

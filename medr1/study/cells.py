@@ -24,8 +24,9 @@ from medr1.evaluate.metrics import UNREADABLE_FLAG_SHARE, grouped_accuracy, unre
 from medr1.model.loading import load_for_evaluation
 from medr1.study.generalization import FAMILIES, METHODS
 from medr1.task.spec import evaluation_tasks
-from medr1.train.budget import generation_questions, questions_per_step, steps_per_epoch
+from medr1.train.budget import accumulation, generation_questions, questions_per_step, steps_per_epoch
 from medr1.train.grpo import train_grpo
+from medr1.train.launch_plan import launch_of
 from medr1.train.sft import train_sft
 
 CELL_PROCESSES = 1  # dvc.yaml runs a cell as one process (`python -m stages.study`): one GPU, or the CPU
@@ -51,17 +52,36 @@ def by_epochs(params: Params) -> bool:
     return params.study.max_steps == -1
 
 
+def one_process(params: Params, method: str) -> TrainParams | SftParams:
+    """The train (GRPO) or sft section as one process runs it with the optimizer step of the recipe's launcher:
+    a cell is one process, so it accumulates as many micro-batches more as the launcher has processes (Med-R1's
+    2 GPUs x 2 micro-batches of a GRPO step are 4 micro-batches here), and each optimizer step sees the
+    questions it sees under `train.launcher` (`sft.launcher` for SFT)."""
+    section = params.train if method == "grpo" else params.sft
+    processes = launch_of(params.launcher_of("train" if method == "grpo" else "sft")).processes
+    if processes == CELL_PROCESSES:
+        return section
+    if isinstance(section, TrainParams):
+        trl = dict(section.trl)
+        if trl.get("steps_per_generation"):
+            trl["steps_per_generation"] = trl["steps_per_generation"] * processes
+        steps = section.gradient_accumulation_steps * processes
+        return section.model_copy(update={"gradient_accumulation_steps": steps, "trl": trl})
+    return section.model_copy(update={"trl": {**section.trl, "gradient_accumulation_steps":
+                                              accumulation(section) * processes}})
+
+
 def sft_steps(params: Params) -> int:
     """SFT steps that show the SFT model as many train questions as study.max_steps GRPO steps show the
     GRPO model (each method's questions per optimizer step from medr1/train/budget.py)."""
-    grpo_questions = params.study.max_steps * questions_per_step(params.train, CELL_PROCESSES)
-    return max(1, math.ceil(grpo_questions / questions_per_step(params.sft, CELL_PROCESSES)))
+    grpo_questions = params.study.max_steps * questions_per_step(one_process(params, "grpo"), CELL_PROCESSES)
+    return max(1, math.ceil(grpo_questions / questions_per_step(one_process(params, "sft"), CELL_PROCESSES)))
 
 
 def cell_settings(params: Params, method: str) -> TrainParams | SftParams:
-    """The train (GRPO) or sft section a cell of `method` trains with: the recipe's, for the study's steps or
-    epochs."""
-    section = params.train if method == "grpo" else params.sft
+    """The train (GRPO) or sft section a cell of `method` trains with: the recipe's on one process
+    (`one_process`), for the study's steps or epochs."""
+    section = one_process(params, method)
     if by_epochs(params):
         return section.model_copy(update={
             "max_steps": -1, "trl": {**section.trl, "num_train_epochs": params.study.num_train_epochs}})
@@ -74,7 +94,7 @@ def cell_records(params: Params, family: str, group: str, data: Path) -> list[Re
     records = list(read_jsonl(group_split(data, family, "train", group, f"study.{FAMILIES[family]}")))
     if not by_epochs(params):
         return records
-    batch = generation_questions(params.train, CELL_PROCESSES)
+    batch = generation_questions(one_process(params, "grpo"), CELL_PROCESSES)
     if len(records) < batch:
         raise PipelineError(f"{family} {group!r} has {len(records)} train questions, fewer than one GRPO generation "
                             f"batch of {batch}: lower train.per_device_train_batch_size or leave {group} out of "
