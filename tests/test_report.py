@@ -12,7 +12,8 @@ from report_checks import CHROMIUM, check_numbers, parse, render_in_chromium
 
 from medr1.data.records import MODALITIES, QUESTION_TYPES
 from medr1.evaluate.metrics import Prediction, gain_over_base, summarize
-from medr1.report.build import build_report
+from medr1.report.build import build_report, per_group
+from medr1.report.content import Metrics
 from medr1.report.render import write_report
 from medr1.study.generalization import generalization
 from medr1.train.curves import write_training_curves
@@ -120,3 +121,14 @@ def test_the_report_renders_in_headless_chromium_with_every_image_loaded(report,
     assert len(colors) > 500  # heatmaps and curves drawn, not a blank or text-only page
     purple = sum(count for count, (r, g, b) in colors if r < 90 and g < 60 and b > 70)
     assert purple > 1000  # viridis' low end: the heatmap of the first screen is there
+
+
+def test_unknown_comes_last_with_a_note_and_out_of_the_average():
+    metrics = Metrics({"eval.json": {"accuracy": 0.5, "modality_average": 0.55,
+                                     "per_modality": {"unknown": 0.2, "MRI": 0.6, "CT": 0.5}}})
+    table = per_group(metrics, "per_modality", MODALITIES, "Accuracy per modality", "modality_average")
+    assert table.header == ["model", "CT", "MRI", "unknown", "average"]
+    assert "unknown: test questions whose modality Med-R1's split files do not give" in table.note
+    assert "not in the average" in table.note
+    assert per_group(Metrics({"eval.json": {"accuracy": 0.5, "per_modality": {"CT": 0.5}}}), "per_modality",
+                     MODALITIES, "Accuracy per modality", None).note == ""
