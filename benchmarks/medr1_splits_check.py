@@ -65,7 +65,10 @@ def main() -> None:
         result = subprocess.run([sys.executable, "-m", "medr1.cli", "check", "medr1-splits", str(args.splits),
                                  "--family", args.family, "--images", str(Path(scratch) / "omnimedvqa"),
                                  "--out", str(Path(scratch) / "out"), "--json",
-                                 *(["--keep-source-split"] if args.keep_source_split else [])],
+                                 # Med-R1's own sides share images: counted, as the med-r1 recipes'
+                                 # validate.shared_images: report has it
+                                 *(["--keep-source-split", "--shared-images", "report"]
+                                   if args.keep_source_split else [])],
                                 capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - start
         if not result.stdout.strip().startswith("{"):
