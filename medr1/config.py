@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from medr1.data.records import MODALITIES, QUESTION_TYPES, family_of
+from medr1.data.records import MODALITIES, QUESTION_TYPES, UNKNOWN, family_of
 from medr1.errors import PipelineError
 
 
@@ -304,6 +304,9 @@ class StudyParams(Section):
 
 
 def _known(names: list[str], vocabulary: tuple[str, ...], what: str) -> list[str]:
+    if UNKNOWN in names:
+        raise ValueError(f"{UNKNOWN!r} is not a {what} to train or test on: it counts the Med-R1 split records "
+                         f"whose {what} the other family's files do not give; use names from {', '.join(vocabulary)}")
     unknown = [name for name in names if name not in vocabulary]
     if unknown:
         raise ValueError(f"unknown {what} {unknown}: use names from {', '.join(vocabulary)}")

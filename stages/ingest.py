@@ -5,6 +5,7 @@ from pathlib import Path
 
 from medr1.config import load_params
 from medr1.data.ingest import ingest
+from medr1.data.records import UNKNOWN
 from medr1.errors import MissingFileError, PipelineError, run_main
 from medr1.pipeline.staging import publish, staging_for
 
@@ -32,6 +33,11 @@ def main() -> None:
     SUMMARY.write_text(json.dumps(summary, indent=1))
     print(f"[ingest] {summary['records']} records ({summary['train']} train / {summary['test']} test), "
           f"{summary['images']} images, {summary['dropped_total']} dropped")
+    for family in ("modality", "question_type"):
+        if UNKNOWN in summary[family]:
+            unknown = summary[family][UNKNOWN]
+            print(f"[ingest] kept with {family} {UNKNOWN} (in no {family} file): {unknown['train']} train / "
+                  f"{unknown['test']} test")
     if summary["unreadable_files"]:
         lost = "; ".join(f"{entry['file']} ({entry['questions']} questions)" for entry in summary["unreadable_files"])
         print(f"[ingest] accepted without their questions (ingest.accept_unreadable_files): {lost}")

@@ -24,6 +24,11 @@ def main() -> None:
     if summary["shared_images"]:
         print(f"[validate] {summary['shared_images']} images are in both the train and the test split "
               "(validate.shared_images: report)")
+    for column, count in summary["unknown"].items():
+        if count:
+            print(f"[validate] {count} rows of unknown {column} (Med-R1 split records in no {column} file)")
+    if summary["repeated_options"]:
+        print(f"[validate] {summary['repeated_options']} rows repeat an option text (graded by letter)")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 import json
+from collections import Counter
 
 import pandas as pd
 
@@ -57,8 +58,10 @@ def test_leakage_balance_options_and_image_size_are_checked(processed, tmp_path)
     train = [dict(row) for row in one_per_image[:12]]
     test = [dict(row) for row in one_per_image[12:24]]
     test[0]["image"], test[0]["image_sha256"] = train[0]["image"], train[0]["image_sha256"]  # same image on both sides
-    train[1]["options"] = {"A": "CT", "B": "CT"}
+    train[1]["options"] = {"A": "CT", "B": "CT"}  # repeated texts: Med-R1's records have them, counted only
     train[1]["answer"] = "A"
+    train[3]["options"] = {"A": "CT", "B": ""}
+    train[3]["answer"] = "A"
     Image.new("L", (100, 80)).save(processed / "images" / "small.png")
     train[2]["image"] = "images/small.png"
     frame = pd.concat([records_frame(train, processed, "train"), records_frame(test, processed, "test")],
@@ -67,7 +70,8 @@ def test_leakage_balance_options_and_image_size_are_checked(processed, tmp_path)
     failed = {f["column"]: f for f in summary["failed"]}
     assert failed["image_in_both_splits"]["unexpected_count"] == 2
     assert set(failed["image_in_both_splits"]["examples"]) == {train[0]["question_id"], test[0]["question_id"]}
-    assert failed["options_distinct"]["examples"] == [train[1]["question_id"]]
+    assert failed["options_filled"]["examples"] == [train[3]["question_id"]]
+    assert "options_distinct" not in failed and summary["repeated_options"] == 1
     assert failed["image_is_square_rgb"]["examples"] == [train[2]["question_id"]]
     assert "answer_share" in failed  # 12 rows per split cannot keep every letter under 20%
     assert (tmp_path / "docs" / "index.html").is_file()
@@ -85,3 +89,26 @@ def test_an_image_in_both_splits_fails_or_is_only_reported(processed):
     assert reported["success"], describe_failures(reported)
     assert reported["shared_images"] == shared
     assert run_checks(train)["shared_images"] == 0
+
+
+def test_unknown_rows_are_counted_without_failing_or_being_a_modality(processed):
+    """Med-R1 split records the other family's files do not label: in the value sets, counted in the
+    summary, outside min_rows_per_modality and max_modality_share."""
+    rows, _ = _frame(processed)
+    rows = [dict(row) for row in rows]
+    for row in rows[:3]:
+        row["modality"] = "unknown"
+    for row in rows[3:5]:
+        row["question_type"] = "unknown"
+    per_modality = Counter(row["modality"] for row in rows if row["modality"] != "unknown")
+    assert min(per_modality.values()) > 3  # as a modality, the 3 unknown rows would be under the minimum
+    summary = run_checks(records_frame(rows, processed, "train"), min_rows_per_modality=min(per_modality.values()),
+                         max_modality_share=max(per_modality.values()) / len(rows))
+    assert summary["success"], describe_failures(summary)
+    assert summary["unknown"] == {"modality": 3, "question_type": 2}
+    for row in rows:  # all unknown: as a modality its share would be 1
+        row["modality"] = "unknown"
+    everything_unknown = run_checks(records_frame(rows, processed, "train"), max_modality_share=0.1)
+    assert everything_unknown["success"], describe_failures(everything_unknown)
+    rows[0]["modality"] = "Unknown"  # the one spelling only
+    assert not run_checks(records_frame(rows, processed, "train"))["success"]

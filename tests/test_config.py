@@ -97,3 +97,17 @@ def test_inconsistent_task_settings_are_refused_naming_what_to_change(tmp_path, 
     raw["train"]["reward_funcs"], raw["train"]["reward_weights"] = ["accuracy", "format"], [1.0, 1.0]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     assert load_params(tmp_path / "params.yaml").evaluate.base_prompt == "zero_shot"
+
+
+def test_unknown_is_no_study_group(tmp_path):
+    """`unknown` counts the Med-R1 split records the other family's files do not label: a record may
+    carry it, a study may not train or test on it."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["study"]["modalities"] = ["CT", "unknown"]
+    raw["study"]["question_types"] = ["unknown"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError) as error:
+        load_params(tmp_path / "params.yaml")
+    message = str(error.value)
+    assert "study.modalities" in message and "study.question_types" in message
+    assert "'unknown' is not a modality to train or test on" in message

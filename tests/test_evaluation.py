@@ -84,6 +84,15 @@ def test_confusion_and_summary_count_every_prediction():
                                                      "MRI": {"Modality Recognition": 0.5}}
 
 
+def test_unknown_modality_is_a_group_of_its_own_and_out_of_the_modality_average():
+    predictions = [_prediction("A", "A"), _prediction("A", "B", "MRI"), _prediction("A", "A", "MRI"),
+                   _prediction("A", "B", "unknown"), _prediction("A", "B", "unknown")]
+    summary = summarize(predictions)
+    assert summary["per_modality"] == {"CT": 1.0, "MRI": 0.5, "unknown": 0.0}
+    assert summary["modality_average"] == 0.75  # CT and MRI: the paper averages modalities
+    assert summary["accuracy"] == 0.4 and summary["count"] == 5  # every question counts
+
+
 @pytest.fixture(scope="module")
 def random_tiny(processed):
     records = list(read_jsonl(processed / "test.jsonl"))

@@ -41,6 +41,11 @@ def test_corrupt_image_is_dropped_with_its_reason(tmp_path, synthetic_root):
     summary = ingest(root, tmp_path / "out", 384, 0.34, 0, progress=False)
     assert summary["dropped_total"] == 5  # the five questions about that image
     assert "image does not decode" in summary["dropped"]
+    per_file = {name: entry for name, entry in summary["per_file"].items() if entry["dropped"]}
+    assert [entry["dropped"] for entry in per_file.values()] == [{"image does not decode": 5}]
+    assert all(entry["kept"] == entry["records"] - sum(entry["dropped"].values())
+               for entry in summary["per_file"].values())
+    assert sum(entry["kept"] for entry in summary["per_file"].values()) == summary["records"]
     assert json.loads(json.dumps(summary)) == summary  # JSON as it is, for metrics/ingest.json
 
 

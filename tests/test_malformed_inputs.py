@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from medr1.data.ingest import ingest
+from medr1.data.sources.medr1_splits import MALFORMED_REASONS
 
 GOOD = {"dataset": "Set", "question_type": "Disease Diagnosis", "question": "What is shown?", "gt_answer": "Tumor",
         "option_A": "Cyst", "option_B": "Tumor", "modality_type": "CT(Computed Tomography)"}
@@ -167,7 +168,7 @@ def build_splits_corpus(root: Path) -> dict[str, str]:
         (_splits_record(ok, "Which organ is it?", "A"), "problem has no question and at least two options A), B)"),
         (_splits_record(ok, "Which organ? A)Brain", "A"), "problem has no question and at least two options A), B)"),
         (_splits_record(ok, "   A)Brain, B)Lung", "A"), "problem has no question and at least two options A), B)"),
-        (_splits_record(ok, "Which side? A)left, B)left", "A"), "options are empty or repeated"),
+        (_splits_record(ok, "Which side? A)left, B), C)right", "A"), "an option has no text"),
         ("a bare string", "record lacks image, problem or solution"),
         ({"image": ok, "problem": "Which organ? A)Brain, B)Lung"}, "record lacks image, problem or solution"),
         ({"image": 5, "problem": "Which organ? A)Brain, B)Lung", "solution": "<answer>A</answer>"},
@@ -176,12 +177,12 @@ def build_splits_corpus(root: Path) -> dict[str, str]:
         (_splits_record("/etc/hostname", "Which organ? A)Brain, B)Lung", "A"), "image path escapes the data root"),
         (_splits_record("Images/Set/none.png", "Which organ? A)Brain, B)Lung", "A"), "image file not found"),
         (_splits_record("Images/Set/broken.png", "Which organ? A)Brain, B)Lung", "A"), "image does not decode"),
-        (_splits_record(ok, "Asked in no question-type file? A)x, B)y", "A"),
-         "question_type unknown: the question is in no question_type file"),
     ]
     good = [_splits_record(ok, f"Which organ {i}? A)Brain, B)Lung", "A") for i in range(4)]
-    labelled = good + [record for record, _ in cases[:-1] if isinstance(record, dict)]
-    files = {"modality/train/CT(Computed Tomography)_train.json": good + [record for record, _ in cases],
+    kept = [_splits_record(ok, "Which side? A)left, B)left", "A"),  # repeated option texts: graded by letter
+            _splits_record(ok, "Asked in no question-type file? A)x, B)y", "A")]  # question_type unknown
+    labelled = good + [record for record, _ in cases if isinstance(record, dict)] + kept[:1]
+    files = {"modality/train/CT(Computed Tomography)_train.json": good + [record for record, _ in cases] + kept,
              "modality/train/Sonar_train.json": good[:1],
              "question_type/train/Anatomy Identification_train.json": labelled}
     for name, records in files.items():
@@ -198,7 +199,8 @@ def build_splits_corpus(root: Path) -> dict[str, str]:
 def test_every_malformed_split_record_is_refused_at_its_position(tmp_path):
     root = tmp_path / "splits"
     expected = build_splits_corpus(root)
-    assert len(expected) >= 15
+    untested = {"image too large to decode safely", "image cannot be read"}  # the image readers' own tests
+    assert set(MALFORMED_REASONS) - untested <= set(expected.values())  # every documented rule, once at least
     summary = ingest(root, tmp_path / "out", 384, 0.5, 0, progress=False, kind="medr1-splits",
                      accept_unreadable_files=True)
     refused = [json.loads(line) for line in (tmp_path / "out" / "dropped.jsonl").read_text().splitlines()]
@@ -206,4 +208,6 @@ def test_every_malformed_split_record_is_refused_at_its_position(tmp_path):
         assert [entry["reason"] for entry in refused if where in entry.get("record", "")] == [reason], where
     assert [(entry["file"], entry["questions"]) for entry in refused if "file" in entry] == [
         ("modality/test/CT(Computed Tomography)_test.json", 2)]
-    assert summary["records"] == 4 and summary["dropped_total"] == len(expected) + 2
+    assert summary["records"] == 6 and summary["dropped_total"] == len(expected) + 2
+    assert summary["question_type"]["unknown"] == {"train": 1, "test": 0}
+    assert summary["per_file"]["modality/train/CT(Computed Tomography)_train.json"]["kept"] == 6

@@ -12,7 +12,8 @@ from report_checks import CHROMIUM, check_numbers, parse, render_in_chromium
 
 from medr1.data.records import MODALITIES, QUESTION_TYPES
 from medr1.evaluate.metrics import Prediction, gain_over_base, summarize, training_group_accuracy
-from medr1.report.build import build_report
+from medr1.report.build import build_report, per_group
+from medr1.report.content import Metrics
 from medr1.report.render import write_report
 from medr1.study.generalization import generalization
 from medr1.train.curves import write_training_curves
@@ -186,3 +187,14 @@ def test_a_study_of_one_family_reports_that_family_only(report, tmp_path):
     titles = [section.title for section in built.sections]
     assert "Cross-modality generalization (accuracy)" in titles
     assert not [title for title in titles if "Cross-task" in title]
+
+
+def test_unknown_comes_last_with_a_note_and_out_of_the_average():
+    metrics = Metrics({"eval.json": {"accuracy": 0.5, "modality_average": 0.55,
+                                     "per_modality": {"unknown": 0.2, "MRI": 0.6, "CT": 0.5}}})
+    table = per_group(metrics, "per_modality", MODALITIES, "Accuracy per modality", "modality_average")
+    assert table.header == ["model", "CT", "MRI", "unknown", "average"]
+    assert "unknown: test questions whose modality Med-R1's split files do not give" in table.note
+    assert "not in the average" in table.note
+    assert per_group(Metrics({"eval.json": {"accuracy": 0.5, "per_modality": {"CT": 0.5}}}), "per_modality",
+                     MODALITIES, "Accuracy per modality", None).note == ""

@@ -100,3 +100,5 @@ def test_reader_quirks_and_drops(tmp_path):
     assert reasons["image path escapes the data root"]["count"] == 1
     assert reasons["image file not found"]["count"] == 1
     assert reasons["unknown modality 'PET scan'"]["count"] == 1
+    assert sum(dropped.by_file.values()) == 4 and {file for file, _ in dropped.by_file} == {"Set.json"}
+    assert {item.source_file for item in items} == {"Set.json"}  # so ingest counts kept and dropped per file

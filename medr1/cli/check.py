@@ -35,6 +35,9 @@ def check(
              "(default: params.yaml validate, else 1).")] = None,
     max_modality_share: Annotated[float | None, typer.Option(
         help="Fail when a modality exceeds this share of a split (default: params.yaml validate, else 1).")] = None,
+    shared_images: Annotated[str | None, typer.Option(
+        help="fail: an image in both splits fails the checks; report: it is only counted (Med-R1's own "
+             "sides share images) (default: params.yaml validate, else fail).")] = None,
     keep_source_split: Annotated[bool, typer.Option(
         "--keep-source-split",
         help="medr1-splits only: keep Med-R1's own train/test sides instead of splitting by image hash.")] = False,
@@ -53,10 +56,12 @@ def check(
     from medr1.data.checks import describe_failures
     from medr1.data.source_check import check_source
 
+    if shared_images not in (None, "fail", "report"):
+        raise typer.BadParameter(f"{shared_images!r}: choose from fail, report", param_hint="--shared-images")
     with tempfile.TemporaryDirectory(prefix="medr1-check-") as scratch:
         thresholds = checkout_params("validate").validate_ if PARAMS_FILE.is_file() else NO_THRESHOLDS
         overrides = {"min_rows_per_modality": min_rows_per_modality, "max_answer_share": max_answer_share,
-                     "max_modality_share": max_modality_share}
+                     "max_modality_share": max_modality_share, "shared_images": shared_images}
         thresholds = thresholds.model_copy(update={k: v for k, v in overrides.items() if v is not None})
         report = check_source(kind, root, out or Path(scratch), thresholds, family=family, images_root=images,
                               keep_source_split=keep_source_split, progress=not as_json,
@@ -69,12 +74,7 @@ def check(
         print(json.dumps(report, indent=1))
         raise typer.Exit(0 if passed else 1)
     summary = report["ingest"]
-    files = Table(title=f"{kind} source {root}: records read per file")
-    for column in ("file", "records"):
-        files.add_column(column)
-    for name, count in summary["records_per_file"].items():
-        files.add_row(name, str(count))
-    console.print(files)
+    console.print(per_file_table(kind, root, summary))
     console.print(f"kept {summary['records']} records on {summary['images']} images; "
                   f"dropped {summary['dropped_total']}")
     for entry in summary["unreadable_files"]:
@@ -101,3 +101,21 @@ def check(
     if strict and summary["dropped_total"]:
         console.print("[red]--strict: records were dropped[/red]")
     raise typer.Exit(0 if passed else 1)
+
+
+def per_file_table(kind: str, root: Path, summary: dict) -> Table:
+    """Per question file: records read, kept, and dropped by reason (so kept = records - dropped); a file
+    read only for its labels (the other Med-R1 family's) shows its records and "-"."""
+    files = Table(title=f"{kind} source {root}: records per file")
+    for column, justify in (("file", "left"), ("records", "right"), ("kept", "right"), ("dropped", "right"),
+                            ("dropped by reason", "left")):
+        files.add_column(column, justify=justify)
+    per_file = summary["per_file"]
+    for name, count in summary["records_per_file"].items():
+        entry = per_file.get(name)
+        if entry is None:
+            files.add_row(name, str(count), "-", "-", "read for its labels only")
+            continue
+        reasons = "\n".join(f"{n} {reason}" for reason, n in sorted(entry["dropped"].items(), key=lambda i: -i[1]))
+        files.add_row(name, str(entry["records"]), str(entry["kept"]), str(sum(entry["dropped"].values())), reasons)
+    return files

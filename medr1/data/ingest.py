@@ -31,6 +31,15 @@ def read_source(kind: str, root: Path, dropped: Dropped, per_file: Counter, fami
     raise PipelineError(f"unknown source kind {kind!r}: use one of {', '.join(SOURCE_KINDS)}")
 
 
+def _per_file(record_files: list[str], records_per_file: Counter, kept_per_file: Counter,
+              dropped: Dropped) -> dict:
+    """{file: {records, kept, dropped: {reason: n}}} for every file read for its records."""
+    return {file: {"records": records_per_file.get(file, 0), "kept": kept_per_file.get(file, 0),
+                   "dropped": {reason: count for (where, reason), count in sorted(dropped.by_file.items())
+                               if where == file}}
+            for file in sorted(record_files)}
+
+
 def _process(args: tuple[Path, Path, int, Path | None]) -> tuple[str, str, bool] | str:
     source, out_folder, size, cache = args
     try:
@@ -67,11 +76,11 @@ def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, 
         results = list(tqdm(pool.map(_process, jobs, chunksize=16), total=len(jobs), desc="images",
                             disable=not progress))
     processed = dict(zip(sources, results))
-    records, sides = [], {}
+    records, sides, kept_per_file = [], [], Counter()
     for item in items:
         result = processed[item.image_path]
         if isinstance(result, str):
-            dropped.add(result.split(":")[0], f"{item.where or item.question_id} ({item.image_path})")
+            dropped.add(result.split(":")[0], f"{item.where or item.question_id} ({item.image_path})", item.source_file)
             continue
         digest, name, _ = result
         try:
@@ -81,18 +90,22 @@ def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, 
         except ValidationError as error:  # whatever the readers let through, the record's schema catches here
             problem = error.errors()[0]
             field_name = ".".join(str(part) for part in problem["loc"]) or "record"
-            dropped.add(f"invalid {field_name}: {problem['msg']}", item.where or item.question_id)
+            dropped.add(f"invalid {field_name}: {problem['msg']}", item.where or item.question_id, item.source_file)
             continue
-        sides[item.question_id] = item.split
+        sides.append(item.split)
         records.append(record)
+        kept_per_file[item.source_file] += 1
+    # Med-R1's other family's files are read only for their labels: in records_per_file, not in per_file
+    record_files = [file for file in per_file if kind != "medr1-splits" or file.startswith(f"{family}/")]
     summary = {"source": str(source_root), "kind": kind, "records_per_file": dict(sorted(per_file.items())),
+               "per_file": _per_file(record_files, per_file, kept_per_file, dropped),
                "records": len(records), "images": len({r.image_sha256 for r in records}),
                "images_processed": sum(1 for r in results if not isinstance(r, str) and not r[2]),
                "images_from_cache": sum(1 for r in results if not isinstance(r, str) and r[2])}
     if records:
-        if keep_source_split and all(sides.values()):  # Med-R1's own train/test files
-            train = [r for r in records if sides[r.question_id] == "train"]
-            test = [r for r in records if sides[r.question_id] == "test"]
+        if keep_source_split and all(sides):  # Med-R1's own train/test files
+            train = [record for record, side in zip(records, sides) if side == "train"]
+            test = [record for record, side in zip(records, sides) if side == "test"]
         else:
             train, test = split_by_image(records, test_fraction, seed)
         summary.update(write_splits(train, test, out))

@@ -19,6 +19,12 @@ QUESTION_TYPES = (
     "Other Biological Attributes",
 )
 LETTERS = ("A", "B", "C", "D", "E", "F")
+# The modality or question type of a record whose source does not give it: Med-R1's split files
+# label a question only by the file it is in, so a question in no file of the other family has
+# one label of its own and this for the other. It is counted as a group of its own everywhere,
+# never a group to train or test on (study groups, min_rows_per_modality and the modality share
+# leave it out), and no synthetic or OmniMedVQA record has it.
+UNKNOWN = "unknown"
 FAMILIES = {"modality": MODALITIES, "question_type": QUESTION_TYPES}  # a record field -> its groups
 
 
@@ -47,15 +53,15 @@ class Record(BaseModel):
     @field_validator("modality")
     @classmethod
     def _known_modality(cls, value: str) -> str:
-        if value not in MODALITIES:
-            raise ValueError(f"modality {value!r} is not one of {', '.join(MODALITIES)}")
+        if value not in (*MODALITIES, UNKNOWN):
+            raise ValueError(f"modality {value!r} is not one of {', '.join(MODALITIES)} (or {UNKNOWN!r})")
         return value
 
     @field_validator("question_type")
     @classmethod
     def _known_question_type(cls, value: str) -> str:
-        if value not in QUESTION_TYPES:
-            raise ValueError(f"question_type {value!r} is not one of {', '.join(QUESTION_TYPES)}")
+        if value not in (*QUESTION_TYPES, UNKNOWN):
+            raise ValueError(f"question_type {value!r} is not one of {', '.join(QUESTION_TYPES)} (or {UNKNOWN!r})")
         return value
 
     @model_validator(mode="after")

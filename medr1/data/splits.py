@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medr1.data.records import MODALITIES, QUESTION_TYPES, Record, family_of, write_jsonl
+from medr1.data.records import MODALITIES, QUESTION_TYPES, UNKNOWN, Record, family_of, write_jsonl
 from medr1.errors import PipelineError
 
 
@@ -30,7 +30,12 @@ def split_by_image(records: list[Record], test_fraction: float, seed: int) -> tu
 
 
 def write_splits(train: list[Record], test: list[Record], out: Path) -> dict:
-    """train/test JSONL overall, per modality and per question type (Med-R1 trains per modality and per task)."""
+    """train/test JSONL overall, per modality and per question type (Med-R1 trains per modality and per task).
+
+    Records whose modality or question type is UNKNOWN are in train/test.jsonl and counted under
+    "unknown" (only when there are any, so a source without them keeps its counts as they were), but
+    get no per-group file: unknown is no group to train or test a model on.
+    """
     counts: dict = {"train": len(train), "test": len(test), "modality": {}, "question_type": {}}
     for side, records in (("train", train), ("test", test)):
         write_jsonl(records, out / f"{side}.jsonl")
@@ -40,6 +45,11 @@ def write_splits(train: list[Record], test: list[Record], out: Path) -> dict:
                 if subset:
                     write_jsonl(subset, out / "splits" / key / side / f"{name}.jsonl")
                 counts[key].setdefault(name, {})[side] = len(subset)
+    for key in ("modality", "question_type"):
+        unknown = {"train": sum(getattr(r, key) == UNKNOWN for r in train),
+                   "test": sum(getattr(r, key) == UNKNOWN for r in test)}
+        if any(unknown.values()):
+            counts[key][UNKNOWN] = unknown
     return counts
 
 

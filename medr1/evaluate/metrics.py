@@ -6,7 +6,7 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from medr1.data.records import Record, family_of
+from medr1.data.records import UNKNOWN, Record, family_of
 from medr1.task.spec import TaskSpec
 
 NO_ANSWER = "none"  # the confusion matrix's column for completions without a readable letter
@@ -70,6 +70,8 @@ def bootstrap_interval(predictions: list[Prediction], resamples: int = 1000, lev
 
 
 def grouped_accuracy(predictions: list[Prediction], key: str) -> dict[str, float]:
+    """Accuracy per value of `key`; questions of unknown modality or question type (Med-R1 split records
+    the other family's files do not label) are a group of their own, "unknown", so every question counts."""
     groups: dict[str, list[Prediction]] = defaultdict(list)
     for prediction in predictions:
         groups[getattr(prediction, key)].append(prediction)
@@ -130,11 +132,12 @@ def unreadable_note(model: str, protocol: str | None, mode: str) -> str:
 def summarize(predictions: list[Prediction]) -> dict:
     per_modality = grouped_accuracy(predictions, "modality")
     unreadable = unreadable_share(predictions)
+    modalities = [value for name, value in per_modality.items() if name != UNKNOWN]  # the paper averages modalities
     return {
         "accuracy": round(accuracy(predictions), 4),
         "unreadable_share": unreadable,
         "mostly_unreadable": bool(predictions) and unreadable >= UNREADABLE_FLAG_SHARE,
-        "modality_average": round(sum(per_modality.values()) / len(per_modality), 4) if per_modality else 0.0,
+        "modality_average": round(sum(modalities) / len(modalities), 4) if modalities else 0.0,
         "accuracy_ci95": bootstrap_interval(predictions),
         "format_rate": format_rate(predictions),
         "per_modality": per_modality,

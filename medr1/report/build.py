@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medr1.data.records import MODALITIES, QUESTION_TYPES
+from medr1.data.records import MODALITIES, QUESTION_TYPES, UNKNOWN
 from medr1.errors import PipelineError
 from medr1.evaluate.metrics import UNREADABLE_FLAG_SHARE, unreadable_note
 from medr1.report.content import Cell, Figure, Metrics, Report, Table
@@ -24,7 +24,9 @@ FLAG = "format, not answers (see note)"  # beside the accuracy of a model whose 
 
 
 def _ordered(names, vocabulary: tuple[str, ...]) -> list[str]:
-    return [name for name in vocabulary if name in names] + sorted(set(names) - set(vocabulary))
+    """The vocabulary's order, then any other name, then UNKNOWN last."""
+    return ([name for name in vocabulary if name in names] + sorted(set(names) - set(vocabulary) - {UNKNOWN})
+            + [UNKNOWN] * (UNKNOWN in names))
 
 
 def _models(metrics: Metrics) -> list[tuple[str, str]]:
@@ -75,7 +77,10 @@ def per_group(metrics: Metrics, key: str, vocabulary: tuple[str, ...], title: st
         if average:
             row.append(metrics("eval.json", f"{prefix}{average}"))
         rows.append(row)
-    return Table(title, ["model", *groups] + (["average"] if average else []), rows)
+    note = (f"{UNKNOWN}: test questions whose {key.removeprefix('per_').replace('_', ' ')} Med-R1's split files do "
+            "not give (in no file of that family); counted in the accuracy"
+            + (", not in the average." if average else ".")) if vocabulary and UNKNOWN in groups else ""
+    return Table(title, ["model", *groups] + (["average"] if average else []), rows, note)
 
 
 def matrix_table(metrics: Metrics, family: str, title: str) -> Table:

@@ -21,6 +21,7 @@ class SourceItem:
     image_path: Path  # absolute, inside the source root
     split: str | None = None  # "train"/"test" when the source fixes it (Med-R1's split files)
     where: str = ""  # the record's file and position, for the message that drops it later
+    source_file: str = ""  # the question file it was read from, as records_per_file names it
 
 
 @dataclass
@@ -29,9 +30,13 @@ class Dropped:
 
     every: list[tuple[str, str]] = field(default_factory=list)  # (reason, record)
     files: list[dict] = field(default_factory=list)  # {"file", "reason", "questions"}: unreadable files
+    by_file: Counter = field(default_factory=Counter)  # (question file, reason) -> records dropped
 
-    def add(self, reason: str, where: str) -> None:
+    def add(self, reason: str, where: str, file: str = "") -> None:
+        """Drop the record at `where`; `file` (the question file it was read from) counts it per file too."""
         self.every.append((reason, where))
+        if file:
+            self.by_file[(file, reason)] += 1
 
     def unreadable(self, file: str, reason: str, questions: int) -> None:
         self.files.append({"file": file, "reason": reason, "questions": questions})
@@ -86,12 +91,12 @@ def safe_image_path(root: Path, relative: str) -> Path | None:
     return resolved if resolved.is_relative_to(root.resolve()) else None
 
 
-def existing_image(root: Path, relative: str, where: str, dropped: Dropped) -> Path | None:
+def existing_image(root: Path, relative: str, where: str, dropped: Dropped, file: str = "") -> Path | None:
     """The image's absolute path when it is a file inside the root; otherwise drop the record saying why."""
     image_path = safe_image_path(root, relative)
     if image_path is None:
-        dropped.add("image path escapes the data root", where)
+        dropped.add("image path escapes the data root", where, file)
     elif not image_path.is_file():
-        dropped.add("image file not found", where)
+        dropped.add("image file not found", where, file)
         image_path = None
     return image_path

@@ -60,14 +60,14 @@ def read_omnimedvqa(root: Path, dropped: Dropped, per_file: Counter | None = Non
         for position, entry in enumerate(entries):
             where = (f"{qa_file.name}[{position}] "
                      f"question_id={entry.get('question_id', '?') if isinstance(entry, dict) else '?'}")
-            item = _item(root, entry, where, dropped)
+            item = _item(root, entry, where, dropped, qa_file.name)
             if item is not None:
                 yield item
 
 
-def _item(root: Path, entry: object, where: str, dropped: Dropped) -> SourceItem | None:
+def _item(root: Path, entry: object, where: str, dropped: Dropped, file: str) -> SourceItem | None:
     if not isinstance(entry, dict):
-        dropped.add("record is not an object", where)
+        dropped.add("record is not an object", where, file)
         return None
     raw_modality = entry.get("modality_type", entry.get("modality"))  # one real file says "modality"
     missing = [key for key in ("question_id", "dataset", "question_type", "question", "gt_answer", "image_path")
@@ -75,26 +75,26 @@ def _item(root: Path, entry: object, where: str, dropped: Dropped) -> SourceItem
     if raw_modality is None:
         missing.append("modality_type")
     if missing:
-        dropped.add(f"missing field(s): {', '.join(missing)}", where)
+        dropped.add(f"missing field(s): {', '.join(missing)}", where, file)
         return None
     modality = canonical_modality(str(raw_modality))
     if modality is None:
-        dropped.add(f"unknown modality {raw_modality!r}", where)
+        dropped.add(f"unknown modality {raw_modality!r}", where, file)
         return None
     if entry["question_type"] not in QUESTION_TYPES:
-        dropped.add(f"unknown question_type {entry['question_type']!r}", where)
+        dropped.add(f"unknown question_type {entry['question_type']!r}", where, file)
         return None
     options = {letter: str(entry[f"option_{letter}"]).strip() for letter in LETTERS
                if entry.get(f"option_{letter}") not in (None, "")}
     if list(options) != list(LETTERS[: len(options)]) or len(options) < 2:
-        dropped.add("options are not 2 or more consecutive letters from A", where)
+        dropped.add("options are not 2 or more consecutive letters from A", where, file)
         return None
     gold = normalize_answer_text(str(entry["gt_answer"]))
     matches = [letter for letter, text in options.items() if normalize_answer_text(text) == gold]
     if len(matches) != 1:
-        dropped.add("gt_answer matches no option" if not matches else "gt_answer matches several options", where)
+        dropped.add("gt_answer matches no option" if not matches else "gt_answer matches several options", where, file)
         return None
-    image_path = existing_image(root, str(entry["image_path"]), where, dropped)
+    image_path = existing_image(root, str(entry["image_path"]), where, dropped, file)
     if image_path is None:
         return None
     return SourceItem(
@@ -107,4 +107,5 @@ def _item(root: Path, entry: object, where: str, dropped: Dropped) -> SourceItem
         answer=matches[0],
         image_path=image_path,
         where=where,
+        source_file=file,
     )
