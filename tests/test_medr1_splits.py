@@ -123,6 +123,7 @@ def test_medr1_check_reports_per_file_records_kept_and_dropped_by_reason(tmp_pat
     from typer.testing import CliRunner
 
     from medr1.cli.app import app
+    from medr1.cli.common import console
 
     write_splits_folder(tmp_path / "splits")
     out = tmp_path / "out"
@@ -149,8 +150,10 @@ def test_medr1_check_reports_per_file_records_kept_and_dropped_by_reason(tmp_pat
     assert validation["repeated_options"] == 1
     named = [json.loads(line) for line in (out / "dropped.jsonl").read_text().splitlines()]
     assert sorted(entry["reason"] for entry in named) == sorted(MALFORMED)
+    # the console's width is fixed when medr1.cli.common is first imported (COLUMNS then): wide enough for a row a line
+    monkeypatch.setattr(console, "width", 200)
     table = CliRunner().invoke(app, ["check", "medr1-splits", str(tmp_path / "splits"), "--keep-source-split",
-                                     "--shared-images", "report"], env={"COLUMNS": "200"})
+                                     "--shared-images", "report"])
     assert table.exit_code == 0, table.output
     rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:6]]
             for line in table.output.splitlines() if line.count("│") == 6 and ".json" in line}
