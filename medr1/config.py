@@ -261,11 +261,33 @@ class EvaluateParams(Section):
 
 
 class PromotionGate(Section):
-    """What a version must show before `medr1 registry promote` gives it an alias."""
+    """What a version must show before `medr1 registry promote` gives it an alias: absolute numbers, then a
+    paired comparison with the version the alias points at now, on the candidate's test questions
+    (medr1/registry/comparison.py)."""
 
     min_accuracy: float = Field(ge=0, le=1, description="metrics.accuracy at least this")
     min_gain_over_base: float = Field(ge=-1, le=1, description="accuracy - base_accuracy at least this")
     require_validation: bool = Field(description="the data checks before its training passed")
+    must_beat_current: bool = Field(
+        description="the accuracy difference with the alias's current version, on the same questions, must have its "
+                    "interval above -max_drop (above 0 when min_improvement is set)")
+    max_drop: float = Field(ge=0, le=1,
+                            description="with must_beat_current: how much worse the candidate may credibly be")
+    min_improvement: float | None = Field(
+        ge=0, le=1,
+        description="with must_beat_current: null, or the difference must be at least this and its interval above 0")
+    max_slice_drop: float | None = Field(
+        ge=0, le=1, description="null, or no modality or question type with min_slice_questions questions may be worse "
+                                "than the current version by more than this with its interval below 0")
+    min_slice_questions: int = Field(ge=1, description="slices with fewer test questions are shown, never judged")
+
+
+class ComparisonSettings(Section):
+    """The paired bootstrap behind every candidate-against-current interval (medr1/evaluate/paired.py)."""
+
+    resamples: int = Field(ge=100)
+    level: float = Field(gt=0, lt=1)
+    seed: int
 
 
 class PromotionGates(Section):
@@ -278,6 +300,10 @@ class RegisterParams(Section):
     store: str = Field(description="file://<folder> or s3://<bucket>/<prefix>")
     name: str
     gates: PromotionGates
+    comparison: ComparisonSettings
+    auto_promote: list[Literal["candidate", "staging", "production"]] = Field(
+        description="aliases the pipeline flow promotes a newly registered version to, in order, each behind its "
+                    "gate; the first refusal stops the list")
 
 
 class StudyParams(Section):

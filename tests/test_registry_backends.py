@@ -13,9 +13,12 @@ from medr1.registry.backends import open_store
 from medr1.registry.versions import list_versions, register
 
 PROCESSED_MD5 = "0123456789abcdef0123456789abcdef.dir"
-GATES = {"candidate": {"min_accuracy": 0.0, "min_gain_over_base": 0.0, "require_validation": True},
-         "staging": {"min_accuracy": 0.4, "min_gain_over_base": 0.1, "require_validation": True},
-         "production": {"min_accuracy": 0.45, "min_gain_over_base": 0.15, "require_validation": True}}
+# these tests are about the absolute gates (tests/test_promotion_gates.py: the comparison with the current version)
+ABSOLUTE_ONLY = {"must_beat_current": False, "max_drop": 1.0, "min_improvement": None, "max_slice_drop": None,
+                 "min_slice_questions": 30}
+GATES = {"candidate": {"min_accuracy": 0.0, "min_gain_over_base": 0.0, "require_validation": True, **ABSOLUTE_ONLY},
+         "staging": {"min_accuracy": 0.4, "min_gain_over_base": 0.1, "require_validation": True, **ABSOLUTE_ONLY},
+         "production": {"min_accuracy": 0.45, "min_gain_over_base": 0.15, "require_validation": True, **ABSOLUTE_ONLY}}
 
 
 def _model(folder, content="weights"):
@@ -168,9 +171,9 @@ def test_concurrent_promotions_are_all_logged(workspace, store_url, tmp_path):
     from medr1.config import load_params
     from medr1.registry.promotion import history, promote
 
-    gates = load_params().register_.gates
+    params = load_params().register_
     aliases = ["candidate", "staging"] * 4
-    _in_threads(8, lambda i: promote(open_store(store_url), version, aliases[i], gates))
+    _in_threads(8, lambda i: promote(open_store(store_url), version, aliases[i], params.gates, params.comparison))
     assert sorted(e["alias"] for e in history(open_store(store_url))) == sorted(aliases)
 
 

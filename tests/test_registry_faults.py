@@ -35,6 +35,9 @@ def _stage_workspace(folder, store_url: str, model_files: int = 2, accuracy: flo
             "train": {"deps": [{"path": "data/processed", "md5": "0123456789abcdef0123456789abcdef.dir"}],
                       "outs": [{"path": "models/grpo", "md5": "fedcba9876543210fedcba9876543210.dir"}]}}}),
         "models/base/base_model.json": json.dumps({"kind": "tiny", "path": "models/base", "sha256": "ab" * 32}),
+        "data/processed/test.jsonl": json.dumps({"question_id": "q1", "modality": "CT"}) + "\n",
+        "reports/predictions/grpo.jsonl": json.dumps({"question_id": "q1", "modality": "CT",
+                                                      "question_type": "Modality Recognition", "correct": True}) + "\n",
     }
     for index in range(model_files):
         files[f"models/grpo/shard-{index:03d}.bin"] = f"{folder.name} shard {index} ".ljust(32 * 1024, "w")

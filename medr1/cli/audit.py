@@ -21,6 +21,7 @@ def audit_model(
 ) -> None:
     """What produced this version: data files with their dvc.lock md5s, record counts per split and
     modality, the data checks' result, params, base model, model file hashes, and its promotions."""
+    from medr1.cli.registry import outcome
     from medr1.registry.lineage import record_counts
     from medr1.registry.promotion import history
     from medr1.registry.versions import find_version
@@ -44,6 +45,7 @@ def audit_model(
                     for k in ("accuracy", "base_accuracy", "format_rate", "chance_accuracy")},
         "packages": manifest.get("packages"),
         "files": manifest.get("files"),
+        "evaluation": manifest.get("evaluation"),
         "promotions": promotions,
     }
     if as_json:
@@ -81,8 +83,7 @@ def audit_model(
         files.add_row(relative, entry["sha256"], str(entry["size"]))
     console.print(files)
     for event in promotions:
-        console.print(f"{event['at']} {event['by']}: {event['alias']} " +
-                      ("granted" if event["granted"] else "refused: " + "; ".join(event["failed_gates"])))
+        console.print(f"{event['at']} {event['by']}: {event['alias']} {outcome(event)}")
 
 
 @app.command("data")

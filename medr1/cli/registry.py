@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from medr1.cli.common import JsonOption, StoreOption, checkout_params, console, open_configured_store, show
 
@@ -59,17 +60,77 @@ def registry_promote(
     version: Annotated[str, typer.Argument(help="Version id (a unique prefix is enough).")],
     alias: Annotated[str, typer.Argument(help="candidate, staging or production.")],
     store: StoreOption = None,
+    page: Annotated[Path | None, typer.Option(
+        "--page", help="Also write the 'candidate against current' page (HTML, per-slice differences with their "
+                       "intervals as a plot) into this folder.")] = None,
 ) -> None:
     """Point an alias at a version if it passes that alias's gate (register.gates in params.yaml).
 
-    A refused promotion names every gate it failed. Granted or refused, the attempt is logged
-    in the store's audit log (`medr1 registry history`)."""
-    from medr1.registry.promotion import promote
+    The gate's absolute numbers first; then, where the gate says must_beat_current or max_slice_drop, the
+    version is compared with the one the alias points at now, on the same test questions (the candidate's;
+    the current version is re-evaluated on them when it was tested on others): the accuracy difference
+    with its paired bootstrap interval and McNemar's exact p, overall, per modality and per question type.
+    A refused promotion names every gate and slice it failed. Granted or refused, the attempt and its
+    evidence are logged in the store's audit log (`medr1 registry history`, `medr1 audit model`)."""
+    from medr1.registry.promotion import PromotionRefused, promote
 
-    gates = checkout_params("register.gates").register_.gates
-    event = promote(open_configured_store(store), version, alias, gates)
+    params = checkout_params("register.gates")
+    opened = open_configured_store(store)
+    try:
+        event = promote(opened, version, alias, params.register_.gates, params.register_.comparison,
+                        _reevaluator(opened, params))
+    except PromotionRefused as refusal:
+        show_comparison(refusal.event, page)
+        raise
+    show_comparison(event, page)
     console.print(f"{event['name']} {event['version']} is now {alias}" +
                   (f" (was {event['previous']})" if event["previous"] else ""))
+
+
+def _reevaluator(store, params):
+    """Re-evaluation of the current version on the candidate's split: the model code loads only when needed."""
+    def reevaluate(manifest: dict, split: dict) -> Path:
+        import tempfile
+
+        from medr1.evaluate.version_predictions import reevaluator
+
+        return reevaluator(store, params, Path.cwd(), Path(tempfile.mkdtemp(prefix="medr1-reevaluated-")))(
+            manifest, split)
+
+    return reevaluate
+
+
+def show_comparison(event: dict, page: Path | None) -> None:
+    """The evidence of a promotion attempt as a table (and, with `page`, as the HTML page)."""
+    from medr1.registry.comparison import slice_rows
+    from medr1.report.promotion_page import comparison_rows, write_comparison_page
+
+    comparison = (event.get("evidence") or {}).get("comparison")
+    if not comparison:
+        return
+    from medr1.config import PromotionGate
+
+    rows = comparison_rows(comparison, slice_rows(comparison, PromotionGate(**event["gate"])))
+    table = Table(title=f"{event['version']} against {comparison['current_version']} ({event['alias']} now), "
+                        f"{comparison['overall']['n']} questions of {comparison['split']['path']} "
+                        f"(md5 {comparison['split']['md5'][:12]})")
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(value) for value in row.values()))
+    console.print(table)
+    if page is not None:
+        console.print(f"page: {write_comparison_page(event, page)}")
+
+
+def outcome(event: dict) -> str:
+    comparison = (event.get("evidence") or {}).get("comparison")
+    against = ""
+    if comparison:
+        overall = comparison["overall"]
+        against = (f" [vs {comparison['current_version']}: {overall['difference']:+.3f} "
+                   f"({overall['interval'][0]:+.3f}, {overall['interval'][1]:+.3f}), n={overall['n']}]")
+    return ("granted" if event["granted"] else "refused: " + "; ".join(event["failed_gates"])) + against
 
 
 @app.command("history")
@@ -78,14 +139,14 @@ def registry_history(
     store: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The audit log: every promotion, granted or refused, oldest first, with who, when and the gates."""
+    """The audit log: every promotion, granted or refused, oldest first, with who, when, the gates it failed
+    and its comparison with the version it would replace (difference, interval, questions)."""
     from medr1.registry.promotion import history
 
     events = history(open_configured_store(store), name)
     show(events, as_json, f"{len(events)} promotion event(s)",
           ("at", "by", "name", "version", "alias", "previous", "outcome"),
-          [[e["at"], e["by"], e["name"], e["version"], e["alias"], str(e["previous"]),
-            "granted" if e["granted"] else "refused: " + "; ".join(e["failed_gates"])] for e in events])
+          [[e["at"], e["by"], e["name"], e["version"], e["alias"], str(e["previous"]), outcome(e)] for e in events])
 
 
 @app.command("gc")

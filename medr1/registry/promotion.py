@@ -1,9 +1,13 @@
 """Aliases (candidate, staging, production) behind gates, and the audit log of every promotion.
 
-The audit log is one object per event, `audit/promotions/<name>/<UTC time>-<random>.json`,
-written with put_if_absent: concurrent promotions each write their own key, so none is lost,
-and nothing is ever rewritten. An alias points where its latest granted promotion put it.
-Refused promotions are logged too, with the gates they failed.
+The audit log is one object per event, never rewritten. A granted promotion is generation g+1 of its
+alias, `audit/promotions/<name>/<alias>/granted/<g+1, 8 digits>.json`, written with put_if_absent:
+the conditional write is the compare-and-swap, so of two promotions of one alias at once, one writes
+generation g+1 and the other finds it taken, compares itself again with the version that now holds the
+alias, and is granted g+2 or refused. Every granted event was compared with the version it replaced
+(its `previous`). Refused attempts are `.../<alias>/refused/<UTC time>-<random>.json`, with the gates
+they failed and the evidence. An alias points at its highest generation (stores written before
+generations existed: its latest granted event).
 """
 
 from __future__ import annotations
@@ -13,14 +17,24 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from medr1.registry.comparison import Reevaluate, compare_with_current, comparison_failures
 from medr1.registry.store import ObjectStore
 from medr1.registry.versions import RegistryError, created_by, find_version
 
 if TYPE_CHECKING:  # medr1.config pulls in the model code; reading the log must stay light
-    from medr1.config import PromotionGate, PromotionGates
+    from medr1.config import ComparisonSettings, PromotionGate, PromotionGates
 
 ALIASES = ("candidate", "staging", "production")
 AUDIT_PREFIX = "audit/promotions"
+ATTEMPTS = 5  # promotions of one alias that may overtake this one before it gives up
+
+
+class PromotionRefused(RegistryError):
+    """A gate refused the promotion; `event` is the audit event logged for it (gates failed, evidence)."""
+
+    def __init__(self, message: str, event: dict):
+        super().__init__(message)
+        self.event = event
 
 
 def gate_failures(manifest: dict, gate: PromotionGate) -> list[str]:
@@ -52,13 +66,21 @@ def history(store: ObjectStore, name: str | None = None) -> list[dict]:
     return sorted(_events(store, name), key=lambda event: (event["at"], event["id"]))
 
 
-def aliases(store: ObjectStore, name: str | None = None) -> dict[tuple[str, str], str]:
-    """{(model name, alias): version} as the latest granted promotions left them."""
-    current = {}
-    for event in history(store, name):
-        if event["granted"]:
-            current[(event["name"], event["alias"])] = event["version"]
+def _current(events: list[dict]) -> dict[tuple[str, str], dict]:
+    """{(name, alias): the granted event it stands on}: its highest generation, else (older logs) its latest grant."""
+    current: dict[tuple[str, str], dict] = {}
+    for event in events:  # oldest first
+        if not event["granted"]:
+            continue
+        held = current.get((event["name"], event["alias"]))
+        if held is None or event.get("generation", 0) >= held.get("generation", 0):
+            current[(event["name"], event["alias"])] = event
     return current
+
+
+def aliases(store: ObjectStore, name: str | None = None) -> dict[tuple[str, str], str]:
+    """{(model name, alias): version} as the granted promotions left them."""
+    return {key: event["version"] for key, event in _current(history(store, name)).items()}
 
 
 def aliases_by_version(store: ObjectStore) -> dict[tuple[str, str], list[str]]:
@@ -69,35 +91,69 @@ def aliases_by_version(store: ObjectStore) -> dict[tuple[str, str], list[str]]:
     return held
 
 
-def promote(store: ObjectStore, version: str, alias: str, gates: PromotionGates) -> dict:
+def resolve(store: ObjectStore, version_or_alias: str, name: str) -> dict:
+    """The manifest a version id (or unique prefix) or an alias of model `name` names."""
+    if version_or_alias in ALIASES:
+        version = aliases(store, name).get((name, version_or_alias))
+        if version is None:
+            raise RegistryError(f"no version of {name} is {version_or_alias} yet in {store.url}")
+        return find_version(store, version)
+    return find_version(store, version_or_alias)
+
+
+def _standing(store: ObjectStore, name: str, alias: str) -> tuple[int, str | None]:
+    """(generation, version) the alias stands on now; (0, None) when nothing was ever promoted to it."""
+    event = _current(history(store, name)).get((name, alias))
+    return (event.get("generation", 0), event["version"]) if event else (0, None)
+
+
+def _compares(gate: PromotionGate) -> bool:
+    return gate.must_beat_current or gate.max_slice_drop is not None
+
+
+def _stamp() -> tuple[str, str, str]:
+    now = datetime.now(UTC)
+    return uuid.uuid4().hex[:12], now.isoformat(timespec="microseconds"), now.strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def promote(store: ObjectStore, version: str, alias: str, gates: PromotionGates, settings: ComparisonSettings,
+            reevaluate: Reevaluate | None = None) -> dict:
     """Point `alias` at `version` if it passes the alias's gate; log the attempt either way.
 
-    Raises RegistryError naming every failed gate when refused."""
+    The gate's absolute numbers first, then (must_beat_current, max_slice_drop) a paired comparison with
+    the version the alias points at now, on the candidate's test questions. Raises PromotionRefused
+    naming every failed gate and failing slice when refused."""
     if alias not in ALIASES:
         raise RegistryError(f"unknown alias {alias!r}: use one of {', '.join(ALIASES)}")
     manifest = find_version(store, version)
-    gate = getattr(gates, alias)
-    failures = gate_failures(manifest, gate)
-    metrics = manifest.get("metrics") or {}
-    now = datetime.now(UTC)
-    event = {
-        "id": uuid.uuid4().hex[:12],
-        "at": now.isoformat(timespec="microseconds"),
-        "by": created_by(),
-        "name": manifest["name"],
-        "version": manifest["version"],
-        "alias": alias,
-        "previous": aliases(store, manifest["name"]).get((manifest["name"], alias)),
-        "granted": not failures,
-        "failed_gates": failures,
-        "gate": gate.model_dump(),
-        "evidence": {"accuracy": metrics.get("accuracy"), "base_accuracy": metrics.get("base_accuracy"),
-                     "validation_passed": (manifest.get("validation") or {}).get("success")},
-    }
-    key = f"{AUDIT_PREFIX}/{manifest['name']}/{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{event['id']}.json"
-    if not store.put_if_absent(key, json.dumps(event, indent=1, sort_keys=True).encode()):
-        raise RegistryError(f"audit event {key} already exists in {store.url}; promote again")
-    if failures:
-        raise RegistryError(f"version {manifest['version']} cannot become {alias}: it fails "
-                            + "; ".join(failures) + " (gates: register.gates in params.yaml)")
-    return event
+    name, gate = manifest["name"], getattr(gates, alias)
+    for _ in range(ATTEMPTS):
+        generation, current = _standing(store, name, alias)
+        failures = gate_failures(manifest, gate)
+        comparison = None
+        if _compares(gate) and current not in (None, manifest["version"]):
+            comparison = compare_with_current(store, manifest, find_version(store, current), settings, reevaluate)
+            failures += comparison_failures(comparison, gate)
+        metrics = manifest.get("metrics") or {}
+        event_id, at, stamp = _stamp()
+        event = {
+            "id": event_id, "at": at, "by": created_by(), "name": name, "version": manifest["version"],
+            "alias": alias, "previous": current, "granted": not failures, "failed_gates": failures,
+            "generation": None if failures else generation + 1, "gate": gate.model_dump(),
+            "evidence": {"accuracy": metrics.get("accuracy"), "base_accuracy": metrics.get("base_accuracy"),
+                         "validation_passed": (manifest.get("validation") or {}).get("success"),
+                         "comparison": comparison},
+        }
+        data = json.dumps(event, indent=1, sort_keys=True).encode()
+        if failures:
+            key = f"{AUDIT_PREFIX}/{name}/{alias}/refused/{stamp}-{event_id}.json"
+            if not store.put_if_absent(key, data):
+                raise RegistryError(f"audit event {key} already exists in {store.url}; promote again")
+            raise PromotionRefused(f"version {manifest['version']} cannot become {alias}: it fails "
+                                   + "; ".join(failures) + " (gates: register.gates in params.yaml)", event)
+        key = f"{AUDIT_PREFIX}/{name}/{alias}/granted/{generation + 1:08d}.json"
+        if store.put_if_absent(key, data) and json.loads(store.get_bytes(key))["id"] == event_id:
+            return event
+        # Another promotion of this alias took generation + 1 first: compare again with what it put there.
+    raise RegistryError(f"{alias} of {name} changed {ATTEMPTS} times while {manifest['version']} was being compared "
+                        "with it: promote again")

@@ -1,10 +1,11 @@
 """The model registry: immutable, content-addressed versions with a manifest, on an ObjectStore.
 
-Layout: `models/<name>/<version>/files/<path>` then `models/<name>/<version>/manifest.json`,
-written last and only if absent. A version without a manifest is invisible: a registration
-that dies half-way leaves nothing that `list` shows or `pull` accepts, and `gc` removes its files.
-The version id is the first 16 hex digits of the files' digest, so a manifest cannot be edited
-to vouch for other files without `pull` noticing.
+Layout: `models/<name>/<version>/files/<path>`, its test predictions
+`models/<name>/<version>/evaluations/<split md5>.jsonl` (medr1/registry/comparison.py), then
+`models/<name>/<version>/manifest.json`, written last and only if absent. A version without a manifest
+is invisible: a registration that dies half-way leaves nothing that `list` shows or `pull` accepts,
+and `gc` removes its files. The version id is the first 16 hex digits of the files' digest, so a
+manifest cannot be edited to vouch for other files without `pull` noticing.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from medr1.registry.store import ObjectStore, StoreError
 
 PREFIX = "models"
 MANIFEST = "manifest.json"
+EVALUATIONS = "evaluations"  # a version's predictions on a test split, by the split's md5
 
 
 class RegistryError(PipelineError):
     """A registry operation failed; the message says which version or file."""
 
 
-def _version_prefix(name: str, version: str) -> str:
+def version_prefix(name: str, version: str) -> str:
     return f"{PREFIX}/{name}/{version}"
 
 
@@ -42,20 +44,24 @@ def created_by() -> str:
     return os.environ.get("MEDR1_CREATED_BY") or getpass.getuser()
 
 
-def register(store: ObjectStore, name: str, model_dir: Path, lineage: dict) -> dict:
+def register(store: ObjectStore, name: str, model_dir: Path, lineage: dict,
+             evaluations: dict[str, Path] | None = None) -> dict:
     """Publish `model_dir` as a version; returns its manifest (the existing one if already registered).
 
-    Every URL in `lineage` loses its user:password before it is written."""
+    `evaluations`: {test split md5: predictions file} uploaded beside the files before the manifest, the
+    evidence a later promotion compares on. Every URL in `lineage` loses its user:password before it is written."""
     files = folder_hashes(model_dir)
     if not files:
         raise RegistryError(f"{model_dir} holds no files to register")
     version = version_of(files)
-    prefix = _version_prefix(name, version)
+    prefix = version_prefix(name, version)
     if store.exists(f"{prefix}/{MANIFEST}"):
         return _read_manifest(store, f"{prefix}/{MANIFEST}")
     try:
         for relative in files:
             store.put_file(f"{prefix}/files/{relative}", model_dir / relative)
+        for split_md5, predictions in (evaluations or {}).items():
+            store.put_file(f"{prefix}/{EVALUATIONS}/{split_md5}.jsonl", predictions)
     except StoreError as error:
         raise RegistryError(f"registering {name} {version} failed, nothing was published (its partial upload stays "
                             f"invisible; `medr1 registry gc` removes it): {error}") from None
@@ -104,7 +110,7 @@ def pull(store: ObjectStore, version: str, target: Path) -> dict:
     if version_of(manifest["files"]) != manifest["version"]:
         raise RegistryError(f"the manifest of version {manifest['version']} lists files whose digest is "
                             f"{version_of(manifest['files'])}: the manifest was altered")
-    prefix = _version_prefix(manifest["name"], manifest["version"])
+    prefix = version_prefix(manifest["name"], manifest["version"])
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as staging:
         for relative, expected in manifest["files"].items():
