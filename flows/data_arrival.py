@@ -18,6 +18,7 @@ from prefect.states import Completed, Failed, State
 from flows.dvc_commands import changed_paths, status
 from flows.dvc_graph import read_graph
 from flows.pipeline import RETRY_DELAYS, medr1_pipeline, only_transient
+from flows.promotion import REFUSED
 from medr1.errors import PipelineError
 
 
@@ -60,4 +61,7 @@ def medr1_data_arrival(data: str | None = None, overrides: list[str] | None = No
     pipeline = medr1_pipeline(overrides=overrides, repo=str(root), return_state=True)
     if pipeline.is_failed():
         return Failed(message=f"medr1-pipeline on the new data failed: {pipeline.message}")
-    return {"data": path, "changed": True, "pipeline": pipeline.result()}
+    result = {"data": path, "changed": True, "pipeline": pipeline.result()}
+    if pipeline.name == REFUSED:  # retrained on the new data, kept back by a promotion gate: say so on this run too
+        return Completed(name=REFUSED, message=pipeline.message, data=result)
+    return result

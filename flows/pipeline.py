@@ -1,6 +1,7 @@
 """The `medr1-pipeline` flow: every stage of dvc.yaml as its own task, in DVC's order, with the data
 checks before anything trains, `dvc pull` and `dvc push` around the stages when a DVC remote is
-configured, and the run's metrics, lineage and report as Prefect artifacts.
+configured, the new version promoted along register.auto_promote behind its gates (flows/promotion.py),
+and the run's metrics, lineage and report as Prefect artifacts.
 
     python -m flows.pipeline -S train.max_steps=100     # one run on Prefect's ephemeral local API
 """
@@ -18,12 +19,13 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Failed, State
+from prefect.states import Completed, Failed, State
 
 from flows.artifacts import REPORT, data_checks_markdown, per_modality_rows, run_summary_markdown
 from flows.dvc_commands import DvcFailed, TransientDvcError, has_remote, run_dvc, stages_that_ran, status
 from flows.dvc_graph import read_graph
 from flows.params_overrides import OverrideError, check_overrides, overridden_params
+from flows.promotion import REFUSED, promote_registered, refusal_message
 from medr1.errors import PipelineError
 
 CHECKED_STAGE = "validate"        # the data checks run as soon as the stages it depends on have run
@@ -160,8 +162,13 @@ def medr1_pipeline(overrides: list[str] | None = None, repo: str = ".") -> dict 
                 ran += repro(stage)
             _result(push_results(root, return_state=True))
             ran += repro(PUBLISH_STAGE)
+            promotion = _result(promote_registered(root, return_state=True))
             skipped = [stage for stage in graph.order if stage not in ran]
-            return _result(publish_artifacts(root, ran, skipped, overrides, return_state=True))
+            result = {**_result(publish_artifacts(root, ran, skipped, overrides, return_state=True)),
+                      "promotion": promotion}
+            if promotion["refused"]:  # the run did its work; the gate kept the new version back
+                return Completed(name=REFUSED, message=refusal_message(promotion), data=result)
+            return result
     except OverrideError as error:
         return Failed(message=str(error))
     except _Stopped as stop:
@@ -207,6 +214,8 @@ def exit_status(flow_name: str, state: State) -> int:
     if state.is_failed():
         print(f"{flow_name} failed: {state.message}", file=sys.stderr)
         return 1
+    if state.name == REFUSED:  # completed, the new version kept back by a gate: said, not an error
+        print(f"{flow_name}: {REFUSED}: {state.message}", file=sys.stderr)
     print(f"{flow_name} completed: {json.dumps(state.result(), default=str)}")
     return 0
 

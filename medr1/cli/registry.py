@@ -72,32 +72,20 @@ def registry_promote(
     with its paired bootstrap interval and McNemar's exact p, overall, per modality and per question type.
     A refused promotion names every gate and slice it failed. Granted or refused, the attempt and its
     evidence are logged in the store's audit log (`medr1 registry history`, `medr1 audit model`)."""
+    from medr1.evaluate.version_predictions import reevaluator
     from medr1.registry.promotion import PromotionRefused, promote
 
     params = checkout_params("register.gates")
     opened = open_configured_store(store)
     try:
         event = promote(opened, version, alias, params.register_.gates, params.register_.comparison,
-                        _reevaluator(opened, params))
+                        reevaluator(opened, params, Path.cwd()))
     except PromotionRefused as refusal:
         show_comparison(refusal.event, page)
         raise
     show_comparison(event, page)
     console.print(f"{event['name']} {event['version']} is now {alias}" +
                   (f" (was {event['previous']})" if event["previous"] else ""))
-
-
-def _reevaluator(store, params):
-    """Re-evaluation of the current version on the candidate's split: the model code loads only when needed."""
-    def reevaluate(manifest: dict, split: dict) -> Path:
-        import tempfile
-
-        from medr1.evaluate.version_predictions import reevaluator
-
-        return reevaluator(store, params, Path.cwd(), Path(tempfile.mkdtemp(prefix="medr1-reevaluated-")))(
-            manifest, split)
-
-    return reevaluate
 
 
 def show_comparison(event: dict, page: Path | None) -> None:

@@ -6,19 +6,16 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from medr1.data.records import read_jsonl
 from medr1.errors import PipelineError
-from medr1.evaluate.evaluation import predict, write_predictions
-from medr1.model.loading import load_for_evaluation
 from medr1.registry.comparison import Reevaluate, md5_of
 from medr1.registry.store import ObjectStore
 from medr1.registry.versions import pull
-from medr1.task.spec import evaluation_tasks
 
 
-def reevaluator(store: ObjectStore, params, checkout: Path, out: Path) -> Reevaluate:
+def reevaluator(store: ObjectStore, params, checkout: Path, out: Path | None = None) -> Reevaluate:
     """Re-evaluate a version on the candidate's split, from this checkout's data and with its evaluate params
-    (the trained task, as the evaluate stage asks the GRPO model); predictions are written under `out`."""
+    (the trained task, as the evaluate stage asks the GRPO model). Predictions are written under `out`
+    (default: a new temporary folder); the model code loads only when a version has to be evaluated."""
 
     def reevaluate(manifest: dict, split: dict) -> Path:
         test = checkout / split["path"]
@@ -29,6 +26,11 @@ def reevaluator(store: ObjectStore, params, checkout: Path, out: Path) -> Reeval
                 f"re-evaluate version {manifest['version']} on the candidate's questions, check out the data the "
                 "candidate was registered from (its git commit, then `dvc checkout`; `medr1 audit model <candidate>` "
                 "shows both)")
+        from medr1.data.records import read_jsonl
+        from medr1.evaluate.evaluation import predict, write_predictions
+        from medr1.model.loading import load_for_evaluation
+        from medr1.task.spec import evaluation_tasks
+
         print(f"[promote] version {manifest['version']} was not tested on these {split['path']} questions: "
               "evaluating it on them")
         with tempfile.TemporaryDirectory() as folder:
@@ -37,7 +39,8 @@ def reevaluator(store: ObjectStore, params, checkout: Path, out: Path) -> Reeval
             model, processor = load_for_evaluation(model_dir, params.evaluate.device)
             predictions = predict(model, processor, list(read_jsonl(test)), test.parent, evaluation_tasks(params)[0],
                                   params.evaluate, desc=f"evaluate {manifest['version'][:8]}")
-        target = out / f"{manifest['version']}-{split['md5']}.jsonl"
+        into = out or Path(tempfile.mkdtemp(prefix="medr1-reevaluated-"))
+        target = into / f"{manifest['version']}-{split['md5']}.jsonl"
         write_predictions(predictions, target)
         return target
 
