@@ -16,6 +16,7 @@ from medr1.registry.redaction import redact
 from medr1.registry.versions import register
 
 OUT = Path("metrics/registered.json")
+DRIFT = Path("reports/validation/drift.json")
 UPSTREAM = ("synthesize", "ingest", "validate", "base_model", "train", "evaluate")
 
 
@@ -44,6 +45,9 @@ def main() -> None:
         "git": git_state(Path(".")),
         "packages": package_versions(),
     }
+    drift = json.loads(DRIFT.read_text()) if DRIFT.is_file() else None  # the flow's drift checks (docs/drift.md)
+    if drift and drift["data"].get("md5") == stages["ingest"]["outs"].get("data/processed"):  # of this data only
+        lineage["drift"] = drift
     store = open_store(params.register_.store, base=Path.cwd())
     name = params.register_.name
     with with_card(Path("models/grpo"), model_card(name, redact(lineage))) as model_dir:  # a Hugging Face folder
