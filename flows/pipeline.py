@@ -111,7 +111,8 @@ def check_drift(root: Path) -> State | None:
     shutil.rmtree(root / DRIFT_DOCS, ignore_errors=True)
     try:
         params = load_params(root / "params.yaml")
-        md5 = read_lock(root / "dvc.lock").get("ingest", {}).get("outs", {}).get(INGESTED.as_posix())
+        lock = read_lock(root / "dvc.lock") if (root / "dvc.lock").is_file() else {}
+        md5 = lock.get("ingest", {}).get("outs", {}).get(INGESTED.as_posix())  # register matches it
         summary = drift_checks(root / INGESTED, params, root, data_docs=root / DRIFT_DOCS, data_md5=md5)
     except PipelineError as error:
         return Failed(message=f"drift checks: {error}")
