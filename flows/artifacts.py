@@ -34,6 +34,30 @@ def data_checks_markdown(summary: dict) -> str:
             "| expectation | column | offending rows | examples |\n|---|---|---|---|\n" + rows)
 
 
+def drift_markdown(summary: dict) -> str:
+    """Every drift check: its statistic, threshold, action, outcome and both distributions."""
+    from medr1.data.drift import describe, distribution_text
+
+    reference = summary["reference"]
+    label = f"{reference['name']} {reference['version']}" + (f" ({reference['alias']})" if reference["alias"] else "")
+    title = "Drift checks passed" if summary["success"] else "Drift checks failed"
+    lines = [f"# {title}", "", (f"New data against the training data of **{label}** "
+                                f"({reference['rows']} train rows; new data {summary['data']['rows']} train rows)."),
+             ""]
+    if not summary["success"]:
+        lines += ["No training ran.", ""]
+    if summary["failed"] or summary["reported"]:
+        lines += ["```", describe(summary), "```", ""]
+    lines += ["| check | statistic | threshold | action | outcome | reference | new |", "|---|---|---|---|---|---|---|"]
+    for check in summary["checks"]:
+        outcome = {True: "pass", None: "skipped"}.get(check["passed"], "fail" if check["action"] == "fail"
+                                                      else "drifted (reported)")
+        statistic = "–" if check["statistic"] is None else f"{check['statistic']:.4g}"
+        lines.append(f"| {check['check']} | {statistic} | {check['threshold']} | {check['action']} | {outcome} | "
+                     f"{distribution_text(check['reference'])} | {distribution_text(check['new'])} |")
+    return "\n".join(lines)
+
+
 def run_summary_markdown(root: Path, ran: list[str], skipped: list[str], overrides: list[str]) -> str:
     metrics = json.loads((root / EVAL).read_text())
     registered = json.loads((root / REGISTERED).read_text()) if (root / REGISTERED).is_file() else None

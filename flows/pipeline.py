@@ -21,7 +21,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
 
-from flows.artifacts import REPORT, data_checks_markdown, per_modality_rows, run_summary_markdown
+from flows.artifacts import REPORT, data_checks_markdown, drift_markdown, per_modality_rows, run_summary_markdown
 from flows.dvc_commands import DvcFailed, TransientDvcError, has_remote, run_dvc, stages_that_ran, status
 from flows.dvc_graph import read_graph
 from flows.params_overrides import OverrideError, check_overrides, overridden_params
@@ -31,6 +31,8 @@ from medr1.errors import PipelineError
 CHECKED_STAGE = "validate"        # the data checks run as soon as the stages it depends on have run
 PUBLISH_STAGE = "register"        # after `dvc push`: a registered version never names data the remote lacks
 INGESTED = Path("data/processed")  # the folder the validate stage checks (stages/validate.py)
+DRIFT_REPORT = Path("reports/validation/drift.json")  # the register stage puts it into the version's lineage
+DRIFT_DOCS = Path("reports/validation/drift_docs")
 RETRY_DELAYS = [30, 120]           # seconds before the second and third try of a transient failure
 
 
@@ -91,6 +93,44 @@ def check_data(root: Path) -> State | None:
         return Failed(message="data checks failed: " + "; ".join(
             f"{failure['expectation']} ({failure['column'] or 'table'}): {failure['unexpected_count']} offending"
             for failure in summary["failed"]))
+    return None
+
+
+@task(name="data drift", cache_policy=NO_CACHE)
+def check_drift(root: Path) -> State | None:
+    """The ingested data against the training data of validate.drift.against (docs/drift.md), when that
+    names a version: a failed check whose action is `fail` stops the run before any training, naming the
+    check, the reference version and both distributions; every check is in the artifact, the report
+    (registered with the version) and the GX Data Docs."""
+    import shutil
+
+    from medr1.config import load_params
+    from medr1.data.drift import check_drift as drift_checks
+    from medr1.data.drift import describe
+    from medr1.registry.lineage import read_lock
+
+    (root / DRIFT_REPORT).unlink(missing_ok=True)  # never a report of other data
+    shutil.rmtree(root / DRIFT_DOCS, ignore_errors=True)
+    try:
+        params = load_params(root / "params.yaml")
+        lock = read_lock(root / "dvc.lock") if (root / "dvc.lock").is_file() else {}
+        md5 = lock.get("ingest", {}).get("outs", {}).get(INGESTED.as_posix())  # register matches it
+        summary = drift_checks(root / INGESTED, params, root, data_docs=root / DRIFT_DOCS, data_md5=md5)
+    except PipelineError as error:
+        return Failed(message=f"drift checks: {error}")
+    if summary is None:
+        against = params.validate_.drift.against
+        get_run_logger().info("No drift checks: %s", "validate.drift.against is null" if against is None else
+                              f"{against!r} points at no version of {params.register_.name} yet")
+        return None
+    (root / DRIFT_REPORT).parent.mkdir(parents=True, exist_ok=True)
+    (root / DRIFT_REPORT).write_text(json.dumps(summary, indent=1))
+    create_markdown_artifact(key="medr1-drift", markdown=drift_markdown(summary),
+                             description="The new data against the reference version's training data")
+    if summary["reported"]:
+        get_run_logger().warning(describe(summary, summary["reported"]))
+    if not summary["success"]:
+        return Failed(message="drift checks failed, " + describe(summary, summary["failed"]))
     return None
 
 
@@ -158,6 +198,7 @@ def medr1_pipeline(overrides: list[str] | None = None, repo: str = ".") -> dict 
             for stage in before_checks:
                 ran += repro(stage)
             _result(check_data(root, return_state=True))
+            _result(check_drift(root, return_state=True))
             for stage in after_checks:
                 ran += repro(stage)
             _result(push_results(root, return_state=True))

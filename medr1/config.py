@@ -139,12 +139,37 @@ class IngestParams(Section):
                     "questions count as dropped and the file is listed")
 
 
+class DriftCheck(Section):
+    """One drift check against the reference version's training data (docs/drift.md)."""
+
+    threshold: float = Field(ge=0, description="the largest statistic that passes (KL divergence in nats, a "
+                                               "relative change of a mean, or a share)")
+    action: Literal["fail", "report"] = Field(description="fail: a check above its threshold stops the run; "
+                                                          "report: it is only reported")
+
+
+class DriftParams(Section):
+    against: str | None = Field(description="the version or alias (of register.name) whose training data new data "
+                                            "is compared with; an alias that points nowhere yet skips the checks; "
+                                            "null: no drift checks")
+    image_sample: int = Field(ge=1, description="at most this many images per side are opened for image statistics")
+    modality_share: DriftCheck
+    question_type_share: DriftCheck
+    answer_share: DriftCheck
+    option_count: DriftCheck
+    question_length: DriftCheck
+    image_intensity: DriftCheck
+    image_size: DriftCheck
+    seen_images: DriftCheck
+
+
 class ValidateParams(Section):
     min_rows_per_modality: int = Field(ge=0)
     max_answer_share: float = Field(gt=0, le=1, description="no answer letter above this share of a split")
     max_modality_share: float = Field(gt=0, le=1, description="no modality above this share of a split")
     shared_images: Literal["fail", "report"] = Field(
         description="an image in both splits fails the checks, or is only reported (Med-R1's own split files)")
+    drift: DriftParams
 
 
 class BaseModelParams(Section):

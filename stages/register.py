@@ -19,6 +19,7 @@ from medr1.registry.versions import register
 OUT = Path("metrics/registered.json")
 TEST_SPLIT = Path("data/processed/test.jsonl")
 PREDICTIONS = Path("reports/predictions/grpo.jsonl")  # the evaluate stage's, on TEST_SPLIT
+DRIFT = Path("reports/validation/drift.json")
 UPSTREAM = ("synthesize", "ingest", "validate", "base_model", "train", "evaluate")
 
 
@@ -54,6 +55,9 @@ def main() -> None:
                                                                   "protocol": metrics.get("protocol")}),
         "packages": package_versions(),
     }
+    drift = json.loads(DRIFT.read_text()) if DRIFT.is_file() else None  # the flow's drift checks (docs/drift.md)
+    if drift and drift["data"].get("md5") == stages["ingest"]["outs"].get("data/processed"):  # of this data only
+        lineage["drift"] = drift
     store = open_store(params.register_.store, base=Path.cwd())
     name = params.register_.name
     with with_card(Path("models/grpo"), model_card(name, redact(lineage))) as model_dir:  # a Hugging Face folder

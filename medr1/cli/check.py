@@ -13,9 +13,10 @@ from medr1.cli.common import PARAMS_FILE, JsonOption, checkout_params, console
 from medr1.config import ValidateParams
 
 # Outside a checkout (no params.yaml) and without options, `medr1 check` fails only on what is
-# broken, not on balance: no modality minimum, no share limit.
-NO_THRESHOLDS = ValidateParams(min_rows_per_modality=1, max_answer_share=1.0, max_modality_share=1.0,
-                               shared_images="fail")
+# broken, not on balance: no modality minimum, no share limit; no drift checks (--against needs the
+# checkout's registry and DVC cache, so its thresholds come from its params.yaml).
+NO_THRESHOLDS = ValidateParams.model_construct(min_rows_per_modality=1, max_answer_share=1.0, max_modality_share=1.0,
+                                               shared_images="fail", drift=None)
 
 
 def check(
@@ -45,6 +46,10 @@ def check(
     accept_unreadable_files: Annotated[bool, typer.Option(
         "--accept-unreadable-files",
         help="Pass even when a question file cannot be read at all (its questions count as dropped).")] = False,
+    against: Annotated[str | None, typer.Option(
+        "--against", help="Also compare the data with the training data of this registered version or alias "
+                          "(e.g. production) of register.name, with params.yaml validate.drift's thresholds "
+                          "(docs/drift.md); run in the pipeline's checkout.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Ingest and validate a source folder without training. Exit status 0 only when every check passes.
@@ -54,6 +59,7 @@ def check(
     import tempfile
 
     from medr1.data.checks import describe_failures
+    from medr1.data.drift import describe as describe_drift
     from medr1.data.source_check import check_source
 
     if shared_images not in (None, "fail", "report"):
@@ -66,9 +72,13 @@ def check(
         report = check_source(kind, root, out or Path(scratch), thresholds, family=family, images_root=images,
                               keep_source_split=keep_source_split, progress=not as_json,
                               accept_unreadable_files=accept_unreadable_files)
+        report["drift"] = None
+        if against is not None and report["ingest"]["records"]:
+            report["drift"] = drift_against(out or Path(scratch), against)
         if out is None:
             report["dropped_list"] = None  # the scratch folder is gone after this command
-    passed = report["success"] and not (strict and report["ingest"]["dropped_total"])
+    drifted = report["drift"] is not None and not report["drift"]["success"]
+    passed = report["success"] and not (strict and report["ingest"]["dropped_total"]) and not drifted
     report["success"] = passed
     if as_json:
         print(json.dumps(report, indent=1))
@@ -100,7 +110,43 @@ def check(
         console.print(f"[red]{describe_failures(validation)}[/red]")
     if strict and summary["dropped_total"]:
         console.print("[red]--strict: records were dropped[/red]")
+    if report["drift"] is not None:
+        console.print(drift_table(report["drift"]))
+        if drifted:
+            console.print(describe_drift(report['drift'], report['drift']['failed']), style="red", markup=False)
     raise typer.Exit(0 if passed else 1)
+
+
+def drift_against(data: Path, against: str) -> dict:
+    """The drift checks of the checkout's params.yaml over `data` against `against`; an alias that points
+    at no version yet is an error here: the user asked for that comparison."""
+    from medr1.data.drift import DriftError, check_drift
+
+    params = checkout_params("--against (register.store, validate.drift)")
+    summary = check_drift(data, params, Path.cwd(), against=against,
+                          data_docs=data / "drift_docs" if data.is_dir() else None)
+    if summary is None:
+        raise DriftError(f"--against {against}: the alias points at no version of {params.register_.name} yet "
+                         "(`medr1 registry list` shows the versions)")
+    return summary
+
+
+def drift_table(summary: dict) -> Table:
+    """One row per drift check: statistic, threshold, action, outcome, both distributions."""
+    from medr1.data.drift import distribution_text
+
+    reference = summary["reference"]
+    table = Table(title=f"drift against {reference['name']} {reference['version']}"
+                        + (f" ({reference['alias']})" if reference["alias"] else "") + "'s training data")
+    for column in ("check", "statistic", "threshold", "action", "outcome", "reference", "new"):
+        table.add_column(column)
+    for check in summary["checks"]:
+        outcome = {True: "[green]pass[/green]", None: "skipped"}.get(
+            check["passed"], "[red]fail[/red]" if check["action"] == "fail" else "[yellow]drifted[/yellow]")
+        table.add_row(check["check"], "-" if check["statistic"] is None else f"{check['statistic']:.4g}",
+                      str(check["threshold"]), check["action"], outcome, distribution_text(check["reference"]),
+                      distribution_text(check["new"]))
+    return table
 
 
 def per_file_table(kind: str, root: Path, summary: dict) -> Table:

@@ -7,6 +7,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from PIL import Image
 from pydantic import ValidationError
 from tqdm import tqdm
 
@@ -19,6 +20,9 @@ from medr1.data.splits import split_by_image, write_splits
 from medr1.errors import DataError, PipelineError
 
 SOURCE_KINDS = ("synthetic", "omnimedvqa", "medr1-splits")
+# {processed image path: [width, height] of its source before the resize}: the drift checks compare
+# image sizes, which the resized images no longer show (medr1/data/drift.py)
+ORIGINAL_SIZES = "original_sizes.json"
 
 
 def read_source(kind: str, root: Path, dropped: Dropped, per_file: Counter, family: str = "modality",
@@ -40,10 +44,19 @@ def _per_file(record_files: list[str], records_per_file: Counter, kept_per_file:
             for file in sorted(record_files)}
 
 
-def _process(args: tuple[Path, Path, int, Path | None]) -> tuple[str, str, bool] | str:
+def _original_size(source: Path) -> list[int] | None:
+    """[width, height] from the image's header (PIL opens lazily: no pixel is decoded again)."""
+    try:
+        with Image.open(source) as image:
+            return list(image.size)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def _process(args: tuple[Path, Path, int, Path | None]) -> tuple[str, str, bool, list[int] | None] | str:
     source, out_folder, size, cache = args
     try:
-        return process_image(source, out_folder, size, cache)
+        return (*process_image(source, out_folder, size, cache), _original_size(source))
     except ImageError as error:
         return str(error)
 
@@ -52,8 +65,9 @@ def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, 
            kind: str = "omnimedvqa", family: str = "modality", keep_source_split: bool = False,
            images_root: Path | None = None, workers: int | None = None, cache: Path | None = None,
            accept_unreadable_files: bool = False) -> dict:
-    """Write `out/{train,test}.jsonl`, `out/splits/...`, `out/images/`, `out/dropped.jsonl` (every
-    record refused, with its reason) and return the ingest summary; no splits when nothing is usable.
+    """Write `out/{train,test}.jsonl`, `out/splits/...`, `out/images/`, `out/original_sizes.json`,
+    `out/dropped.jsonl` (every record refused, with its reason) and return the ingest summary; no splits
+    when nothing is usable.
 
     A source file that cannot be read at all (not UTF-8, not JSON, not a list) stops the ingest
     before anything is written, naming it and about how many questions it holds, unless
@@ -76,13 +90,15 @@ def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, 
         results = list(tqdm(pool.map(_process, jobs, chunksize=16), total=len(jobs), desc="images",
                             disable=not progress))
     processed = dict(zip(sources, results))
-    records, sides, kept_per_file = [], [], Counter()
+    records, sides, kept_per_file, original_sizes = [], [], Counter(), {}
     for item in items:
         result = processed[item.image_path]
         if isinstance(result, str):
             dropped.add(result.split(":")[0], f"{item.where or item.question_id} ({item.image_path})", item.source_file)
             continue
-        digest, name, _ = result
+        digest, name, _, original = result
+        if original is not None:
+            original_sizes.setdefault(f"images/{name}", original)
         try:
             record = Record(question_id=item.question_id, dataset=item.dataset, modality=item.modality,
                             question_type=item.question_type, question=item.question, options=item.options,
@@ -109,6 +125,7 @@ def ingest(source_root: Path, out: Path, image_size: int, test_fraction: float, 
         else:
             train, test = split_by_image(records, test_fraction, seed)
         summary.update(write_splits(train, test, out))
+        (out / ORIGINAL_SIZES).write_text(json.dumps(dict(sorted(original_sizes.items()))), encoding="utf-8")
     summary["dropped"] = dropped.as_dict()
     summary["unreadable_files"] = dropped.files
     summary["dropped_total"] = dropped.total
