@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medr1.data.records import MODALITIES, QUESTION_TYPES, UNKNOWN, family_of
@@ -398,13 +397,24 @@ class ParamsError(PipelineError):
     """params.yaml is malformed; the message names every bad key."""
 
 
+def read_params_yaml(text: str) -> dict:
+    """params.yaml's values as DVC reads and writes them: YAML 1.2 (ruamel), where a plain `no` is the string
+    "no". `dvc exp run -S` and the flows' overrides rewrite params.yaml through DVC's code, which leaves
+    `save_strategy: no` unquoted; a YAML 1.1 reader (PyYAML) would take it for false."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe", pure=True).load(text) or {}
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
+    from ruamel.yaml import YAMLError
+
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_params_yaml(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"{path} not found: run from the repository root or pass --params") from None
-    except yaml.YAMLError as error:
+    except YAMLError as error:
         raise ParamsError(f"{path} is not valid YAML: {error}") from None
     try:
         return Params.model_validate(raw)

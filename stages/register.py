@@ -3,9 +3,7 @@
 import json
 from pathlib import Path
 
-import yaml
-
-from medr1.config import load_params
+from medr1.config import load_params, read_params_yaml
 from medr1.errors import MissingFileError, PipelineError, run_main
 from medr1.model.base import base_reference
 from medr1.pipeline.recipes import recipe_changes
@@ -38,7 +36,7 @@ def main() -> None:
         if not needed.is_file():
             raise MissingFileError(f"{needed} is missing: a version is registered with its test predictions, which "
                                    "promotions compare on; run `dvc repro`, not this script alone")
-    raw_params = yaml.safe_load(Path("params.yaml").read_text())
+    raw_params = read_params_yaml(Path("params.yaml").read_text())
     lineage = {
         "base_model": base_reference(Path("models/base")),
         "data": data_dependencies(stages, UPSTREAM),

@@ -46,6 +46,7 @@ def audit_model(
         "packages": manifest.get("packages"),
         "files": manifest.get("files"),
         "evaluation": manifest.get("evaluation"),
+        "drift": manifest.get("drift"),
         "promotions": promotions,
     }
     if as_json:
@@ -71,6 +72,16 @@ def audit_model(
         counts.add_row(modality, str(sides.get("train")), str(sides.get("test")))
     console.print(counts)
     console.print(f"validation {report['validation']}")
+    evaluation = report["evaluation"]
+    if evaluation:
+        console.print(f"tested on {evaluation['split']['path']} (md5 {evaluation['split']['md5']}, "
+                      f"{evaluation['questions']} questions), predictions sha256 {evaluation['predictions_sha256']}")
+    drift = report["drift"]
+    if drift:
+        reference = drift["reference"]
+        console.print(f"drift against {reference['version']} ({reference.get('alias') or 'version'}): "
+                      + ("passed" if drift["success"] else f"failed {', '.join(drift['failed'])}")
+                      + (f"; reported {', '.join(drift['reported'])}" if drift["reported"] else ""))
     console.print(f"metrics {report['metrics']}")
     recipe = report["recipe"] or {}
     changed = recipe.get("changed")

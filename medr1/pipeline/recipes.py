@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from medr1.config import Params, ParamsError
+from medr1.config import Params, ParamsError, read_params_yaml
 from medr1.errors import MissingFileError
 
 RECIPES = Path("recipes")
@@ -162,7 +162,7 @@ def apply_recipe(name: str, params_file: Path, root: Path = RECIPES) -> dict[str
     handler = _handler()
     original = params_file.read_text()
     document = handler.load(original)
-    before = settings(yaml.safe_load(original) or {})
+    before = settings(read_params_yaml(original))
     for path, value in {"recipe": name, **settings(recipe["params"])}.items():
         if path not in before or before[path] != value:
             _set(document, path, value, f"recipe {name}")
@@ -170,12 +170,12 @@ def apply_recipe(name: str, params_file: Path, root: Path = RECIPES) -> dict[str
     handler.dump(document, stream)
     text = stream.getvalue()
     try:
-        Params.model_validate(yaml.safe_load(text))
+        Params.model_validate(read_params_yaml(text))
     except ValidationError as error:
         problems = [f"  {'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}" for issue in error.errors()]
         raise RecipeError(f"recipe {name} would make {params_file} invalid; nothing was written:\n"
                           + "\n".join(problems)) from None
-    after = settings(yaml.safe_load(text))
+    after = settings(read_params_yaml(text))
     with tempfile.NamedTemporaryFile("w", dir=params_file.parent, prefix=".params-", delete=False) as staged:
         staged.write(text)
     os.replace(staged.name, params_file)
