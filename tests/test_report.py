@@ -11,6 +11,7 @@ from PIL import Image
 from report_checks import CHROMIUM, check_numbers, parse, render_in_chromium
 
 from medr1.data.records import MODALITIES, QUESTION_TYPES
+from medr1.evaluate.evaluation import paired_comparisons
 from medr1.evaluate.metrics import Prediction, gain_over_base, summarize, training_group_accuracy
 from medr1.report.build import build_report, per_group
 from medr1.report.content import Metrics
@@ -31,8 +32,9 @@ def _predictions(skill: float, seed: int) -> list[Prediction]:
     return predictions
 
 
-def write_cells(cells_dir, study) -> None:
-    """metrics/study/<family>/<group>/<method>.json for every cell of `study`, as stages/study.py writes them."""
+def write_cells(cells_dir, study, base: list[Prediction]) -> None:
+    """metrics/study/<family>/<group>/<method>.json for every cell of `study`, as stages/study.py writes them,
+    each cell answering the test questions `base` (the base model's predictions) holds of each group."""
     budgets = {"grpo": {"questions_per_step": 16.0, "steps": study.max_steps, "questions": 16 * study.max_steps,
                         "epochs": None},
                "sft": {"questions_per_step": 8, "steps": 2 * study.max_steps, "questions": 16 * study.max_steps,
@@ -40,14 +42,23 @@ def write_cells(cells_dir, study) -> None:
     for family, groups in (("modality", study.modalities), ("question_type", study.question_types)):
         for index, trained_on in enumerate(groups):
             for method, bonus in (("grpo", 0.2), ("sft", 0.3)):
+                generator = random.Random(f"{family} {trained_on} {method}")
+                answers = {}
+                for g in groups:
+                    ids = [p.question_id for p in base if getattr(p, family) == g]
+                    right = round(len(ids) * (0.3 + 0.1 * index + (bonus if g == trained_on else 0)))
+                    flags = ["1"] * right + ["0"] * (len(ids) - right)
+                    generator.shuffle(flags)
+                    answers[g] = {"question_ids": ids, "correct": "".join(flags)}
                 cell = {"family": family, "trained_on": trained_on, "method": method,
                         "study": {"max_steps": study.max_steps, "num_train_epochs": study.num_train_epochs},
                         "budget": budgets[method],
                         # the SFT model of the last modality writes what the protocol cannot read (flagged)
                         "unreadable_share": 0.95 if (method, trained_on) == ("sft", study.modalities[-1]) else 0.0,
                         "mostly_unreadable": (method, trained_on) == ("sft", study.modalities[-1]),
-                        "accuracy": {g: round(0.3 + 0.1 * index + (bonus if g == trained_on else 0), 4)
-                                     for g in groups}}
+                        "accuracy": {g: round(a["correct"].count("1") / len(a["question_ids"]), 4)
+                                     for g, a in answers.items()},
+                        "answers": answers}
                 path = cells_dir / family / trained_on / f"{method}.json"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(cell))
@@ -68,9 +79,10 @@ def report(tmp_path_factory):
         evaluation.update({f"{prefix}{key}": value for key, value in summary.items()})
         if name != "base":
             evaluation[f"{prefix}gain_over_base"] = gain_over_base(summary, summaries["base"])
+    evaluation.update(paired_comparisons(predictions))
     study = repo_params().study
-    write_cells(metrics / "study", study)
-    matrices = generalization(metrics / "study", study, evaluation)
+    write_cells(metrics / "study", study, predictions["base"])
+    matrices = generalization(metrics / "study", study, evaluation, [p.__dict__ for p in predictions["base"]])
     (metrics / "eval.json").write_text(json.dumps(evaluation))
     (metrics / "generalization.json").write_text(json.dumps(matrices))
     history = [{"step": s, "reward": s / 10, "rewards/format_reward/mean": 1.0, "rewards/accuracy_reward/mean": s / 20,
@@ -177,9 +189,10 @@ def test_the_report_says_which_group_the_models_trained_on(report):
 def test_a_study_of_one_family_reports_that_family_only(report, tmp_path):
     """The paper's cross-modality study lists no question type: no cross-task matrix, no cells asked for."""
     study = repo_params().study.model_copy(update={"question_types": []})
-    write_cells(tmp_path / "study", study)
+    base = _predictions(0.1, 1)
+    write_cells(tmp_path / "study", study, base)
     evaluation = json.loads((report / "metrics/eval.json").read_text())
-    matrices = generalization(tmp_path / "study", study, evaluation)
+    matrices = generalization(tmp_path / "study", study, evaluation, [p.__dict__ for p in base])
     assert "question_type" in json.loads((report / "metrics/generalization.json").read_text())
     assert "question_type" not in matrices and matrices["modality"]["groups"] == study.modalities
     built = build_report({"eval.json": evaluation, "generalization.json": matrices}, "think_after",

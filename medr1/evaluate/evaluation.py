@@ -36,6 +36,18 @@ def write_predictions(predictions: list[Prediction], path: Path) -> None:
             stream.write(json.dumps(prediction.__dict__) + "\n")
 
 
+def paired_comparisons(graded: dict[str, list[Prediction]]) -> dict:
+    """Each model against "base" question by question (paired_gain_over_base for grpo,
+    sft_paired_gain_over_base, ...) and GRPO against SFT (paired_grpo_vs_sft): paired.compare_predictions,
+    overall, per modality and per question type, each difference with its paired interval."""
+    comparisons = {f"{'' if name == 'grpo' else f'{name}_'}paired_gain_over_base":
+                   compare_predictions(predictions, graded["base"])
+                   for name, predictions in graded.items() if name != "base" and "base" in graded}
+    if "grpo" in graded and "sft" in graded:
+        comparisons["paired_grpo_vs_sft"] = compare_predictions(graded["grpo"], graded["sft"])
+    return comparisons
+
+
 def evaluate_models(
     models: dict[str, Path],
     split: Path,
@@ -86,7 +98,4 @@ def evaluate_models(
         metrics.update({f"{prefix}{key}": value for key, value in summary.items()})
         if name != "base" and "base" in summaries:
             metrics[f"{prefix}gain_over_base"] = gain_over_base(summary, summaries["base"])
-            metrics[f"{prefix}paired_gain_over_base"] = compare_predictions(graded[name], graded["base"])
-    if "grpo" in graded and "sft" in graded:
-        metrics["paired_grpo_vs_sft"] = compare_predictions(graded["grpo"], graded["sft"])
-    return metrics
+    return {**metrics, **paired_comparisons(graded)}
