@@ -18,7 +18,7 @@ import numpy as np
 
 from medr1.errors import PipelineError
 from medr1.evaluate.metrics import difference
-from medr1.evaluate.paired import LEVEL, RESAMPLES, SEED, bootstrap_mean_interval, paired_difference
+from medr1.evaluate.paired import LEVEL, RESAMPLES, SEED, bootstrap_mean_interval, compare_predictions
 
 METHODS = ("grpo", "sft")  # a cell's model is models/study/<family>/<group>/<method>
 BASE_KEYS = {"modality": "base_per_modality", "question_type": "base_per_question_type"}
@@ -82,16 +82,21 @@ def _correct(cell: dict, tested_on: str) -> list[bool]:
 def paired_gains(cells: dict[str, dict[str, dict]], method: str, groups: list[str], questions: dict[str, list[str]],
                  base: dict[str, bool], family: str) -> dict[str, dict[str, dict]]:
     """[trained_on][tested_on]: the cell's model against the base model on the tested-on group's questions,
-    question by question (paired.paired_difference as a dict)."""
+    question by question (paired.compare_predictions' overall comparison: the questions in question_id order,
+    so the interval is the one the evaluate stage's comparisons would give)."""
     for tested_on in groups:
         missing = [question for question in questions[tested_on] if question not in base]
         if missing:
             raise PipelineError(f"the base model's predictions (reports/predictions/base.jsonl) have no answer to "
                                 f"{len(missing)} of the {family} {tested_on} test questions the study cells answered "
                                 f"(e.g. {missing[:3]}): run `dvc repro` so both come from the same test split")
-    return {trained_on: {tested_on: paired_difference(_correct(cells[trained_on][method], tested_on),
-                                                      [base[q] for q in questions[tested_on]]).as_dict()
-                         for tested_on in groups} for trained_on in groups}
+    def compare(cell: dict, tested_on: str) -> dict:
+        ids = questions[tested_on]
+        return compare_predictions([{"question_id": q, "correct": c} for q, c in zip(ids, _correct(cell, tested_on))],
+                                   [{"question_id": q, "correct": base[q]} for q in ids], slices=())["overall"]
+
+    return {trained_on: {tested_on: compare(cells[trained_on][method], tested_on) for tested_on in groups}
+            for trained_on in groups}
 
 
 def method_difference(cells: dict[str, dict[str, dict]], groups: list[str], questions: dict[str, list[str]],
@@ -113,13 +118,15 @@ def method_difference(cells: dict[str, dict[str, dict]], groups: list[str], ques
     if not tested:
         return None
     total = sum(len(questions[b]) for b in tested)
-    values = []
+    weighted: dict[str, float] = {}
     for b in tested:
         trained = [a for a in groups if (a != b) == cross_domain]
         per_question = np.mean([np.array(_correct(cells[a]["grpo"], b), dtype=float)
                                 - np.array(_correct(cells[a]["sft"], b), dtype=float) for a in trained], axis=0)
-        values.append(per_question * total / (len(tested) * len(questions[b])))
-    values = np.concatenate(values)
+        weighted.update(zip(questions[b], per_question * total / (len(tested) * len(questions[b]))))
+    if len(weighted) != total:
+        raise PipelineError("a question is in two of the study's groups: the groups of a family must not overlap")
+    values = np.array([weighted[question] for question in sorted(weighted)])  # question_id order, as paired.py's
 
     def average(method: str) -> float:
         return float(np.mean([np.mean(_correct(cells[a][method], b)) for b in tested
