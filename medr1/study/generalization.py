@@ -90,6 +90,7 @@ def paired_gains(cells: dict[str, dict[str, dict]], method: str, groups: list[st
             raise PipelineError(f"the base model's predictions (reports/predictions/base.jsonl) have no answer to "
                                 f"{len(missing)} of the {family} {tested_on} test questions the study cells answered "
                                 f"(e.g. {missing[:3]}): run `dvc repro` so both come from the same test split")
+
     def compare(cell: dict, tested_on: str) -> dict:
         ids = questions[tested_on]
         return compare_predictions([{"question_id": q, "correct": c} for q, c in zip(ids, _correct(cell, tested_on))],
