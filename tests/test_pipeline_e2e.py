@@ -84,10 +84,13 @@ def test_a_pulled_version_is_a_hugging_face_folder_whose_card_holds_the_results(
 
 
 def test_report_numbers_equal_the_metrics_of_the_run(pipeline_run):
-    from report_checks import check_numbers
+    from report_checks import check_intervals, check_numbers
 
     repo = pipeline_run.repo
     assert check_numbers(repo / "reports", repo / "metrics") > 20
+    # every gain and GRPO against SFT with its paired interval; one question type: no cross-domain cell
+    assert check_intervals(repo / "reports", repo / "metrics") > 20
+    assert "undecided (one question type: no cross-domain cell)" in (repo / "reports/summary.md").read_text()
     matrix = json.loads((repo / "metrics/generalization.json").read_text())
     assert matrix["modality"]["groups"] == ["CT", "MRI"]
     for method in ("grpo", "sft"):  # a cell for each method, on the same questions

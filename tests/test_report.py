@@ -5,13 +5,17 @@ import os
 import random
 from html import unescape
 
+import numpy as np
 import pytest
 from conftest import repo_params
 from PIL import Image
-from report_checks import CHROMIUM, check_numbers, parse, render_in_chromium
+from report_checks import CHROMIUM, check_intervals, check_numbers, parse, render_in_chromium
 
 from medr1.data.records import MODALITIES, QUESTION_TYPES
+from medr1.errors import PipelineError
+from medr1.evaluate.evaluation import paired_comparisons
 from medr1.evaluate.metrics import Prediction, gain_over_base, summarize, training_group_accuracy
+from medr1.evaluate.paired import bootstrap_mean_interval, compare_predictions, paired_difference
 from medr1.report.build import build_report, per_group
 from medr1.report.content import Metrics
 from medr1.report.render import write_report
@@ -31,8 +35,9 @@ def _predictions(skill: float, seed: int) -> list[Prediction]:
     return predictions
 
 
-def write_cells(cells_dir, study) -> None:
-    """metrics/study/<family>/<group>/<method>.json for every cell of `study`, as stages/study.py writes them."""
+def write_cells(cells_dir, study, base: list[Prediction]) -> None:
+    """metrics/study/<family>/<group>/<method>.json for every cell of `study`, as stages/study.py writes them,
+    each cell answering the test questions `base` (the base model's predictions) holds of each group."""
     budgets = {"grpo": {"questions_per_step": 16.0, "steps": study.max_steps, "questions": 16 * study.max_steps,
                         "epochs": None},
                "sft": {"questions_per_step": 8, "steps": 2 * study.max_steps, "questions": 16 * study.max_steps,
@@ -40,14 +45,23 @@ def write_cells(cells_dir, study) -> None:
     for family, groups in (("modality", study.modalities), ("question_type", study.question_types)):
         for index, trained_on in enumerate(groups):
             for method, bonus in (("grpo", 0.2), ("sft", 0.3)):
+                generator = random.Random(f"{family} {trained_on} {method}")
+                answers = {}
+                for g in groups:
+                    ids = [p.question_id for p in base if getattr(p, family) == g]
+                    right = round(len(ids) * (0.3 + 0.1 * index + (bonus if g == trained_on else 0)))
+                    flags = ["1"] * right + ["0"] * (len(ids) - right)
+                    generator.shuffle(flags)
+                    answers[g] = {"question_ids": ids, "correct": "".join(flags)}
                 cell = {"family": family, "trained_on": trained_on, "method": method,
                         "study": {"max_steps": study.max_steps, "num_train_epochs": study.num_train_epochs},
                         "budget": budgets[method],
                         # the SFT model of the last modality writes what the protocol cannot read (flagged)
                         "unreadable_share": 0.95 if (method, trained_on) == ("sft", study.modalities[-1]) else 0.0,
                         "mostly_unreadable": (method, trained_on) == ("sft", study.modalities[-1]),
-                        "accuracy": {g: round(0.3 + 0.1 * index + (bonus if g == trained_on else 0), 4)
-                                     for g in groups}}
+                        "accuracy": {g: round(a["correct"].count("1") / len(a["question_ids"]), 4)
+                                     for g, a in answers.items()},
+                        "answers": answers}
                 path = cells_dir / family / trained_on / f"{method}.json"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(cell))
@@ -68,9 +82,10 @@ def report(tmp_path_factory):
         evaluation.update({f"{prefix}{key}": value for key, value in summary.items()})
         if name != "base":
             evaluation[f"{prefix}gain_over_base"] = gain_over_base(summary, summaries["base"])
+    evaluation.update(paired_comparisons(predictions))
     study = repo_params().study
-    write_cells(metrics / "study", study)
-    matrices = generalization(metrics / "study", study, evaluation)
+    write_cells(metrics / "study", study, predictions["base"])
+    matrices = generalization(metrics / "study", study, evaluation, [p.__dict__ for p in predictions["base"]])
     (metrics / "eval.json").write_text(json.dumps(evaluation))
     (metrics / "generalization.json").write_text(json.dumps(matrices))
     history = [{"step": s, "reward": s / 10, "rewards/format_reward/mean": 1.0, "rewards/accuracy_reward/mean": s / 20,
@@ -177,9 +192,10 @@ def test_the_report_says_which_group_the_models_trained_on(report):
 def test_a_study_of_one_family_reports_that_family_only(report, tmp_path):
     """The paper's cross-modality study lists no question type: no cross-task matrix, no cells asked for."""
     study = repo_params().study.model_copy(update={"question_types": []})
-    write_cells(tmp_path / "study", study)
+    base = _predictions(0.1, 1)
+    write_cells(tmp_path / "study", study, base)
     evaluation = json.loads((report / "metrics/eval.json").read_text())
-    matrices = generalization(tmp_path / "study", study, evaluation)
+    matrices = generalization(tmp_path / "study", study, evaluation, [p.__dict__ for p in base])
     assert "question_type" in json.loads((report / "metrics/generalization.json").read_text())
     assert "question_type" not in matrices and matrices["modality"]["groups"] == study.modalities
     built = build_report({"eval.json": evaluation, "generalization.json": matrices}, "think_after",
@@ -198,3 +214,87 @@ def test_unknown_comes_last_with_a_note_and_out_of_the_average():
     assert "not in the average" in table.note
     assert per_group(Metrics({"eval.json": {"accuracy": 0.5, "per_modality": {"CT": 0.5}}}), "per_modality",
                      MODALITIES, "Accuracy per modality", None).note == ""
+
+
+def test_the_report_shows_an_interval_for_every_gain_and_for_grpo_against_sft(report):
+    """Every gain over the base (headline, per modality, per question type, each study cell) and GRPO against SFT
+    in- and cross-domain, each with its paired interval, each number equal to metrics/*.json."""
+    assert check_numbers(report / "reports", report / "metrics") > 50
+    assert check_intervals(report / "reports", report / "metrics") > 200
+    study = json.loads((report / "metrics/generalization.json").read_text())
+    rows = {row[0]: row[1:] for row in parse((report / "reports/index.html").read_text()).rows if row}
+    verdicts = {"GRPO better": "supported", "SFT better": "contradicted", "undecided": "undecided"}
+    for family, others in (("modality", "modalities"), ("question_type", "question types")):
+        result = study[family]["grpo_vs_sft"]["cross_domain"]
+        difference, questions, verdict = rows[f"GRPO generalizes better than SFT to other {others} "
+                                                        "(cross-domain average)"]
+        assert verdict == verdicts[result["verdict"]]  # the interval's verdict, not the point estimate's sign
+        assert difference.startswith(f"{'+' if result['difference'] > 0 else ''}{result['difference']} [")
+        assert int(questions) == result["questions"] == sum(study[family]["questions"].values())
+    assert "What this run can tell apart" in unescape((report / "reports/index.html").read_text())
+
+
+def _cell_predictions(cell: dict, tested_on: str, base: dict[str, Prediction]) -> list[dict]:
+    """A study cell's answers to one group's questions as predictions (the base's record fields, the cell's
+    correctness)."""
+    answers = cell["answers"][tested_on]
+    return [{**base[question].__dict__, "correct": flag == "1"}
+            for question, flag in zip(answers["question_ids"], answers["correct"])]
+
+
+def test_study_gains_are_the_paired_comparisons_of_each_cell_with_the_base_on_its_questions(report):
+    """Hand-made predictions: each cell's gain and interval in generalization.json equal compare_predictions and
+    paired_difference on the cell's answers and the base's to the same questions; GRPO against SFT is the
+    difference of the averages, its interval the paired bootstrap of each question's mean difference."""
+    study = json.loads((report / "metrics/generalization.json").read_text())
+    base = {p.question_id: p for p in _predictions(0.1, 1)}
+    for family in ("modality", "question_type"):
+        groups = study[family]["groups"]
+        cells = {(a, method): json.loads((report / f"metrics/study/{family}/{a}/{method}.json").read_text())
+                 for a in groups for method in ("grpo", "sft")}
+        for (a, method), cell in cells.items():
+            for b in groups:
+                stored = study[family][method]["paired_gain_over_base"][a][b]
+                predictions = _cell_predictions(cell, b, base)
+                same = [base[p["question_id"]].__dict__ for p in predictions]
+                assert stored == compare_predictions(predictions, same)["overall"]
+                ordered = sorted(zip(predictions, same), key=lambda pair: pair[0]["question_id"])  # as paired.py pairs
+                assert stored == paired_difference([p["correct"] for p, _ in ordered],
+                                                   [p["correct"] for _, p in ordered]).as_dict()
+                assert stored["n"] == study[family]["questions"][b] == len([p for p in base.values()
+                                                                            if getattr(p, family) == b])
+        per_question = {}
+        for b in groups:  # the test fixture's groups are of one size: every question weighs alike
+            right = {method: np.mean([[f == "1" for f in cells[(a, method)]["answers"][b]["correct"]]
+                                      for a in groups if a != b], 0) for method in ("grpo", "sft")}
+            per_question.update(zip(cells[(b, "grpo")]["answers"][b]["question_ids"], right["grpo"] - right["sft"]))
+        cross = study[family]["grpo_vs_sft"]["cross_domain"]
+        averages = {method: study[family][method]["cross_domain_average"] for method in ("grpo", "sft")}
+        assert (cross["grpo_average"], cross["sft_average"]) == (averages["grpo"], averages["sft"])
+        assert cross["difference"] == round(averages["grpo"] - averages["sft"], 4)
+        assert tuple(cross["interval"]) == bootstrap_mean_interval([per_question[q] for q in sorted(per_question)])
+        assert cross["cells"] == len(groups) * (len(groups) - 1)
+
+
+def test_a_study_cell_without_its_answers_is_refused(report, tmp_path):
+    study = repo_params().study
+    base = _predictions(0.1, 1)
+    write_cells(tmp_path / "study", study, base)
+    evaluation = json.loads((report / "metrics/eval.json").read_text())
+    old = tmp_path / "study/modality" / study.modalities[0] / "grpo.json"
+    cell = json.loads(old.read_text())
+    del cell["answers"]  # a cell of the format before the answers were kept
+    old.write_text(json.dumps(cell))
+    with pytest.raises(PipelineError, match="from another version of the study.*run `dvc repro`"):
+        generalization(tmp_path / "study", study, evaluation, [p.__dict__ for p in base])
+
+
+def test_a_study_question_the_base_model_did_not_answer_is_named(report, tmp_path):
+    study = repo_params().study
+    base = _predictions(0.1, 1)
+    write_cells(tmp_path / "study", study, base)
+    evaluation = json.loads((report / "metrics/eval.json").read_text())
+    missing = next(p for p in base if p.modality == study.modalities[1])
+    with pytest.raises(PipelineError, match=f"no answer to 1 of the modality {study.modalities[1]} test questions.*"
+                                            f"{missing.question_id}"):
+        generalization(tmp_path / "study", study, evaluation, [p.__dict__ for p in base if p is not missing])

@@ -15,6 +15,7 @@ from medr1.evaluate.metrics import (
     summarize,
     training_group_accuracy,
 )
+from medr1.evaluate.paired import compare_predictions
 from medr1.model.encoding import ImageCache
 from medr1.model.loading import load_for_evaluation
 from medr1.task.spec import TaskSpec
@@ -35,6 +36,18 @@ def write_predictions(predictions: list[Prediction], path: Path) -> None:
             stream.write(json.dumps(prediction.__dict__) + "\n")
 
 
+def paired_comparisons(graded: dict[str, list[Prediction]]) -> dict:
+    """Each model against "base" question by question (paired_gain_over_base for grpo,
+    sft_paired_gain_over_base, ...) and GRPO against SFT (paired_grpo_vs_sft): paired.compare_predictions,
+    overall, per modality and per question type, each difference with its paired interval."""
+    comparisons = {f"{'' if name == 'grpo' else f'{name}_'}paired_gain_over_base":
+                   compare_predictions(predictions, graded["base"])
+                   for name, predictions in graded.items() if name != "base" and "base" in graded}
+    if "grpo" in graded and "sft" in graded:
+        comparisons["paired_grpo_vs_sft"] = compare_predictions(graded["grpo"], graded["sft"])
+    return comparisons
+
+
 def evaluate_models(
     models: dict[str, Path],
     split: Path,
@@ -51,7 +64,10 @@ def evaluate_models(
 
     Returns metrics/eval.json's content: the "grpo" model's numbers at the top level, every
     other model's under its name as a prefix (base_accuracy, base_per_modality, ...), and
-    each model's gain over "base" (gain_over_base for grpo, sft_gain_over_base, ...); with each
+    each model's gain over "base" (gain_over_base for grpo, sft_gain_over_base, ...) and the same gain
+    question by question with its paired interval (paired_gain_over_base, sft_paired_gain_over_base, ...:
+    medr1/evaluate/paired.py, overall, per modality and per question type), GRPO against SFT likewise
+    (paired_grpo_vs_sft); with each
     model, the share of its outputs the protocol could not read (unreadable_share) and
     mostly_unreadable when that share reaches metrics.UNREADABLE_FLAG_SHARE. The model
     named "base" is asked as `base_task` says when given (Med-R1's zero-shot prompt). With `trained_on` (the
@@ -63,6 +79,7 @@ def evaluate_models(
     metrics: dict = {"chance_accuracy": round(chance_accuracy(records), 4), "split": str(split),
                      "protocol": TaskSpec.of(task).protocol, "trained_on": group}
     summaries: dict[str, dict] = {}
+    graded: dict[str, list[Prediction]] = {}
     for name, folder in models.items():
         model, processor = load_for_evaluation(folder, settings.device)
         asked = base_task if name == "base" and base_task is not None else task
@@ -70,6 +87,7 @@ def evaluate_models(
                                   evaluation_images(processor, asked, settings.image_window))  # shared in the window
         predictions = predict(model, processor, records, image_root, asked, settings, cache, progress, desc=name)
         summaries[name] = summarize(predictions)
+        graded[name] = predictions
         if trained_on is not None:
             summaries[name].update(training_group_accuracy(predictions, trained_on))
         if predictions_dir is not None:
@@ -80,4 +98,4 @@ def evaluate_models(
         metrics.update({f"{prefix}{key}": value for key, value in summary.items()})
         if name != "base" and "base" in summaries:
             metrics[f"{prefix}gain_over_base"] = gain_over_base(summary, summaries["base"])
-    return metrics
+    return {**metrics, **paired_comparisons(graded)}

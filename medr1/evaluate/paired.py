@@ -60,12 +60,13 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     return float(min(Fraction(1), Fraction(2 * tail, 2**discordant)))
 
 
-def paired_bootstrap_interval(a: Sequence[bool], b: Sequence[bool], resamples: int = RESAMPLES,
-                              level: float = LEVEL, seed: int = SEED) -> tuple[float, float]:
-    """Percentile interval of mean(a_i - b_i) over `resamples` draws of the questions with replacement
-    (numpy's default_rng(seed), question indices drawn resample by resample)."""
-    differences = np.asarray(a, dtype=np.int8) - np.asarray(b, dtype=np.int8)
-    size = len(differences)
+def bootstrap_mean_interval(values: Sequence[float], resamples: int = RESAMPLES, level: float = LEVEL,
+                            seed: int = SEED) -> tuple[float, float]:
+    """Percentile interval of mean(values) over `resamples` draws of the values with replacement
+    (numpy's default_rng(seed), indices drawn resample by resample). A value is one question's paired
+    difference: a question drawn brings every answer it holds along."""
+    values = np.asarray(values)
+    size = len(values)
     if size == 0:
         return (0.0, 0.0)
     generator = np.random.default_rng(seed)
@@ -73,10 +74,17 @@ def paired_bootstrap_interval(a: Sequence[bool], b: Sequence[bool], resamples: i
     rows = max(1, CHUNK_VALUES // size)
     for start in range(0, resamples, rows):  # the same stream of draws as one (resamples, size) call
         count = min(rows, resamples - start)
-        means[start:start + count] = differences[generator.integers(0, size, (count, size))].mean(axis=1)
+        means[start:start + count] = values[generator.integers(0, size, (count, size))].mean(axis=1)
     tail = (1 - level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return (round(float(low), 4), round(float(high), 4))
+
+
+def paired_bootstrap_interval(a: Sequence[bool], b: Sequence[bool], resamples: int = RESAMPLES,
+                              level: float = LEVEL, seed: int = SEED) -> tuple[float, float]:
+    """Percentile interval of mean(a_i - b_i) over `resamples` draws of the questions with replacement."""
+    differences = np.asarray(a, dtype=np.int8) - np.asarray(b, dtype=np.int8)
+    return bootstrap_mean_interval(differences, resamples, level, seed)
 
 
 def paired_difference(a: Sequence[bool], b: Sequence[bool], resamples: int = RESAMPLES, level: float = LEVEL,

@@ -1,8 +1,11 @@
 """The evaluation report's content from metrics/*.json: the headline, per-group tables, the study's
-matrices, the answer-letter confusion and the figures (rendered by medr1/report/render.py).
+matrices, what the run can tell apart, the answer-letter confusion and the figures (rendered by
+medr1/report/render.py).
 
 Every number in a table is a `Sourced` value: read from a metrics file by its key path and
-printed as stored, so the report cannot drift from metrics/*.json.
+printed as stored, so the report cannot drift from metrics/*.json. Every gain over the base and every
+GRPO-against-SFT difference is an `Interval`: the difference with its 95% paired interval
+(medr1/evaluate/paired.py), three Sourced numbers.
 """
 
 from __future__ import annotations
@@ -12,14 +15,19 @@ from pathlib import Path
 from medr1.data.records import MODALITIES, QUESTION_TYPES, UNKNOWN
 from medr1.errors import PipelineError
 from medr1.evaluate.metrics import UNREADABLE_FLAG_SHARE, unreadable_note
-from medr1.report.content import Cell, Figure, Metrics, Report, Table
+from medr1.report.content import Cell, Figure, Interval, Metrics, Report, Table
 from medr1.report.figures import heatmap, heatmaps
 from medr1.study.generalization import METHODS
 
 MODEL_PREFIXES = {"base": "base_", "SFT": "sft_", "GRPO": ""}  # row label -> key prefix in eval.json
 METHOD_LABELS = {"grpo": "GRPO", "sft": "SFT"}
 REQUIRED = ("accuracy", "base_accuracy", "per_modality", "per_question_type", "per_modality_question_type",
-            "gain_over_base", "letter_confusion", "per_dataset", "chance_accuracy", "unreadable_share")
+            "gain_over_base", "paired_gain_over_base", "letter_confusion", "per_dataset", "chance_accuracy",
+            "unreadable_share")
+PAIRED_NOTE = ("Gains and differences: the same test questions answered by both models; [low, high] is the 95% "
+               "paired bootstrap interval (questions resampled with replacement, 2,000 resamples; "
+               "docs/paired-statistics.md).")
+VERDICTS = {"above 0": "supported", "below 0": "contradicted", "holds 0": "undecided"}
 FLAG = "format, not answers (see note)"  # beside the accuracy of a model whose outputs the protocol could not read
 
 
@@ -51,7 +59,7 @@ def headline(metrics: Metrics, mode: str) -> Table:
     flags = [label for label, prefix in models if _flagged(metrics, prefix)]
     rows = []
     for label, prefix in models:
-        gain = metrics("eval.json", f"{prefix}gain_over_base", "accuracy") if prefix != "base_" else "-"
+        gain = metrics.interval("eval.json", f"{prefix}paired_gain_over_base", "overall") if prefix != "base_" else "-"
         flag = [FLAG if label in flags else ""] if flags else []
         rows.append([label if label == "base" else f"{label} ({mode})", metrics("eval.json", f"{prefix}accuracy"),
                      *flag, metrics("eval.json", f"{prefix}unreadable_share"),
@@ -61,12 +69,12 @@ def headline(metrics: Metrics, mode: str) -> Table:
     rows.append(["chance (uniform guess)", metrics("eval.json", "chance_accuracy"), *(["-"] if flags else []),
                  "-", "-", "-", "-", "-"])
     protocol = metrics.files["eval.json"].get("protocol")
-    notes = ["95% intervals: percentile bootstrap over questions, 1,000 resamples.",
+    notes = ["95% CI of the accuracy: percentile bootstrap over questions, 1,000 resamples.", PAIRED_NOTE,
              "Unreadable outputs: the share in which the grading protocol read no answer (medr1/task/grading.py)."]
     notes += [unreadable_note(label, protocol, mode) for label in flags]
     return Table("Accuracy on the held-out test split",
                  ["model", "accuracy", *(["flag"] if flags else []), "unreadable outputs", "95% CI low",
-                  "95% CI high", "format rate", "gain over base"], rows, " ".join(notes))
+                  "95% CI high", "format rate", "gain over base [95% paired interval]"], rows, " ".join(notes))
 
 
 def per_group(metrics: Metrics, key: str, vocabulary: tuple[str, ...], title: str, average: str | None) -> Table:
@@ -77,9 +85,18 @@ def per_group(metrics: Metrics, key: str, vocabulary: tuple[str, ...], title: st
         if average:
             row.append(metrics("eval.json", f"{prefix}{average}"))
         rows.append(row)
+    paired = [(label, prefix) for label, prefix in _models(metrics)
+              if prefix != "base_" and metrics.has("eval.json", f"{prefix}paired_gain_over_base", key)]
+    for label, prefix in paired:  # a slice compare_predictions gives (modality, question type)
+        rows.append([f"{label} gain over base"]
+                    + [metrics.interval("eval.json", f"{prefix}paired_gain_over_base", key, group)
+                       if metrics.has("eval.json", f"{prefix}paired_gain_over_base", key, group) else "-"
+                       for group in groups] + (["-"] if average else []))
     note = (f"{UNKNOWN}: test questions whose {key.removeprefix('per_').replace('_', ' ')} Med-R1's split files do "
             "not give (in no file of that family); counted in the accuracy"
             + (", not in the average." if average else ".")) if vocabulary and UNKNOWN in groups else ""
+    if paired:
+        note = f"{note} {PAIRED_NOTE}".strip()
     return Table(title, ["model", *groups] + (["average"] if average else []), rows, note)
 
 
@@ -98,6 +115,80 @@ def matrix_table(metrics: Metrics, family: str, title: str) -> Table:
                  "questions.")
 
 
+def gain_table(metrics: Metrics, family: str, title: str) -> Table:
+    """Each study cell's gain over the base model with its paired interval: the cell's model against the
+    base on the tested-on group's questions (generalization.json's paired_gain_over_base)."""
+    groups = metrics.files["generalization.json"][family]["groups"]
+    rows: list[list[Cell]] = [[f"trained on {trained_on}"]
+                              + [metrics.interval("generalization.json", family, method, "paired_gain_over_base",
+                                                  trained_on, g) for method in METHODS for g in groups]
+                              for trained_on in groups]
+    columns = [f"{METHOD_LABELS[method]}: {g}" for method in METHODS for g in groups]
+    return Table(title, ["trained on \\ tested on", *columns], rows,
+                 "Each cell: the model trained on the row's group minus the base model, on the column group's test "
+                 f"questions. {PAIRED_NOTE}")
+
+
+def _claim(claim: str, interval: Interval, questions) -> list[Cell]:
+    """A row of the tell-apart table: the claim, the difference with its interval, the questions, the
+    verdict, which the interval decides (never the point estimate)."""
+    return [claim, interval, questions, VERDICTS[interval.verdict()]]
+
+
+def tell_apart_table(metrics: Metrics) -> Table:
+    """The paper's claims as this run's intervals decide them: GRPO beats the base model; GRPO generalizes
+    better than SFT across domains (the cross-domain average), per study family; GRPO against SFT on the
+    main run and in-domain beside them."""
+    rows = [_claim("GRPO beats the base model (test split)",
+                   metrics.interval("eval.json", "paired_gain_over_base", "overall"),
+                   metrics("eval.json", "paired_gain_over_base", "overall", "n"))]
+    if metrics.has("eval.json", "paired_grpo_vs_sft", "overall"):
+        rows.append(_claim("GRPO beats SFT (test split)",
+                           metrics.interval("eval.json", "paired_grpo_vs_sft", "overall"),
+                           metrics("eval.json", "paired_grpo_vs_sft", "overall", "n")))
+    study = metrics.files.get("generalization.json", {})
+    for family in ("modality", "question_type"):
+        if family not in study:
+            continue
+        words = family.replace("_", " ")
+        others = {"modality": "modalities", "question_type": "question types"}[family]
+        claims = {"cross_domain": f"GRPO generalizes better than SFT to other {others} (cross-domain average)",
+                  "in_domain": f"GRPO beats SFT on the {words} it trained on (in-domain average)"}
+        for kind, claim in claims.items():
+            if kind in study[family].get("grpo_vs_sft", {}):
+                rows.append(_claim(claim, metrics.interval("generalization.json", family, "grpo_vs_sft", kind),
+                                   metrics("generalization.json", family, "grpo_vs_sft", kind, "questions")))
+            elif kind == "cross_domain":
+                rows.append([claim, "-", "-", f"undecided (one {words}: no cross-domain cell)"])
+    return Table("What this run can tell apart", ["claim", "difference [95% paired interval]", "test questions",
+                                                  "this run"], rows,
+                 "A claim is supported when its whole 95% paired interval lies above 0, contradicted when it lies "
+                 "below 0, and undecided when it holds 0, whatever the point estimate. GRPO against SFT in- and "
+                 "cross-domain is the difference of the averages in the table above (every cell weighing alike); "
+                 "its interval resamples test questions, each drawn question bringing every study model's answer to "
+                 "it (docs/paired-statistics.md).")
+
+
+def resolution_table(metrics: Metrics) -> Table:
+    """How many test questions each study group holds and how wide its cells' gain intervals came out."""
+    study = metrics.files["generalization.json"]
+    rows = []
+    for family in ("modality", "question_type"):
+        if family not in study:
+            continue
+        counts = study[family]["questions"]
+        fewest, most = min(counts, key=counts.get), max(counts, key=counts.get)
+        rows.append([family.replace("_", " "), f"{fewest}", metrics("generalization.json", family, "questions", fewest),
+                     f"{most}", metrics("generalization.json", family, "questions", most),
+                     metrics("generalization.json", family, "interval_half_width", "smallest"),
+                     metrics("generalization.json", family, "interval_half_width", "largest")])
+    return Table("How wide the study's intervals are", ["family", "fewest questions in", "questions", "most in",
+                                                        "questions", "narrowest cell (±)", "widest cell (±)"], rows,
+                 "Half the width of the study cells' gain intervals: a gain smaller than that cannot be told from no "
+                 "gain on that many questions. The width shrinks as one over the square root of the question count "
+                 "(four times the questions, half the width), and grows the more often the two models disagree.")
+
+
 def _averages_table(metrics: Metrics) -> Table:
     study = metrics.files["generalization.json"]
     families = [family for family in ("modality", "question_type") if family in study]
@@ -111,7 +202,8 @@ def _averages_table(metrics: Metrics) -> Table:
                  f"Each model trained on one group (GRPO {study['schedule']['grpo']}, SFT {study['schedule']['sft']}; "
                  "the questions each saw are in the budget tables), tested on its own group (in-domain) and on the "
                  "others (cross-domain): the paper's claim is that GRPO's cross-domain accuracy holds up where "
-                 "SFT's does not." + _unreadable_cells(study, families))
+                 "SFT's does not; whether this run's intervals tell the two apart is in 'What this run can tell "
+                 "apart'." + _unreadable_cells(study, families))
 
 
 def _unreadable_cells(study: dict, families: list[str]) -> str:
@@ -206,10 +298,12 @@ def build_report(files: dict[str, dict], mode: str, figures: Path, train_curve: 
                                 matrix["groups"], matrix["groups"], figures / f"{name}.png", "trained on",
                                 "tested on")),
                 matrix_table(metrics, family, f"{title} (accuracy)"),
+                gain_table(metrics, family, f"{title}: gain over the base model"),
                 budget_table(metrics, family, f"{title}: what each model trained on"),
             ]
         if any(family in study for family in ("modality", "question_type")):
-            report.sections.append(_averages_table(metrics))
+            report.sections += [_averages_table(metrics), resolution_table(metrics)]
+    report.sections.append(tell_apart_table(metrics))
     if train_curve is not None and train_curve.is_file():
         report.sections.append(Figure("GRPO training curves (rewards, completion length, KL)", train_curve))
     report.sections += [

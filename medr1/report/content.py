@@ -19,7 +19,31 @@ class Sourced:
         return str(self.value)
 
 
-Cell = str | Sourced
+def signed(number: Sourced) -> str:
+    """A difference as stored, with its sign: "+0.12", "-0.05", "0.0"."""
+    return ("+" if number.value > 0 else "") + number.text()
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A difference with its 95% interval, three Sourced numbers shown in one cell: "+0.12 [+0.03, +0.21]"."""
+
+    value: Sourced
+    low: Sourced
+    high: Sourced
+
+    def parts(self) -> tuple[Sourced, Sourced, Sourced]:
+        return (self.value, self.low, self.high)
+
+    def text(self) -> str:
+        return f"{signed(self.value)} [{signed(self.low)}, {signed(self.high)}]"
+
+    def verdict(self) -> str:
+        """'above 0', 'below 0' or 'holds 0': what the interval, never the point estimate, says."""
+        return "above 0" if self.low.value > 0 else "below 0" if self.high.value < 0 else "holds 0"
+
+
+Cell = str | Sourced | Interval
 
 
 @dataclass
@@ -66,6 +90,11 @@ class Metrics:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise PipelineError(f"metrics/{source} {'.'.join(path)} is not a number")
         return Sourced(value, source, tuple(path))
+
+    def interval(self, source: str, *path: str) -> Interval:
+        """A paired comparison's difference and interval (medr1/evaluate/paired.py's keys) at `path`."""
+        return Interval(self(source, *path, "difference"), self(source, *path, "interval", "0"),
+                        self(source, *path, "interval", "1"))
 
     def number(self, source: str, *path: str) -> bool:
         """True when the value exists and is a number (a format rate is null for a zero-shot prompt)."""

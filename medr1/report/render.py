@@ -1,7 +1,8 @@
 """A report as reports/index.html (self-contained: figures inlined) and reports/summary.md.
 
 The HTML tags each number's cell with its source and key path (data-source, data-path), which
-the tests check against metrics/*.json.
+the tests check against metrics/*.json; a cell holding a difference and its interval tags each of its
+three numbers (a <span> each).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import html
 import json
 from pathlib import Path
 
-from medr1.report.content import Cell, Report, Sourced, Table
+from medr1.report.content import Cell, Interval, Report, Sourced, Table, signed
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;\
@@ -32,10 +33,17 @@ window.addEventListener('load', () => {
 """
 
 
+def _sourced(cell: Sourced, text: str) -> str:
+    return f'data-source="{html.escape(cell.source)}" data-path="{html.escape(json.dumps(list(cell.path)))}">' \
+           f"{html.escape(text)}"
+
+
 def _cell_html(cell: Cell) -> str:
     if isinstance(cell, Sourced):
-        return (f'<td data-source="{html.escape(cell.source)}" data-path="{html.escape(json.dumps(list(cell.path)))}">'
-                f"{html.escape(cell.text())}</td>")
+        return f"<td {_sourced(cell, cell.text())}</td>"
+    if isinstance(cell, Interval):  # each of the three numbers tagged with its own source
+        value, low, high = (f"<span {_sourced(part, signed(part))}</span>" for part in cell.parts())
+        return f"<td class='interval'>{value} [{low}, {high}]</td>"
     return f"<td>{html.escape(cell)}</td>"
 
 
@@ -67,7 +75,7 @@ def render_markdown(report: Report, relative_to: Path) -> str:
         if isinstance(section, Table):
             lines.append("| " + " | ".join(section.header) + " |")
             lines.append("|" + "---|" * len(section.header))
-            lines += ["| " + " | ".join(c.text() if isinstance(c, Sourced) else c for c in row) + " |"
+            lines += ["| " + " | ".join(c if isinstance(c, str) else c.text() for c in row) + " |"
                       for row in section.rows]
         else:
             lines.append(f"![{section.title}]({section.path.relative_to(relative_to).as_posix()})")

@@ -127,8 +127,21 @@ def train_cell(params: Params, family: str, group: str, method: str, base: Path,
     return cell_budget(params, method, len(records))
 
 
+def answers_by_group(predictions, family: str) -> dict[str, dict]:
+    """Each tested-on group's questions and whether the cell's model answered each right, compactly:
+    {group: {"question_ids": [...], "correct": "0110..."}} ("1": right), in test-split order. What the
+    report pairs with the base model's answers to the same questions (medr1/study/generalization.py)."""
+    groups: dict[str, dict] = {}
+    for prediction in predictions:
+        group = groups.setdefault(getattr(prediction, family), {"question_ids": [], "correct": ""})
+        group["question_ids"].append(prediction.question_id)
+        group["correct"] += "1" if prediction.correct else "0"
+    return groups
+
+
 def evaluate_cell(params: Params, family: str, model_dir: Path, data: Path, method: str) -> dict:
-    """Accuracy of a cell's model on every group's test questions, in one batched pass."""
+    """Accuracy of a cell's model on every group's test questions, in one batched pass, and its answer
+    to each question (`answers_by_group`)."""
     records: list[Record] = []
     for group in study_groups(params, family):
         records += list(read_jsonl(group_split(data, family, "test", group, f"study.{FAMILIES[family]}")))
@@ -139,4 +152,5 @@ def evaluate_cell(params: Params, family: str, model_dir: Path, data: Path, meth
     return {"accuracy": grouped_accuracy(predictions, family),
             "unreadable_share": unreadable, "mostly_unreadable": unreadable >= UNREADABLE_FLAG_SHARE,
             "questions": {group: sum(getattr(r, family) == group for r in records)
-                          for group in study_groups(params, family)}}
+                          for group in study_groups(params, family)},
+            "answers": answers_by_group(predictions, family)}
