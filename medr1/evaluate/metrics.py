@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from medr1.data.records import UNKNOWN, Record, family_of
+from medr1.evaluate.paired import bootstrap_mean_interval
 from medr1.task.spec import TaskSpec
 
 NO_ANSWER = "none"  # the confusion matrix's column for completions without a readable letter
@@ -58,15 +58,9 @@ def chance_accuracy(records: list[Record]) -> float:
 
 def bootstrap_interval(predictions: list[Prediction], resamples: int = 1000, level: float = 0.95,
                        seed: int = 0) -> list[float]:
-    """Percentile bootstrap interval of the accuracy (questions resampled with replacement)."""
-    if not predictions:
-        return [0.0, 0.0]
-    hits = [1 if p.correct else 0 for p in predictions]
-    generator = random.Random(seed)
-    size = len(hits)
-    means = sorted(sum(generator.choices(hits, k=size)) / size for _ in range(resamples))
-    tail = (1 - level) / 2
-    return [round(means[int(tail * (resamples - 1))], 4), round(means[int((1 - tail) * (resamples - 1))], 4)]
+    """Percentile bootstrap interval of the accuracy (questions resampled with replacement): the paired
+    statistics' one bootstrap (medr1/evaluate/paired.py), over one model's 0/1 answers."""
+    return list(bootstrap_mean_interval([1 if p.correct else 0 for p in predictions], resamples, level, seed))
 
 
 def grouped_accuracy(predictions: list[Prediction], key: str) -> dict[str, float]:
