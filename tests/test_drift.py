@@ -138,7 +138,7 @@ def test_reference_is_found_through_lineage_in_the_dvc_cache_and_by_alias(proces
     assert reference.files["train.jsonl"].read_bytes() == (processed / "train.jsonl").read_bytes()
     assert drift.resolve_reference(store, "med-r1", "production", root) is None  # no production version yet
 
-    promote(store, VERSION, "candidate", repo_params().register_.gates)
+    promote(store, VERSION, "candidate", repo_params().register_.gates, repo_params().register_.comparison)
     params = repo_params().model_copy(deep=True)
     params.register_.store = f"file://{tmp_path / 'store'}"
     params.validate_.drift.against = "candidate"
@@ -243,7 +243,8 @@ def test_data_arrival_flow_fails_or_reports_drift_and_passes_unchanged_data(tmp_
     run(["dvc", "repro", "-q"], root)
     md5 = yaml.safe_load((root / "dvc.lock").read_text())["stages"]["ingest"]["outs"][0]["md5"]
     register_manifest(root / "store", md5)
-    promote(LocalStore(root / "store"), VERSION, "candidate", repo_params().register_.gates)
+    promote(LocalStore(root / "store"), VERSION, "candidate", repo_params().register_.gates,
+            repo_params().register_.comparison)
 
     shutil.rmtree(raw / "Images/Synthetic CT (Med-R1 default)")
     (raw / "QA_information/Open-access/Synthetic CT (Med-R1 default).json").unlink()

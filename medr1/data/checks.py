@@ -8,8 +8,6 @@ question_id of each offending row.
 from __future__ import annotations
 
 import json
-import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from PIL import Image
 
+from medr1.data.gx_checkpoint import run_checkpoint
 from medr1.data.images import default_workers
 from medr1.data.records import LETTERS, MODALITIES, QUESTION_TYPES, UNKNOWN, Record
 
@@ -135,54 +134,26 @@ def run_checks(frame: pd.DataFrame, min_rows_per_modality: int = 1, max_answer_s
     GX's Data Docs HTML site of the run is written into that folder. `shared_images`: "fail" (an
     image in both splits fails the checks) or "report" (counted in the summary only)."""
     frame = add_split_facts(frame)
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # the stage prints its own summary
-    asset = context.data_sources.add_pandas("medr1").add_dataframe_asset("records")
-    batch = asset.add_batch_definition_whole_dataframe("all records")
-    suite = context.suites.add(_suite(gx, min_rows_per_modality, max_answer_share, max_modality_share,
-                                      shared_images))
-    actions = []
-    if data_docs is not None:
-        context.add_data_docs_site(site_name="medr1", site_config={
-            "class_name": "SiteBuilder",
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                              "base_directory": str(Path(data_docs).resolve())},
-        })
-        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["medr1"]))
-    definition = context.validation_definitions.add(gx.ValidationDefinition(name="records", data=batch, suite=suite))
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name="medr1_checkpoint",
-            validation_definitions=[definition],
-            actions=actions,
-            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["question_id"]},
-        )
-    )
-    result = checkpoint.run(batch_parameters={"dataframe": frame})
+    outcomes = run_checkpoint(
+        frame, lambda gx: _suite(gx, min_rows_per_modality, max_answer_share, max_modality_share, shared_images),
+        "records", {"result_format": "COMPLETE", "unexpected_index_column_names": ["question_id"]}, data_docs)
     expectations = []
-    for validation in result.run_results.values():
-        for outcome in validation.results:
-            config = outcome.expectation_config
-            details = outcome.result or {}
-            examples = [
-                str(entry.get("question_id", entry)) if isinstance(entry, dict) else str(entry)
-                for entry in (details.get("unexpected_index_list") or [])[:5]
-            ]
-            expectations.append(
-                {
-                    "expectation": config.type,
-                    "column": config.kwargs.get("column"),
-                    "success": bool(outcome.success),
-                    "unexpected_count": int(details.get("unexpected_count") or 0),
-                    "examples": examples,
-                }
-            )
+    for outcome in outcomes:
+        config = outcome.expectation_config
+        details = outcome.result or {}
+        examples = [
+            str(entry.get("question_id", entry)) if isinstance(entry, dict) else str(entry)
+            for entry in (details.get("unexpected_index_list") or [])[:5]
+        ]
+        expectations.append(
+            {
+                "expectation": config.type,
+                "column": config.kwargs.get("column"),
+                "success": bool(outcome.success),
+                "unexpected_count": int(details.get("unexpected_count") or 0),
+                "examples": examples,
+            }
+        )
     failed = [e for e in expectations if not e["success"]]
     per_modality = frame["modality"].value_counts().to_dict() if "modality" in frame else {}
     too_small = {m: int(per_modality.get(m, 0)) for m in MODALITIES  # UNKNOWN is no modality: no minimum

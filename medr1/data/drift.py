@@ -12,9 +12,7 @@ a threshold and an action in params.yaml `validate.drift`: `fail` stops the run,
 from __future__ import annotations
 
 import json
-import logging
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from medr1.data.gx_checkpoint import run_checkpoint
 from medr1.data.images import default_workers
 from medr1.data.ingest import ORIGINAL_SIZES
 from medr1.errors import PipelineError
@@ -252,39 +251,16 @@ def _suite(gx, reference: dict, params: DriftParams):
 
 def _validate(frame: pd.DataFrame, reference: dict, params: DriftParams, data_docs: Path | None) -> dict[str, dict]:
     """{check: GX's result} of the checkpoint over the new data (Data Docs in `data_docs`)."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    asset = context.data_sources.add_pandas("medr1").add_dataframe_asset("new data")
-    batch = asset.add_batch_definition_whole_dataframe("new records")
-    suite = context.suites.add(_suite(gx, reference, params))
-    actions = []
-    if data_docs is not None:
-        context.add_data_docs_site(site_name="medr1_drift", site_config={
-            "class_name": "SiteBuilder",
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                              "base_directory": str(Path(data_docs).resolve())},
-        })
-        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["medr1_drift"]))
-    definition = context.validation_definitions.add(gx.ValidationDefinition(name="drift", data=batch, suite=suite))
-    checkpoint = context.checkpoints.add(gx.Checkpoint(name="medr1_drift_checkpoint",
-                                                       validation_definitions=[definition], actions=actions,
-                                                       result_format={"result_format": "SUMMARY"}))
-    result = checkpoint.run(batch_parameters={"dataframe": frame})
+    results = run_checkpoint(frame, lambda gx: _suite(gx, reference, params), "drift", {"result_format": "SUMMARY"},
+                             data_docs)
     outcomes = {}
-    for validation in result.run_results.values():
-        for outcome in validation.results:
-            config = outcome.expectation_config
-            outcomes[(config.meta or {}).get("check")] = {
-                "expectation": config.type, "column": config.kwargs.get("column"), "success": bool(outcome.success),
-                "result": outcome.result or {},
-                "error": (outcome.exception_info or {}).get("exception_message") or None,
-            }
+    for outcome in results:
+        config = outcome.expectation_config
+        outcomes[(config.meta or {}).get("check")] = {
+            "expectation": config.type, "column": config.kwargs.get("column"), "success": bool(outcome.success),
+            "result": outcome.result or {},
+            "error": (outcome.exception_info or {}).get("exception_message") or None,
+        }
     return outcomes
 
 
