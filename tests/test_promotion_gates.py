@@ -250,7 +250,8 @@ def test_cli_refusal_names_slices_and_history_and_audit_show_the_evidence(store,
     page = (tmp_path / "page" / "index.html").read_text()
     assert "refused" in page and "modality: MRI" not in page and (tmp_path / "page/figures/comparison.png").is_file()
     history_text = _cli("registry", "history")
-    assert "refused:" in history_text and "max_slice_drop" in history_text and production["version"] in history_text
+    assert "refused:" in history_text and "max_slice_drop" in history_text
+    assert f"[vs {production['version']}: +" in history_text  # the comparison, shown (not eaten as rich markup)
     logged = json.loads(CliRunner().invoke(app, ["registry", "history", "--json"]).output)
     assert logged[-1]["evidence"]["comparison"]["current_version"] == production["version"]
     audit = json.loads(CliRunner().invoke(app, ["audit", "model", mixed["version"], "--json"]).output)

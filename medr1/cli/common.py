@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from medr1.config import Params, load_params
@@ -49,6 +50,6 @@ def show(data, as_json: bool, title: str, columns: tuple[str, ...], rows: list[l
             table.add_column(column, no_wrap=True, min_width=max((len(row[index]) for row in rows), default=7))
         else:
             table.add_column(column)
-    for row in rows:
-        table.add_row(*row)
+    for row in rows:  # cells are text, never rich markup: "[vs 1a2b: +0.05 ...]" would vanish as a tag
+        table.add_row(*(escape(cell) for cell in row))
     console.print(table)
