@@ -46,6 +46,13 @@ def heatmaps(tables: dict[str, dict[str, dict[str, float]]], rows: list[str], co
                               ha="center", va="center", color=shade, fontsize=9)
         figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
         axis.set_title(title)
+    return save_figure(figure, path)
+
+
+def save_figure(figure, path: Path) -> Path:
+    """`figure` as a PNG at `path`, closed after."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

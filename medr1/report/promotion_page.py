@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medr1.report.content import Figure, Report, Sourced, Table
+from medr1.report.figures import save_figure
 from medr1.report.render import write_report
 
 EVENT = "promotion event"  # the Sourced source of every number: the audit event's JSON
@@ -44,11 +45,7 @@ def _figure(rows: list[dict], title: str, path: Path) -> Path:
     axis.set_yticks(positions, labels)
     axis.set_xlabel("candidate - current accuracy (paired, same questions), with its interval")
     axis.set_title(title)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def write_comparison_page(event: dict, out: Path) -> Path:
