@@ -14,6 +14,7 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed, State
 
 REGISTERED = Path("metrics/registered.json")
 PAGES = Path("reports/promotion")
@@ -44,7 +45,7 @@ def _publish(root: Path, event: dict) -> None:
 
 
 @task(name="promote", cache_policy=NO_CACHE)
-def promote_registered(root: Path) -> dict:
+def promote_registered(root: Path) -> dict | State:
     """{"version", "granted": [aliases], "refused": None | {"alias", "failed_gates"}}."""
     from medr1.config import load_params
     from medr1.evaluate.version_predictions import reevaluator
@@ -53,6 +54,11 @@ def promote_registered(root: Path) -> dict:
 
     checkout = load_params(root / "params.yaml")
     params = checkout.register_
+    if not params.auto_promote:
+        return {"version": None, "granted": [], "refused": None}
+    if not (root / REGISTERED).is_file():
+        return Failed(message=f"nothing to promote: the register stage wrote no {REGISTERED} "
+                              "(register.auto_promote names aliases)")
     version = json.loads((root / REGISTERED).read_text())["version"]
     store = open_store(params.store, base=root)
     outcome = {"version": version, "granted": [], "refused": None}

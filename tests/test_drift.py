@@ -232,7 +232,7 @@ def test_data_arrival_flow_fails_or_reports_drift_and_passes_unchanged_data(tmp_
     params = merged(yaml.safe_load((REPO / "params.yaml").read_text()), {
         "validate": {"min_rows_per_modality": 1, "max_answer_share": 1.0,
                      "drift": {"against": "candidate", "answer_share": {"action": "report"}}},
-        "register": {"store": "file://store"}})
+        "register": {"store": "file://store", "auto_promote": []}})  # its register stage registers nothing
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "dvc.yaml").write_text(yaml.safe_dump(FLOW_DVC_YAML))
     monkeypatch.setenv("PYTHONPATH", str(REPO))

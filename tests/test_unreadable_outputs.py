@@ -8,6 +8,7 @@ import pytest
 from report_checks import check_numbers, parse
 
 from medr1.data.records import MODALITIES, QUESTION_TYPES, Record
+from medr1.evaluate.evaluation import paired_comparisons
 from medr1.evaluate.metrics import UNREADABLE_FLAG_SHARE, gain_over_base, grade, summarize
 from medr1.report.build import FLAG, build_report
 from medr1.report.render import write_report
@@ -96,15 +97,16 @@ def test_the_flag_threshold(unreadable, flagged):
 
 def _write_report(root, outputs: dict[str, list[str]], protocol: str, mode: str):
     records = _records(40)
-    summaries = {name: summarize([grade(r, output, TaskSpec(mode, "med-r1", "evaluate", "med-r1", protocol))
-                                  for r, output in zip(records, texts, strict=True)])
-                 for name, texts in outputs.items()}
+    graded = {name: [grade(r, output, TaskSpec(mode, "med-r1", "evaluate", "med-r1", protocol))
+                     for r, output in zip(records, texts, strict=True)] for name, texts in outputs.items()}
+    summaries = {name: summarize(predictions) for name, predictions in graded.items()}
     evaluation = {"chance_accuracy": 0.25, "split": "data/processed/test.jsonl", "protocol": protocol}
     for name, summary in summaries.items():
         prefix = "" if name == "grpo" else f"{name}_"
         evaluation.update({f"{prefix}{key}": value for key, value in summary.items()})
         if name != "base":
             evaluation[f"{prefix}gain_over_base"] = gain_over_base(summary, summaries["base"])
+    evaluation.update(paired_comparisons(graded))  # as the evaluate stage writes them
     (root / "metrics").mkdir()
     (root / "metrics/eval.json").write_text(json.dumps(evaluation))
     write_report(build_report({"eval.json": evaluation}, mode, root / "reports/figures", None), root / "reports")
