@@ -176,14 +176,14 @@ def medr1_pipeline(overrides: list[str] | None = None, repo: str = ".") -> dict 
     root = Path(repo).resolve()
     overrides = list(overrides or [])
     try:
-        graph = read_graph(root)
-        before_checks = graph.before(CHECKED_STAGE)
-        graph.require(PUBLISH_STAGE)
-    except PipelineError as error:
-        return Failed(message=str(error))
-    after_checks = [stage for stage in graph.order if stage not in before_checks and stage != PUBLISH_STAGE]
-    try:
         with overridden_params(root / "params.yaml", overrides):
+            try:  # the graph of the overridden params: an override of a foreach list adds or removes stages
+                graph = read_graph(root)
+                before_checks = graph.before(CHECKED_STAGE)
+                graph.require(PUBLISH_STAGE)
+            except PipelineError as error:
+                return Failed(message=str(error))
+            after_checks = [stage for stage in graph.order if stage not in before_checks and stage != PUBLISH_STAGE]
             _result(sync_inputs(root, return_state=True))
             changed = _result(changed_stages(root, return_state=True))
             handed_to_dvc: set[str] = set()  # a stage downstream of one of these may change: DVC decides
