@@ -23,8 +23,6 @@ REFUSED = "Promotion refused"  # the name of a flow run's final state when a gat
 
 def _publish(root: Path, event: dict) -> None:
     """The attempt's slice table, its failures and its page as artifacts of the flow run."""
-    from medr1.config import PromotionGate
-    from medr1.registry.comparison import slice_rows
     from medr1.report.promotion_page import comparison_rows, write_comparison_page
 
     alias, verdict = event["alias"], "granted" if event["granted"] else "refused"
@@ -35,8 +33,7 @@ def _publish(root: Path, event: dict) -> None:
     comparison = event["evidence"]["comparison"]
     if not comparison:
         return
-    rows = comparison_rows(comparison, slice_rows(comparison, PromotionGate(**event["gate"])))
-    create_table_artifact(key=f"medr1-promotion-{alias}-slices", table=rows,
+    create_table_artifact(key=f"medr1-promotion-{alias}-slices", table=comparison_rows(event),
                           description=f"{event['version']} against {comparison['current_version']} ({alias}), "
                                       f"same {comparison['overall']['n']} questions, slice by slice")
     page = write_comparison_page(event, root / PAGES / alias)

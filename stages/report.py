@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from medr1.config import load_params
+from medr1.data.records import json_lines
 from medr1.errors import PipelineError, run_main
 from medr1.report.build import build_report
 from medr1.report.render import write_report
@@ -19,7 +20,7 @@ def base_predictions(path: Path = BASE_PREDICTIONS) -> list[dict]:
     if not path.is_file():
         raise PipelineError(f"{path} is missing: run `dvc repro evaluate` (the study's gains are paired with the "
                             "base model's answers)")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return json_lines(path.read_text())
 
 
 def main() -> None:

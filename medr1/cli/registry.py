@@ -90,15 +90,12 @@ def registry_promote(
 
 def show_comparison(event: dict, page: Path | None) -> None:
     """The evidence of a promotion attempt as a table (and, with `page`, as the HTML page)."""
-    from medr1.registry.comparison import slice_rows
     from medr1.report.promotion_page import comparison_rows, write_comparison_page
 
     comparison = (event.get("evidence") or {}).get("comparison")
     if not comparison:
         return
-    from medr1.config import PromotionGate
-
-    rows = comparison_rows(comparison, slice_rows(comparison, PromotionGate(**event["gate"])))
+    rows = comparison_rows(event)
     table = Table(title=f"{event['version']} against {comparison['current_version']} ({event['alias']} now), "
                         f"{comparison['overall']['n']} questions of {comparison['split']['path']} "
                         f"(md5 {comparison['split']['md5'][:12]})")

@@ -7,7 +7,6 @@ question_id of each offending row.
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +16,7 @@ from PIL import Image
 
 from medr1.data.gx_checkpoint import run_checkpoint
 from medr1.data.images import default_workers
-from medr1.data.records import LETTERS, MODALITIES, QUESTION_TYPES, UNKNOWN, Record
+from medr1.data.records import LETTERS, MODALITIES, QUESTION_TYPES, UNKNOWN, Record, json_lines
 
 if TYPE_CHECKING:
     from medr1.config import Params
@@ -92,8 +91,7 @@ def splits_frame(data: Path, image_size: int = 384, workers: int | None = None) 
     frames = []
     for split in ("train", "test"):
         path = data / f"{split}.jsonl"
-        rows = ([json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-                if path.is_file() else [])
+        rows = json_lines(path.read_text(encoding="utf-8")) if path.is_file() else []
         frames.append(records_frame(rows, data, split, image_size, workers))
     return pd.concat(frames, ignore_index=True)
 

@@ -25,6 +25,7 @@ from PIL import Image
 from medr1.data.gx_checkpoint import run_checkpoint
 from medr1.data.images import default_workers
 from medr1.data.ingest import ORIGINAL_SIZES
+from medr1.data.records import json_lines
 from medr1.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ def folder_files(folder: Path) -> dict[str, Path]:
 def _read_jsonl(path: Path | None) -> list[dict]:
     if path is None or not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return json_lines(path.read_text(encoding="utf-8"))
 
 
 def _mean_intensity(path: Path | None) -> float | None:

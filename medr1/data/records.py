@@ -88,6 +88,12 @@ def write_jsonl(records: Iterable[Record], path: Path) -> int:
     return count
 
 
+def json_lines(text: str) -> list[dict]:
+    """Every non-blank line of a JSON Lines text, parsed, unvalidated (predictions, or records a check inspects
+    as they are)."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def read_jsonl(path: Path) -> Iterator[Record]:
     if not Path(path).is_file():
         raise MissingFileError(f"no split file {path}: `dvc repro ingest` writes the splits under data/processed/")

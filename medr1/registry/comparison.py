@@ -11,11 +11,11 @@ same pair is never evaluated twice. The statistics are medr1/evaluate/paired.py'
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from medr1.data.records import json_lines
 from medr1.evaluate.paired import SLICES, compare_predictions
 from medr1.registry.store import ObjectStore
 from medr1.registry.versions import EVALUATIONS, RegistryError, version_prefix
@@ -49,7 +49,7 @@ def evaluation_key(manifest: dict, split_md5: str) -> str:
 
 def _predictions(store: ObjectStore, key: str) -> tuple[list[dict], str]:
     data = store.get_bytes(key)
-    return [json.loads(line) for line in data.decode().splitlines() if line.strip()], hashlib.sha256(data).hexdigest()
+    return json_lines(data.decode()), hashlib.sha256(data).hexdigest()
 
 
 def _candidate_predictions(store: ObjectStore, manifest: dict) -> tuple[dict, list[dict], str]:

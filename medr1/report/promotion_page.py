@@ -13,8 +13,15 @@ from medr1.report.render import write_report
 EVENT = "promotion event"  # the Sourced source of every number: the audit event's JSON
 
 
-def comparison_rows(comparison: dict, slices: list[dict]) -> list[dict]:
-    """Overall then each slice: both accuracies, the difference, its interval, n, McNemar p and the gate's outcome."""
+def comparison_rows(event: dict) -> list[dict]:
+    """A promotion attempt's comparison, overall then each slice: both accuracies, the difference, its interval, n,
+    McNemar p and what the attempt's gate made of the slice (the table of the CLI, the flow's artifact, the page)."""
+    from medr1.config import PromotionGate
+    from medr1.registry.comparison import slice_rows
+
+    comparison = event["evidence"]["comparison"]
+    slices = slice_rows(comparison, PromotionGate(**event["gate"]))
+
     def row(slice_name: str, group: str, numbers: dict, outcome: str) -> dict:
         return {"slice": slice_name, "group": group, "candidate": numbers["accuracy_a"],
                 "current": numbers["accuracy_b"], "difference": numbers["difference"],
@@ -50,15 +57,11 @@ def _figure(rows: list[dict], title: str, path: Path) -> Path:
 
 def write_comparison_page(event: dict, out: Path) -> Path:
     """`out`/index.html (and summary.md) for one promotion attempt; returns the HTML's path."""
-    from medr1.config import PromotionGate
-    from medr1.registry.comparison import slice_rows
-
     comparison = event["evidence"]["comparison"]
-    slices = slice_rows(comparison, PromotionGate(**event["gate"]))
-    rows = comparison_rows(comparison, slices)
+    rows = comparison_rows(event)
     level = f"{comparison['settings']['level']:.0%}"
     paths = [("evidence", "comparison", "overall")] + [
-        ("evidence", "comparison", f"per_{item['slice'].replace(' ', '_')}", item["group"]) for item in slices]
+        ("evidence", "comparison", f"per_{row['slice'].replace(' ', '_')}", row["group"]) for row in rows[1:]]
     keys = {"candidate": "accuracy_a", "current": "accuracy_b", "difference": "difference", "n": "n",
             "McNemar p": "mcnemar_p"}
 
