@@ -91,20 +91,16 @@ def aliases_by_version(store: ObjectStore) -> dict[tuple[str, str], list[str]]:
     return held
 
 
-def resolve(store: ObjectStore, version_or_alias: str, name: str) -> dict:
-    """The manifest a version id (or unique prefix) or an alias of model `name` names."""
-    if version_or_alias in ALIASES:
-        version = aliases(store, name).get((name, version_or_alias))
-        if version is None:
-            raise RegistryError(f"no version of {name} is {version_or_alias} yet in {store.url}")
-        return find_version(store, version)
-    return find_version(store, version_or_alias)
-
-
 def _standing(store: ObjectStore, name: str, alias: str) -> tuple[int, str | None]:
-    """(generation, version) the alias stands on now; (0, None) when nothing was ever promoted to it."""
+    """(generation, version) the alias stands on now; (0, None) when nothing was ever promoted to it. One listing
+    and one read: the highest generation's key sorts last (8 digits); only a log from before generations is read
+    whole."""
+    granted = [key for key in store.list(f"{AUDIT_PREFIX}/{name}/{alias}/granted/") if key.endswith(".json")]
+    if granted:
+        event = json.loads(store.get_bytes(max(granted)))
+        return event["generation"], event["version"]
     event = _current(history(store, name)).get((name, alias))
-    return (event.get("generation", 0), event["version"]) if event else (0, None)
+    return (0, event["version"]) if event else (0, None)
 
 
 def _compares(gate: PromotionGate) -> bool:
