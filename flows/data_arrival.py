@@ -17,8 +17,9 @@ from prefect.states import Completed, Failed, State
 
 from flows.dvc_commands import changed_paths, status
 from flows.dvc_graph import read_graph
-from flows.pipeline import RETRY_DELAYS, medr1_pipeline, only_transient
+from flows.pipeline import medr1_pipeline
 from flows.promotion import REFUSED
+from flows.retries import RETRY_DELAYS, retry_if_transient
 from medr1.errors import PipelineError
 
 
@@ -33,7 +34,7 @@ def watched_path(root: Path, data: str | None) -> str:
 
 
 @task(name="data changed?", retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=only_transient, cache_policy=NO_CACHE)
+      retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
 def data_changed(root: Path, path: str) -> bool:
     return path in changed_paths(status(root))
 

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from medr1.errors import PipelineError, TransientError
+
 # A failure that a second try can cure: the stage was killed (out of memory, pre-empted), another
 # `dvc` held the repository's lock, or the remote did not answer. Everything else (a failed data
 # check, a bad param, a bug) fails the same way again, so it is not retried.
@@ -25,11 +27,11 @@ TRANSIENT = re.compile(
 RAN = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
 
 
-class DvcFailed(RuntimeError):
+class DvcFailed(PipelineError):
     """`dvc` exited non-zero for a reason that would recur."""
 
 
-class TransientDvcError(RuntimeError):
+class TransientDvcError(TransientError):
     """`dvc` exited non-zero for a reason that may pass (see TRANSIENT)."""
 
 

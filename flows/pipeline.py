@@ -22,10 +22,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
 
 from flows.artifacts import REPORT, data_checks_markdown, drift_markdown, per_modality_rows, run_summary_markdown
-from flows.dvc_commands import DvcFailed, TransientDvcError, has_remote, run_dvc, stages_that_ran, status
+from flows.dvc_commands import DvcFailed, has_remote, run_dvc, stages_that_ran, status
 from flows.dvc_graph import read_graph
 from flows.params_overrides import OverrideError, check_overrides, overridden_params
 from flows.promotion import REFUSED, promote_registered, refusal_message
+from flows.retries import RETRY_DELAYS, retry_if_transient
 from medr1.errors import PipelineError
 
 CHECKED_STAGE = "validate"        # the data checks run as soon as the stages it depends on have run
@@ -33,16 +34,10 @@ PUBLISH_STAGE = "register"        # after `dvc push`: a registered version never
 INGESTED = Path("data/processed")  # the folder the validate stage checks (stages/validate.py)
 DRIFT_REPORT = Path("reports/validation/drift.json")  # the register stage puts it into the version's lineage
 DRIFT_DOCS = Path("reports/validation/drift_docs")
-RETRY_DELAYS = [30, 120]           # seconds before the second and third try of a transient failure
-
-
-def only_transient(task, task_run, state) -> bool:
-    """Retry a failure that may pass; a failed check, a bad param or a bug would fail again."""
-    return isinstance(state.data, TransientDvcError)
 
 
 def _dvc_task(**options):
-    return task(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=only_transient,
+    return task(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_if_transient,
                 cache_policy=NO_CACHE, **options)
 
 

@@ -30,6 +30,11 @@ class ImageError(DataError):
     """The image cannot be used; the message says why."""
 
 
+class TransientError(PipelineError):
+    """A failure that a second try may cure: a killed process, a lock another run held, a remote or
+    worker that did not answer. Everything else fails the same way again and is not retried."""
+
+
 class NoSpaceError(PipelineError):
     """A write failed for lack of space (a full disk, a quota, a file size limit)."""
 
@@ -52,6 +57,11 @@ def no_space(error: BaseException) -> NoSpaceError | None:
     return NoSpaceError(f"no space left{where} ({cause}): free space and run again; the stage's previous outputs "
                         "are as they were and nothing half-written was published (a checkpoint cut short is passed "
                         "over when training resumes)")
+
+
+def is_transient(error: BaseException | None) -> bool:
+    """Whether trying again may help: the one predicate behind every retry (flows' `retry_condition_fn`)."""
+    return isinstance(error, TransientError | ConnectionError | TimeoutError)
 
 
 def run_main(main: Callable[[], None], name: str) -> None:
