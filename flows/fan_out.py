@@ -304,7 +304,7 @@ def medr1_fan_out(stages: list[str] | None = None, then: list[str] | None = None
             parameters = {"repo": source or str(root), "commit": commit, "lock": lock, "files": files,
                           "remote": remote, "params_yaml": (root / "params.yaml").read_text(),
                           "heartbeat_s": heartbeat_s}
-            cells = run_cells(root, stale, parameters, deployment, params.study.parallel, list(params.study.gpus),
+            cells = run_cells(root, stale, parameters, deployment, params.study.parallel, [],  # study.gpus went away
                               attempts, lost_after_s, poll_s)
             create_markdown_artifact(key="medr1-fan-out", markdown=cells_markdown(cells),
                                      description="Each cell's tries, times and placement")

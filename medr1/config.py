@@ -2,7 +2,9 @@
 
 params.yaml is the one source of every value: the types below carry bounds and descriptions but
 no defaults, so a key missing from params.yaml is an error that names it, never a second,
-silently different number.
+silently different number. TRL's settings are not re-declared here: train.trl and sft.trl hold
+any GRPOConfig / SFTConfig field by its TRL name (TRL's default where unset), checked against the
+installed TRL where the configs are built (medr1/train/trl_config.py).
 """
 
 from __future__ import annotations
@@ -200,13 +202,10 @@ class TrainParams(Section):
                     "do. Evaluation tests on every group either way")
     reasoning: Literal["think_before", "no_think", "think_after"]
     device: Literal["auto", "cpu", "cuda"]
-    max_steps: StepsOrEpochs = Field(description="optimizer steps; -1: train.trl.num_train_epochs epochs instead")
-    checkpoint_steps: int = Field(ge=1, description="save a resumable checkpoint every this many steps")
     launcher: Launcher = Field(
         description='the command that runs `-m stages.train`, and `-m stages.sft` unless sft.launcher is set '
                     '(no shell): python, torchrun ..., or "accelerate launch --config_file '
                     'infra/accelerate/<name>.yaml ..."')
-    gradient_checkpointing: bool
     max_pixels: int | None = Field(ge=1, description="the training processor's image size limit (Med-R1: "
                                    "401,408); null: the checkpoint's own, and train.min_pixels is unused")
     min_pixels: int = Field(ge=1, description="the training processor's lower image size limit (Med-R1: 3,136)")
@@ -219,28 +218,16 @@ class TrainParams(Section):
     weights_dtype: Literal["auto", "bfloat16", "float32"] = Field(
         description="the dtype the policy and the reference model load in; auto: bfloat16 on CUDA (outside "
                     "DeepSpeed AdamW then keeps bf16 state too, docs/gpu-training.md), float32 on the CPU")
-    use_vllm: bool = Field(description="generate with TRL's vLLM integration (GPU only)")
-    vllm_mode: Literal["colocate", "server"]
     lora: LoraParams
-    learning_rate: float = Field(gt=0)
-    per_device_train_batch_size: int = Field(ge=1)
-    gradient_accumulation_steps: int = Field(ge=1)
-    num_generations: int = Field(ge=2)
-    temperature: float = Field(gt=0)
-    beta: float = Field(ge=0)
-    num_iterations: int = Field(ge=1, description="GRPO's mu: optimizer steps on each generated batch")
-    epsilon: float = Field(gt=0, description="clipping of the policy ratio (matters when num_iterations > 1)")
-    max_completion_length: int = Field(ge=1)
     reward_funcs: list[Literal["format", "accuracy"]] = Field(min_length=1, description="open-r1's reward_funcs")
-    reward_weights: list[float] = Field(min_length=1, description="one weight per reward function, in its order")
     rewards: Literal["strict", "med-r1"] = Field(
         description="med-r1: Med-R1's published reward functions, quirks included; strict: ours (docs/fidelity.md)")
     prompts: Literal["tiny", "med-r1"] = Field(
         description="med-r1: Med-R1's templates and option layout; tiny: the embedded model's layout")
-    logging_steps: int = Field(ge=1)
-    seed: int
     trl: dict[str, object] = Field(
-        description="any other setting of TRL's GRPOConfig, passed through (checked against the installed TRL)")
+        description="every setting of TRL's GRPOConfig by its TRL name (learning_rate, max_steps, save_steps, ...), "
+                    "checked by name and type against the installed TRL (medr1/train/trl_config.py); unset: "
+                    "TRL's default")
 
     @model_validator(mode="after")
     def _pixel_limits_in_order(self):
@@ -250,9 +237,10 @@ class TrainParams(Section):
 
     @model_validator(mode="after")
     def _one_weight_per_reward(self):
-        if len(self.reward_weights) != len(self.reward_funcs):
-            raise ValueError(f"reward_weights has {len(self.reward_weights)} entries for "
-                             f"{len(self.reward_funcs)} reward_funcs {self.reward_funcs}: give one weight per reward")
+        weights = self.trl.get("reward_weights")
+        if isinstance(weights, list) and len(weights) != len(self.reward_funcs):
+            raise ValueError(f"trl.reward_weights has {len(weights)} entries for {len(self.reward_funcs)} "
+                             f"reward_funcs {self.reward_funcs}: give one weight per reward")
         return self
 
 
@@ -260,16 +248,12 @@ class SftParams(Section):
     style: Literal["completion_only", "med-r1"] = Field(
         description="completion_only: the run's prompt, loss on the gold completion; med-r1: Med-R1's sft.py "
                     "(its system prompt and example layout, loss on every token; docs/fidelity.md)")
-    max_steps: StepsOrEpochs = Field(description="optimizer steps; -1: sft.trl.num_train_epochs epochs instead")
-    learning_rate: float = Field(gt=0)
-    per_device_train_batch_size: int = Field(ge=1, description="questions per step")
-    logging_steps: int = Field(ge=1)
-    seed: int
     launcher: Launcher | None = Field(
         description="the command that runs `-m stages.sft`, in train.launcher's forms; null: train.launcher (Med-R1 "
                     "launches its SFT otherwise than its GRPO runs, docs/fidelity.md)")
     trl: dict[str, object] = Field(
-        description="any other setting of TRL's SFTConfig, passed through (checked against the installed TRL)")
+        description="every setting of TRL's SFTConfig by its TRL name (learning_rate, max_steps, ...), checked by "
+                    "name and type against the installed TRL (medr1/train/trl_config.py); unset: TRL's default")
 
 
 class EvaluateParams(Section):
@@ -339,9 +323,6 @@ class StudyParams(Section):
                     "train questions instead")
     num_train_epochs: int = Field(ge=1, description="with max_steps -1: epochs of each study model (Med-R1: 1)")
     parallel: int = Field(ge=1, description="study cells run at once by `python -m flows.fan_out` (Prefect workers)")
-    gpus: list[int] = Field(description="GPU ids of a local process work pool: one cell per GPU "
-                                        "(CUDA_VISIBLE_DEVICES); empty: the workers place cells themselves")
-
     @field_validator("modalities")
     @classmethod
     def _known_modalities(cls, names: list[str]) -> list[str]:
@@ -406,6 +387,20 @@ def read_params_yaml(text: str) -> dict:
     return YAML(typ="safe", pure=True).load(text) or {}
 
 
+def refuse_old_layout(raw: dict, path: Path) -> None:
+    """A params.yaml written by an earlier version (keys medr1/params_migration.py lists) is refused, naming each
+    moved key and the command that moves them."""
+    from medr1.params_migration import describe, old_keys
+
+    moved = old_keys(raw)
+    if moved:
+        recipe = raw.get("recipe") or "<recipe>"
+        raise ParamsError(f"{path} was written by an earlier version of the pipeline; these keys moved:\n"
+                          + "\n".join(f"  {describe(key)}" for key in moved)
+                          + f"\nrun `medr1 recipe apply {recipe} --params {path}` to move them (it names each; it "
+                          "also sets the recipe's values again)")
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     from ruamel.yaml import YAMLError
 
@@ -416,6 +411,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"{path} not found: run from the repository root or pass --params") from None
     except YAMLError as error:
         raise ParamsError(f"{path} is not valid YAML: {error}") from None
+    refuse_old_layout(raw, path)
     try:
         return Params.model_validate(raw)
     except ValidationError as error:

@@ -22,6 +22,7 @@ from medr1.train.grpo import train_grpo
 from medr1.train.launcher import end_with_launcher, process_state
 from medr1.train.memory_plan import stage_line
 from medr1.train.resume import FINGERPRINT, reuse_or_clear, run_fingerprint
+from medr1.train.trl_config import trl_settings
 
 DATA = Path("data/processed")
 BASE = Path("models/base")
@@ -48,7 +49,8 @@ def main() -> None:
         return
     publish(staging, OUT, leave_out=("checkpoints", FINGERPRINT))
     summary = write_training_curves(history, Path("reports"))
-    print(f"[train] {params.max_steps} GRPO steps on {split} ({len(records)} questions); reward {json.dumps(summary)}")
+    print(f"[train] {trl_settings(params).max_steps} GRPO steps on {split} ({len(records)} questions); "
+          f"reward {json.dumps(summary)}")
     if memory := peak_gpu_memory():
         print(f"[train] {memory}")
 

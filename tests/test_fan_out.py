@@ -80,7 +80,7 @@ def test_study_cells_fan_out_to_two_workers_and_survive_a_killed_one(pipeline_co
     run(["dvc", "remote", "add", "--local", "-d", "storage", f"s3://{bucket}/dvc"], repo)
     run(["dvc", "remote", "modify", "--local", "storage", "endpointurl", moto_server.url], repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["study"].update(parallel=2, gpus=[0, 1])  # one cell per "GPU": placement only, the cells run on the CPU
+    params["study"].update(parallel=2)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     api, server_env = prefect_server
@@ -134,9 +134,6 @@ def test_study_cells_fan_out_to_two_workers_and_survive_a_killed_one(pipeline_co
     overlapping = [(a, b) for a in completed for b in completed if a.id < b.id
                    and a.start_time < b.end_time and b.start_time < a.end_time]
     assert overlapping, [(r.name, r.start_time, r.end_time) for r in completed]
-    placements = {r.id: r.job_variables.get("env", {}).get("CUDA_VISIBLE_DEVICES") for r in runs}
-    assert all(placements[a.id] != placements[b.id] for a, b in overlapping)  # two cells at once: two GPUs
-    assert set(placements.values()) == {"0", "1"}
 
     assert run(["dvc", "status", "--json", *STUDY_STAGES, "report"], repo).stdout.strip() == "{}"
     assert json.loads((repo / "metrics/generalization.json").read_text()) == serial  # as the serial run's

@@ -33,6 +33,7 @@ def plan(
     from medr1.config import load_params
     from medr1.data.splits import train_split
     from medr1.train.memory_plan import LEAVES_OUT, memory_plan, planned_device, size_text, train_split_size
+    from medr1.train.trl_config import trl_settings
 
     params = load_params(params_file)
     folder = model or _base_model_folder(params)
@@ -43,7 +44,7 @@ def plan(
         questions = train_split_size(split)
     device = planned_device(params.train.device)
     result = memory_plan(params, folder, device, questions, prompt_tokens)
-    m, train = result.architecture, params.train
+    m, train = result.architecture, trl_settings(params.train)
     console.print(f"[bold]{params.recipe}[/bold] ({params_file}), model {folder}: {m.parameters:,} parameters "
                   f"({m.vision_parameters:,} in the vision tower), {m.trainable:,} trained")
     console.print(f"launch: {result.launch.description}; device {device}; per_device_train_batch_size "

@@ -79,10 +79,11 @@ def resolve_weights_dtype(choice: str, device: str):
     return getattr(torch, choice)
 
 
-def load_for_training(model_dir: Path, params: TrainParams, pixel_limits: tuple[int, int] | None = None):
+def load_for_training(model_dir: Path, params: TrainParams, seed: int, pixel_limits: tuple[int, int] | None = None):
     """(model, processor) from `model_dir`, in train.weights_dtype with train.attn_implementation
-    (TRL builds the reference model in the same dtype and attention). `pixel_limits` (min, max)
-    bound the image processor's resize instead of the checkpoint's own.
+    (TRL builds the reference model in the same dtype and attention), torch seeded with `seed` first (the
+    trainer's config's: train.trl.seed or sft.trl.seed). `pixel_limits` (min, max) bound the image
+    processor's resize instead of the checkpoint's own.
 
     from_pretrained leaves weights in their dtype on disk as views of the memory-mapped file, so a
     bf16 load of a bf16 checkpoint holds no host copy of its own; float32 makes one (twice the file)."""
@@ -92,7 +93,7 @@ def load_for_training(model_dir: Path, params: TrainParams, pixel_limits: tuple[
     device = resolve_device(params.device)
     attention = resolve_attention(params.attn_implementation, device)  # a refusal comes before anything loads
     dtype = resolve_weights_dtype(params.weights_dtype, device)
-    torch.manual_seed(params.seed)
+    torch.manual_seed(seed)
     processor = load_training_processor(model_dir, pixel_limits)
     with _loading(model_dir):
         model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype,

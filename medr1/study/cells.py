@@ -24,10 +24,11 @@ from medr1.evaluate.metrics import UNREADABLE_FLAG_SHARE, grouped_accuracy, unre
 from medr1.model.loading import load_for_evaluation
 from medr1.study.generalization import FAMILIES, METHODS
 from medr1.task.spec import evaluation_tasks
-from medr1.train.budget import accumulation, generation_questions, questions_per_step, steps_per_epoch
+from medr1.train.budget import generation_questions, questions_per_step, steps_per_epoch
 from medr1.train.grpo import train_grpo
 from medr1.train.launch_plan import launch_of
 from medr1.train.sft import train_sft
+from medr1.train.trl_config import trl_settings
 
 CELL_PROCESSES = 1  # dvc.yaml runs a cell as one process (`python -m stages.study`): one GPU, or the CPU
 
@@ -61,14 +62,11 @@ def one_process(params: Params, method: str) -> TrainParams | SftParams:
     processes = launch_of(params.launcher_of("train" if method == "grpo" else "sft")).processes
     if processes == CELL_PROCESSES:
         return section
-    if isinstance(section, TrainParams):
-        trl = dict(section.trl)
-        if trl.get("steps_per_generation"):
-            trl["steps_per_generation"] = trl["steps_per_generation"] * processes
-        steps = section.gradient_accumulation_steps * processes
-        return section.model_copy(update={"gradient_accumulation_steps": steps, "trl": trl})
-    return section.model_copy(update={"trl": {**section.trl, "gradient_accumulation_steps":
-                                              accumulation(section) * processes}})
+    trl = dict(section.trl)
+    trl["gradient_accumulation_steps"] = trl_settings(section).gradient_accumulation_steps * processes
+    if isinstance(section, TrainParams) and trl.get("steps_per_generation"):
+        trl["steps_per_generation"] = trl["steps_per_generation"] * processes
+    return section.model_copy(update={"trl": trl})
 
 
 def sft_steps(params: Params) -> int:
@@ -84,8 +82,9 @@ def cell_settings(params: Params, method: str) -> TrainParams | SftParams:
     section = one_process(params, method)
     if by_epochs(params):
         return section.model_copy(update={
-            "max_steps": -1, "trl": {**section.trl, "num_train_epochs": params.study.num_train_epochs}})
-    return section.model_copy(update={"max_steps": params.study.max_steps if method == "grpo" else sft_steps(params)})
+            "trl": {**section.trl, "max_steps": -1, "num_train_epochs": params.study.num_train_epochs}})
+    steps = params.study.max_steps if method == "grpo" else sft_steps(params)
+    return section.model_copy(update={"trl": {**section.trl, "max_steps": steps}})
 
 
 def cell_records(params: Params, family: str, group: str, data: Path) -> list[Record]:
@@ -97,7 +96,7 @@ def cell_records(params: Params, family: str, group: str, data: Path) -> list[Re
     batch = generation_questions(one_process(params, "grpo"), CELL_PROCESSES)
     if len(records) < batch:
         raise PipelineError(f"{family} {group!r} has {len(records)} train questions, fewer than one GRPO generation "
-                            f"batch of {batch}: lower train.per_device_train_batch_size or leave {group} out of "
+                            f"batch of {batch}: lower train.trl.per_device_train_batch_size or leave {group} out of "
                             f"study.{FAMILIES[family]}")
     return records[:len(records) - len(records) % batch]
 
@@ -107,8 +106,9 @@ def cell_budget(params: Params, method: str, questions: int) -> Budget:
     questions (as cell_records gives them)."""
     settings = cell_settings(params, method)
     per_step = questions_per_step(settings, CELL_PROCESSES)
-    if settings.max_steps != -1:
-        return Budget(per_step, settings.max_steps, round(settings.max_steps * per_step), None)
+    steps = settings.trl["max_steps"]
+    if steps != -1:
+        return Budget(per_step, steps, round(steps * per_step), None)
     epochs = params.study.num_train_epochs
     return Budget(per_step, steps_per_epoch(settings, CELL_PROCESSES, questions) * epochs, questions * epochs, epochs)
 

@@ -46,7 +46,8 @@ def write_training_curves(history: list[dict], reports_dir: Path) -> dict:
     if any(value is not None for value in kl):
         axes[2].plot(steps, [value if value is not None else float("nan") for value in kl])
     else:
-        axes[2].text(0.5, 0.5, "not computed: train.beta is 0", ha="center", va="center", transform=axes[2].transAxes)
+        axes[2].text(0.5, 0.5, "not computed: train.trl.beta is 0", ha="center", va="center",
+                     transform=axes[2].transAxes)
     axes[2].set_title("KL to reference")
     for axis in axes:
         axis.set_xlabel("step")

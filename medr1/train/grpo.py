@@ -43,7 +43,7 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
     limit = "no limit" if params.max_prompt_length is None else params.max_prompt_length
     print(f"[train] longest prompt {longest} tokens, image tokens included (train.max_prompt_length: {limit})",
           flush=True)
-    model, processor = load_for_training(model_dir, params, limits)
+    model, processor = load_for_training(model_dir, params, args.seed, limits)
     if not params.lora.enabled:  # LoRA adapters train as configured, whatever the model
         apply_training_hook(model, processor.tokenizer, records)
     # Beside the checkpoints, which publishing leaves out; one folder per process under a launcher.

@@ -23,12 +23,13 @@ from medr1.config import Params
 from medr1.train.budget import questions_per_step, steps_per_epoch, steps_per_generation
 from medr1.train.launch_plan import Launch, launch_of
 from medr1.train.model_sizes import Architecture, architecture_of, image_tokens
+from medr1.train.trl_config import trl_settings
 
 GIB = 2**30
 TEXT_TOKENS = 128  # a prompt's words besides its image: Med-R1's template, question, options, chat template
 DEEPSPEED_REDUCE_BUCKET = 500_000_000  # DeepSpeed's default reduce_bucket_size, in elements
 LEAVES_OUT = ("the CUDA context and PyTorch's allocator (reserved above allocated, fragmentation: often 1-3 GiB), "
-              "NCCL buffers, ZeRO-3's gathered layers and prefetch, vLLM's share of the GPU (train.use_vllm), "
+              "NCCL buffers, ZeRO-3's gathered layers and prefetch, vLLM's share of the GPU (train.trl.use_vllm), "
               "kernels' workspaces, the optimizer step's temporaries, pixel values; prompts longer than the "
               "estimate (the longest prompt sets a micro-batch's length: the train stage logs it)")
 
@@ -90,15 +91,16 @@ class _Sizes:
         from medr1.model.loading import resolve_weights_dtype
 
         self.train, self.launch, self.model = params.train, launch, model
+        self.grpo = trl_settings(params.train)  # GRPOConfig's settings: train.trl's, else TRL's defaults
         self.prompt_tokens, self.pictures, self.steps_per_generation = prompt_tokens, pictures, steps_per_generation
         self.deepspeed = launch.zero_stage is not None
         bf16 = device == "cuda"  # the TrainingArguments' bf16 (medr1/train/trl_config.py), DeepSpeed's too
         weights_bf16 = str(resolve_weights_dtype(self.train.weights_dtype, device)) == "torch.bfloat16"
         self.weight_bytes = 2 if (bf16 if self.deepspeed else weights_bf16) else 4
         self.value_bytes = 2 if bf16 else 4  # activations: bf16 compute on CUDA
-        self.rows = self.train.per_device_train_batch_size
-        self.tokens = prompt_tokens + self.train.max_completion_length
-        self.reference = self.train.beta != 0 and not self.train.lora.enabled  # TRL builds one only then
+        self.rows = self.grpo.per_device_train_batch_size
+        self.tokens = prompt_tokens + self.grpo.max_completion_length
+        self.reference = self.grpo.beta != 0 and not self.train.lora.enabled  # TRL builds one only then
 
     def _sharded(self, stage: int) -> tuple[int, str]:
         """The divisor and its words for state ZeRO shards from `stage` on."""
@@ -112,7 +114,7 @@ class _Sizes:
         the learning rate is lost to rounding on every weight above 256 x lr in magnitude."""
         if self.deepspeed or self.train.lora.enabled or self.weight_bytes == 4:
             return None
-        lr = self.train.learning_rate
+        lr = self.grpo.learning_rate
         return (f"bf16 weights without DeepSpeed: AdamW's steps of about lr {lr:g} round away on every weight above "
                 f"{256 * lr:.1e} in magnitude (most of a trained model's); train.weights_dtype: float32, or a ZeRO "
                 "launcher (float32 master weights), keeps them (docs/gpu-training.md, Memory)")
@@ -136,7 +138,7 @@ class _Sizes:
         if self.reference:
             shards, words = self._sharded(3)
             shares.append(Share("reference model", m.parameters * w / shards,
-                                f"{m.parameters:,} x {w} B (beta {self.train.beta}; TRL builds it in the policy's "
+                                f"{m.parameters:,} x {w} B (beta {self.grpo.beta}; TRL builds it in the policy's "
                                 f"dtype){words}"))
         return shares
 
@@ -163,7 +165,7 @@ class _Sizes:
             "activations, vision tower", f"up to {rows} pictures x {patches} patches", rows * patches, m.vision_depth,
             "block", m.vision_hidden, a, 10 * m.vision_hidden + wide * m.vision_intermediate,
             f"(10 x {m.vision_hidden} + {wide} x {m.vision_intermediate})"))
-        scored = self.train.max_completion_length + 1
+        scored = self.grpo.max_completion_length + 1
         shares.append(Share("completion scores", 2 * rows * scored * m.vocab * a,
                             f"2 (logits, log-softmax) x {rows} rows x {scored} positions x {m.vocab:,} x {a} B"))
         return shares
@@ -174,7 +176,7 @@ class _Sizes:
         backward, or under gradient checkpointing each layer's input (`kept` values of `kept_bytes`) and one
         layer's values, recomputed."""
         a = self.value_bytes
-        if self.train.gradient_checkpointing:
+        if self.grpo.gradient_checkpointing:
             return Share(name, count * (depth * kept * kept_bytes + per_unit * a),
                          f"{items} x ({depth} {unit}s x {kept} x {kept_bytes} B + one {unit}'s {formula} x {a} B): "
                          "gradient checkpointing")
@@ -183,7 +185,7 @@ class _Sizes:
     def generation(self) -> list[Share]:
         m, a = self.model, self.value_bytes
         rows = self.rows * self.steps_per_generation
-        scored = self.train.max_completion_length + 1
+        scored = self.grpo.max_completion_length + 1
         return [
             Share("key-value cache", rows * self.tokens * m.layers * 2 * m.kv_width * a,
                   f"{rows} rows (the process's generation batch) x {self.tokens} tokens x {m.layers} layers x 2 x "

@@ -35,7 +35,7 @@ def train_sft(model_dir: Path, records: list[Record], image_root: Path, params: 
 
     device = resolve_device(train.device)
     config = sft_config(params, device, output_dir / "checkpoints", **style_settings(params.style))
-    model, processor = load_for_training(model_dir, train.model_copy(update={"seed": params.seed}))
+    model, processor = load_for_training(model_dir, train, config.seed)
     apply_training_hook(model, processor.tokenizer, records)
     if params.style == "med-r1":  # sft.py's processing class is the tokenizer, which TRL 1.x refuses beside images
         trainer = SFTTrainer(model=model, args=config, train_dataset=published_sft_dataset(records, image_root),

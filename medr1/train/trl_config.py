@@ -1,116 +1,170 @@
-"""params.yaml's train and sft sections as TRL's GRPOConfig and SFTConfig, and peft's LoraConfig."""
+"""params.yaml's train and sft sections as TRL's GRPOConfig and SFTConfig, and peft's LoraConfig.
+
+train.trl and sft.trl hold every TRL setting by its TRL name: one typed pass-through, checked against
+the installed TRL's dataclass (an unknown name is refused with the nearest known one, a value of the
+wrong type with the field's type). Our own params hold only what TRL has no name for; the few TRL
+settings that follow from them (use_cpu and bf16 from train.device, the output folder, what the
+stages need of checkpoints and logs) are set here, and the pass-through may not contradict them.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
+import types
+import typing
 from pathlib import Path
 
-from medr1.config import SftParams, TrainParams
+from medr1.config import ParamsError, SftParams, TrainParams
 from medr1.errors import PipelineError
 from medr1.model.loading import resolve_attention, resolve_device
 from medr1.train.loggers import split_report_to
 
-
-def typed_settings(params: TrainParams, output_dir: Path) -> dict:
-    """The GRPOConfig settings that params.yaml types itself (train.<key>), and the ones that follow from them."""
-    device = resolve_device(params.device)
-    if params.use_vllm and device != "cuda":
-        raise PipelineError("train.use_vllm needs a CUDA GPU; set train.use_vllm: false on the CPU")
-    if params.use_vllm:
-        refuse_vllm_without_its_client()
-    resolve_attention(params.attn_implementation, device)  # flash_attention_2 that cannot run: refused first
-    return {
-        "output_dir": str(output_dir),
-        "max_steps": params.max_steps,
-        "learning_rate": params.learning_rate,
-        "per_device_train_batch_size": params.per_device_train_batch_size,
-        "gradient_accumulation_steps": params.gradient_accumulation_steps,
-        "num_generations": params.num_generations,
-        "temperature": params.temperature,
-        "beta": params.beta,
-        "num_iterations": params.num_iterations,
-        "epsilon": params.epsilon,
-        "max_completion_length": params.max_completion_length,
-        "reward_weights": params.reward_weights,
-        "logging_steps": params.logging_steps,
-        "seed": params.seed,
-        "use_cpu": device == "cpu",
-        "bf16": device == "cuda",
-        "gradient_checkpointing": params.gradient_checkpointing,
-        "use_vllm": params.use_vllm,
-        "vllm_mode": params.vllm_mode,
-        "save_strategy": "steps",  # checkpoints make a killed run resumable (`train_grpo` picks up the last one)
-        "save_steps": params.checkpoint_steps,
-        # every checkpoint saves the optimizer state; ModelOnlyOlderCheckpoints then keeps it in the newest only
-        # (resumable) and leaves the model in the others, as Med-R1's --save_only_model
-        "save_only_model": False,
-        "disable_tqdm": False,
-    }
+# TRL settings set here, not from <section>.trl: each with the param (or the reason) that decides it
+DEVICE = "train.device (use_cpu on the CPU, bf16 on CUDA)"
+DERIVED = {
+    "train": {
+        "output_dir": "the train stage's folder",
+        "use_cpu": DEVICE,
+        "bf16": DEVICE,
+        "save_strategy": "fixed at steps: a killed run resumes from its last checkpoint; set how often with "
+                         "train.trl.save_steps",
+        "save_only_model": "fixed at false: the newest checkpoint keeps the optimizer state (resumable), the others "
+                           "the model only (medr1/train/checkpoint_pruning.py, as Med-R1's --save_only_model)",
+        "disable_tqdm": "fixed at false: the stage's log shows the progress bar",
+    },
+    "sft": {
+        "output_dir": "the sft stage's folder",
+        "use_cpu": DEVICE,
+        "bf16": DEVICE,
+        "report_to": "fixed at none: the sft stage logs no metrics of its own",
+    },
+}
+STYLE = "sft.style, which fixes it (medr1/train/sft.py, style_settings)"
 
 
-def passthrough_settings(section: str, config_class, trl_settings: dict, typed: dict, max_steps: int) -> dict:
-    """<section>.trl, checked against the installed TRL's `config_class`: an unknown key, or one that
-    params.yaml types itself, is refused with its name."""
+def config_class(section: TrainParams | SftParams):
+    """The TRL config a params section sets: GRPOConfig for train, SFTConfig for sft."""
+    from trl import GRPOConfig, SFTConfig
+
+    return GRPOConfig if isinstance(section, TrainParams) else SFTConfig
+
+
+def section_name(section: TrainParams | SftParams) -> str:
+    return "train" if isinstance(section, TrainParams) else "sft"
+
+
+def settable_fields(config) -> dict[str, dataclasses.Field]:
+    """The fields of TRL config class `config` that a recipe may set by name (all init fields)."""
+    return {field.name: field for field in dataclasses.fields(config) if field.init}
+
+
+@functools.cache
+def _field_type(config, name: str):
+    from pydantic import TypeAdapter
+
+    annotation = typing.get_type_hints(config)[name]
+    return annotation, TypeAdapter(annotation)
+
+
+def checked_settings(section: str, config, settings: dict, derived: dict[str, str]) -> dict:
+    """`settings` (a <section>.trl mapping) checked against TRL config class `config`: every name a field
+    of the installed TRL's dataclass, every value of its field's type, none of the `derived` ones; a
+    ParamsError naming each bad key otherwise. The values as given (a str for an int field: as its int)."""
     import trl
+    from pydantic import ValidationError
 
-    known = {field.name for field in dataclasses.fields(config_class)}
-    unknown = sorted(set(trl_settings) - known)
-    if unknown:
-        raise PipelineError(f"{section}.trl: {', '.join(unknown)} is not a {config_class.__name__} setting of the "
-                            f"installed TRL {trl.__version__}; check the spelling (https://huggingface.co/docs/trl)")
-    typed_twice = sorted(set(trl_settings) & set(typed))
-    if typed_twice:
-        where = ("sft.<key>, or sft.style for the settings a style fixes, train.device for use_cpu/bf16"
-                 if section == "sft" else "train.<key>, or train.checkpoint_steps for save_steps and save_only_model "
-                 "(the newest checkpoint keeps the optimizer state, the others the model only), train.device for "
-                 "use_cpu/bf16")
-        raise PipelineError(f"{section}.trl: {', '.join(typed_twice)} is set from its own param ({where}); "
-                            "set it there")
-    if max_steps == -1 and "num_train_epochs" not in trl_settings:
-        raise PipelineError(f"{section}.max_steps: -1 trains by epochs: set {section}.trl.num_train_epochs")
-    return dict(trl_settings)
+    fields, problems, checked = settable_fields(config), [], {}
+    for key, value in settings.items():
+        if key in derived:
+            problems.append(f"{section}.trl.{key}: set from {derived[key]}, not here")
+        elif key not in fields:
+            near = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"; did you mean {near[0]}?" if near else " (https://huggingface.co/docs/trl)"
+            problems.append(f"{section}.trl.{key}: not a {config.__name__} setting of the installed TRL "
+                            f"{trl.__version__}{hint}")
+        else:
+            annotation, adapter = _field_type(config, key)
+            try:
+                valid = adapter.validate_python(value)
+            except ValidationError as error:
+                shown = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+                problems.append(f"{section}.trl.{key}: {value!r} is not a {shown} ({error.errors()[0]['msg']})")
+                continue
+            checked[key] = value if valid == value else valid  # 0 stays 0 for a float field, "5" becomes 5
+    if problems:
+        raise ParamsError(f"{len(problems)} bad {section}.trl setting(s):\n" + "\n".join(f"  {p}" for p in problems))
+    return checked
+
+
+def trl_settings(section: TrainParams | SftParams) -> types.SimpleNamespace:
+    """Every setting of the section's TRL config as training sees it: <section>.trl's value, else TRL's default
+    (the dataclass's; a few, such as steps_per_generation, TRL completes when the config is built)."""
+    config = config_class(section)
+    values = {name: field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+              for name, field in settable_fields(config).items()}
+    return types.SimpleNamespace(**{**values, **section.trl})
+
+
+def _steps_or_epochs(section: str, settings: dict, defaults: types.SimpleNamespace) -> None:
+    steps = settings.get("max_steps", defaults.max_steps)
+    if steps == 0:
+        raise ParamsError(f"{section}.trl.max_steps: 0 trains nothing: give a number of steps, or -1 to train "
+                          f"{section}.trl.num_train_epochs epochs")
+    if steps == -1 and "num_train_epochs" not in settings:
+        raise ParamsError(f"{section}.trl.max_steps is -1 (TRL's default where unset), which trains by epochs: set "
+                          f"{section}.trl.num_train_epochs, or {section}.trl.max_steps")
 
 
 def grpo_config(params: TrainParams, output_dir: Path):
     from trl import GRPOConfig
 
-    typed = typed_settings(params, output_dir)
-    passthrough = passthrough_settings("train", GRPOConfig, params.trl, typed, params.max_steps)
+    device = resolve_device(params.device)
+    settings = checked_settings("train", GRPOConfig, params.trl, DERIVED["train"])
+    _steps_or_epochs("train", settings, trl_settings(params))
+    if trl_settings(params).use_vllm:
+        if device != "cuda":
+            raise PipelineError("train.trl.use_vllm needs a CUDA GPU; set train.trl.use_vllm: false on the CPU")
+        refuse_vllm_without_its_client()
+    resolve_attention(params.attn_implementation, device)  # flash_attention_2 that cannot run: refused first
+    derived = {
+        "output_dir": str(output_dir),
+        "use_cpu": device == "cpu",
+        "bf16": device == "cuda",
+        "save_strategy": "steps",  # checkpoints make a killed run resumable (`train_grpo` picks up the last one)
+        # every checkpoint saves the optimizer state; ModelOnlyOlderCheckpoints then keeps it in the newest only
+        # (resumable) and leaves the model in the others, as Med-R1's --save_only_model
+        "save_only_model": False,
+        "disable_tqdm": False,
+    }
     # dvclive is wired by medr1.train.loggers (the stage's folder, the global step), not by name
-    passthrough["report_to"], _ = split_report_to(passthrough.get("report_to", "none"))
-    return _built(GRPOConfig, "train", typed, passthrough)
-
-
-def _built(config_class, section: str, typed: dict, passthrough: dict):
-    """The TRL config, its own checks (batch sizes that must divide across processes, ...) named as params."""
-    try:
-        return config_class(**typed, **passthrough)
-    except (ValueError, TypeError) as error:
-        from accelerate import PartialState
-
-        raise PipelineError(f"{section} params do not make a valid {config_class.__name__} on "
-                            f"{PartialState().num_processes} process(es): {error} (set in params.yaml's {section} "
-                            f"section or {section}.trl)") from None
+    settings["report_to"], _ = split_report_to(settings.get("report_to", "none"))
+    return _built(GRPOConfig, "train", derived, settings)
 
 
 def sft_config(params: SftParams, device: str, output_dir: Path, **style_settings):
     """SFTConfig from the sft section; `style_settings` are those its style (completion_only, med-r1) fixes."""
     from trl import SFTConfig
 
-    typed = {
-        "output_dir": str(output_dir),
-        "max_steps": params.max_steps,
-        "learning_rate": params.learning_rate,
-        "per_device_train_batch_size": params.per_device_train_batch_size,
-        "logging_steps": params.logging_steps,
-        "seed": params.seed,
-        "use_cpu": device == "cpu",
-        "bf16": device == "cuda",
-        "report_to": "none",
-        **style_settings,
-    }
-    passthrough = passthrough_settings("sft", SFTConfig, params.trl, typed, params.max_steps)
-    return _built(SFTConfig, "sft", typed, passthrough)
+    derived = {"output_dir": str(output_dir), "use_cpu": device == "cpu", "bf16": device == "cuda",
+               "report_to": "none", **style_settings}
+    fixed = {**DERIVED["sft"], **dict.fromkeys(style_settings, STYLE)}
+    settings = checked_settings("sft", SFTConfig, params.trl, fixed)
+    _steps_or_epochs("sft", settings, trl_settings(params))
+    return _built(SFTConfig, "sft", derived, settings)
+
+
+def _built(config, section: str, derived: dict, settings: dict):
+    """The TRL config; a ValueError from its own checks (batch sizes that must divide across processes, ...)
+    named as params. Anything else is a bug here or in TRL and keeps its traceback."""
+    try:
+        return config(**derived, **settings)
+    except ValueError as error:
+        from accelerate import PartialState
+
+        raise ParamsError(f"{section}.trl does not make a valid {config.__name__} on {PartialState().num_processes} "
+                          f"process(es): {error} (set in params.yaml's {section}.trl)") from error
 
 
 def lora_config(params: TrainParams):
@@ -129,7 +183,7 @@ def refuse_vllm_without_its_client() -> None:
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:
-        raise PipelineError("train.use_vllm needs vLLM importable in the training environment (TRL's client uses it "
-                            "even with train.vllm_mode: server), and no vLLM release TRL 1.16 accepts installs beside "
-                            "this project's torch and transformers (docs/gpu-training.md, vLLM); set "
-                            "train.use_vllm: false")
+        raise PipelineError("train.trl.use_vllm needs vLLM importable in the training environment (TRL's client uses "
+                            "it even with train.trl.vllm_mode: server), and no vLLM release TRL 1.16 accepts installs "
+                            "beside this project's torch and transformers (docs/gpu-training.md, vLLM); set "
+                            "train.trl.use_vllm: false")
