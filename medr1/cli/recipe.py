@@ -43,13 +43,19 @@ def apply(
 ) -> None:
     """Write the recipe's params into params.yaml (comments kept), after checking the result.
 
+    A params.yaml of an earlier version's layout is migrated first: each moved key is named.
+
     Then `dvc repro` runs it and dvc.lock records it; `git diff params.yaml` shows what changed.
     For an experiment instead: `dvc exp run` after applying, or apply in a `dvc exp` branch.
     """
     if not params.is_file():
         raise typer.BadParameter(f"{params} not found: run in the pipeline's checkout or pass --params",
                                  param_hint="--params")
-    changed = apply_recipe(name, params)
-    console.print(f"[bold]{name}[/bold] applied to {params}: {len(changed)} setting(s) changed")
-    for key, (old, new) in changed.items():
+    applied = apply_recipe(name, params)
+    if applied.moved:
+        console.print(f"{params} was written by an earlier version: {len(applied.moved)} key(s) moved")
+        for line in applied.moved:
+            console.print(f"  {line}")
+    console.print(f"[bold]{name}[/bold] applied to {params}: {len(applied.changed)} setting(s) changed")
+    for key, (old, new) in applied.changed.items():
         console.print(f"  {key}: {old!r} -> {new!r}")

@@ -3,7 +3,8 @@ writes into params.yaml, so that dvc.lock records exactly what ran.
 
 A recipe file holds a `description` and a `params` mapping shaped like params.yaml; applying it
 sets each of its keys in params.yaml (comments and order kept) and validates the result before
-anything is written.
+anything is written. A params.yaml written by an earlier version is migrated first (the keys that
+moved, medr1/params_migration.py), each moved key named.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -18,6 +20,7 @@ from pydantic import ValidationError
 
 from medr1.config import Params, ParamsError, read_params_yaml
 from medr1.errors import MissingFileError
+from medr1.params_migration import migrate
 
 RECIPES = Path("recipes")
 
@@ -152,17 +155,32 @@ def _handler():
     return handler
 
 
-def apply_recipe(name: str, params_file: Path, root: Path = RECIPES) -> dict[str, tuple[object, object]]:
-    """Write recipe `name` into `params_file`; return {dotted key: (old value, new value)} of what changed.
+@dataclass(frozen=True)
+class Applied:
+    """What applying a recipe did to a params file."""
 
-    Every key of the recipe must be a key params.yaml's schema knows, and the result must validate:
-    otherwise nothing is written and the error names the keys.
+    moved: list[str]  # keys of an earlier version's layout, each "old -> new" (medr1/params_migration.py)
+    changed: dict[str, tuple[object, object]]  # {dotted key: (old value, new value)}, after the move
+
+
+def apply_recipe(name: str, params_file: Path, root: Path = RECIPES) -> Applied:
+    """Write recipe `name` into `params_file`, after moving the keys an earlier version wrote elsewhere.
+
+    Every key of the recipe must be a key params.yaml's schema knows, every train.trl / sft.trl setting
+    one of the installed TRL's, and the result must validate: otherwise nothing is written and the error
+    names the keys.
     """
     recipe = read_recipe(name, root)
     handler = _handler()
     original = params_file.read_text()
     document = handler.load(original)
-    before = settings(read_params_yaml(original))
+    earlier = read_params_yaml(original)
+    try:
+        moved = migrate(document)
+        migrate(earlier)
+    except ValueError as error:
+        raise RecipeError(f"{params_file}: {error}; nothing was written") from error
+    before = settings(earlier)
     for path, value in {"recipe": name, **settings(recipe["params"])}.items():
         if path not in before or before[path] != value:
             _set(document, path, value, f"recipe {name}")
@@ -170,16 +188,27 @@ def apply_recipe(name: str, params_file: Path, root: Path = RECIPES) -> dict[str
     handler.dump(document, stream)
     text = stream.getvalue()
     try:
-        Params.model_validate(read_params_yaml(text))
+        result = Params.model_validate(read_params_yaml(text))
     except ValidationError as error:
         problems = [f"  {'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}" for issue in error.errors()]
         raise RecipeError(f"recipe {name} would make {params_file} invalid; nothing was written:\n"
                           + "\n".join(problems)) from None
+    _check_trl_settings(name, params_file, result)
     after = settings(read_params_yaml(text))
     with tempfile.NamedTemporaryFile("w", dir=params_file.parent, prefix=".params-", delete=False) as staged:
         staged.write(text)
     os.replace(staged.name, params_file)
-    return {key: (before.get(key), value) for key, value in after.items() if before.get(key) != value}
+    return Applied(moved, {key: (before.get(key), value) for key, value in after.items() if before.get(key) != value})
+
+
+def _check_trl_settings(name: str, params_file: Path, params: Params) -> None:
+    """train.trl and sft.trl against the installed TRL's configs, as the stages will build them."""
+    from medr1.train.trl_config import check_trl_settings
+
+    try:
+        check_trl_settings(params)
+    except ParamsError as error:
+        raise RecipeError(f"recipe {name} would make {params_file} invalid; nothing was written:\n{error}") from error
 
 
 def recipe_changes(params: dict, name: str, root: Path = RECIPES) -> list[str] | None:

@@ -98,6 +98,17 @@ def checked_settings(section: str, config, settings: dict, derived: dict[str, st
     return checked
 
 
+def check_trl_settings(params) -> None:
+    """Both pass-throughs of `params` (a Params) checked as grpo_config and sft_config will check them."""
+    from trl import GRPOConfig, SFTConfig
+
+    from medr1.train.sft import style_settings
+
+    checked_settings("train", GRPOConfig, params.train.trl, DERIVED["train"])
+    style = dict.fromkeys(style_settings(params.sft.style), STYLE)
+    checked_settings("sft", SFTConfig, params.sft.trl, {**DERIVED["sft"], **style})
+
+
 def trl_settings(section: TrainParams | SftParams) -> types.SimpleNamespace:
     """Every setting of the section's TRL config as training sees it: <section>.trl's value, else TRL's default
     (the dataclass's; a few, such as steps_per_generation, TRL completes when the config is built)."""
