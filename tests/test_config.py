@@ -25,22 +25,33 @@ def test_unknown_key_is_named(tmp_path):
 
 def test_ill_typed_key_is_named(tmp_path):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["train"]["max_steps"] = "many"
+    raw["train"]["min_pixels"] = "many"
     raw["ingest"]["test_fraction"] = 2
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ParamsError) as error:
         load_params(tmp_path / "params.yaml")
-    assert "train.max_steps" in str(error.value) and "ingest.test_fraction" in str(error.value)
+    assert "train.min_pixels" in str(error.value) and "ingest.test_fraction" in str(error.value)
 
 
-def test_zero_steps_are_refused_in_both_trainers(tmp_path):
+def test_zero_study_steps_are_refused(tmp_path):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["train"]["max_steps"] = raw["sft"]["max_steps"] = 0
+    raw["study"]["max_steps"] = 0
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(ParamsError) as error:
+    with pytest.raises(ParamsError, match="study.max_steps: .*0 steps trains nothing"):
         load_params(tmp_path / "params.yaml")
-    assert str(error.value).count("0 steps trains nothing") == 2
-    assert "train.max_steps" in str(error.value) and "sft.max_steps" in str(error.value)
+
+
+def test_a_params_yaml_of_the_earlier_layout_is_refused_naming_each_moved_key_and_the_command():
+    """tests/fixtures/params-01f3b63.yaml: params.yaml as shipped before the TRL settings moved to train.trl."""
+    with pytest.raises(ParamsError) as error:
+        load_params(REPO / "tests/fixtures/params-01f3b63.yaml")
+    message = str(error.value)
+    assert "train.learning_rate -> train.trl.learning_rate" in message
+    assert "train.checkpoint_steps -> train.trl.save_steps" in message
+    assert "sft.seed -> sft.trl.seed" in message
+    assert "study.gpus removed: placement is now one Prefect worker per GPU" in message
+    assert "medr1 recipe apply embedded-cpu --params" in message
+    assert message.count(" -> ") == 22  # every moved key, none twice; nothing else (no pydantic complaint)
 
 
 def test_pixel_limits_out_of_order_are_named(tmp_path):
@@ -54,12 +65,12 @@ def test_pixel_limits_out_of_order_are_named(tmp_path):
 def test_a_key_missing_from_params_yaml_is_named_not_defaulted(tmp_path):
     """params.yaml is the one source of every value: the types carry no second set of defaults."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    del raw["train"]["max_steps"]
+    del raw["train"]["min_pixels"]
     del raw["register"]["gates"]["production"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ParamsError) as error:
         load_params(tmp_path / "params.yaml")
-    assert "train.max_steps: Field required" in str(error.value)
+    assert "train.min_pixels: Field required" in str(error.value)
     assert "register.gates.production: Field required" in str(error.value)
 
 
@@ -80,8 +91,8 @@ def test_the_typed_config_has_no_defaults():
 
 
 @pytest.mark.parametrize("changes, named", [
-    ({"train": {"reward_weights": [1.0]}}, "one weight per reward"),
-    ({"train": {"reward_funcs": ["format", "acuracy"], "reward_weights": [1.0, 1.0]}}, "train.reward_funcs"),
+    ({"train": {"trl": {"reward_weights": [1.0]}}}, "trl.reward_weights has 1 entries for 2 reward_funcs"),
+    ({"train": {"reward_funcs": ["format", "acuracy"]}}, "train.reward_funcs"),
     ({"evaluate": {"base_prompt": "zero_shot"}}, "train.prompts: med-r1"),
     ({"evaluate": {"protocol": "lenient"}}, "evaluate.protocol"),
 ])
@@ -94,7 +105,7 @@ def test_inconsistent_task_settings_are_refused_naming_what_to_change(tmp_path, 
         load_params(tmp_path / "params.yaml")
     raw["train"]["prompts"] = "med-r1"  # with Med-R1's prompts, its zero-shot base prompt is accepted
     raw["evaluate"] = {**raw["evaluate"], "base_prompt": "zero_shot", "protocol": "med-r1"}
-    raw["train"]["reward_funcs"], raw["train"]["reward_weights"] = ["accuracy", "format"], [1.0, 1.0]
+    raw["train"]["reward_funcs"], raw["train"]["trl"]["reward_weights"] = ["accuracy", "format"], [1.0, 1.0]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     assert load_params(tmp_path / "params.yaml").evaluate.base_prompt == "zero_shot"
 

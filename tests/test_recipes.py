@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medr1.config import load_params
-from medr1.errors import PipelineError
+from medr1.config import ParamsError, load_params
 from medr1.pipeline.recipes import RecipeError, apply_recipe, read_recipe, recipe_names
 from medr1.train.trl_config import grpo_config, sft_config
 
@@ -59,19 +58,20 @@ def test_each_recipe_applies_and_the_embedded_one_restores_the_default(name, par
     comments = section_comments(params_file.read_text())
     apply_recipe(name, params_file, RECIPES)
     load_params(params_file)  # valid
-    assert apply_recipe("embedded-cpu", params_file, RECIPES) is not None
+    restored = apply_recipe("embedded-cpu", params_file, RECIPES)
+    assert restored.moved == [] and (restored.changed != {}) == (name != "embedded-cpu")
     assert yaml.safe_load(params_file.read_text()) == original
     assert section_comments(params_file.read_text()) == comments
 
 
 def test_embedded_recipe_is_what_params_yaml_ships(params_file):
     before = params_file.read_text()
-    assert apply_recipe("embedded-cpu", params_file, RECIPES) == {}
+    assert apply_recipe("embedded-cpu", params_file, RECIPES).changed == {}
     assert params_file.read_text() == before
 
 
 def test_med_r1_values_reach_the_grpo_config_the_trainer_builds(params_file, tmp_path):
-    changed = apply_recipe("med-r1/qwen2-vl-2b-think", params_file, RECIPES)
+    changed = apply_recipe("med-r1/qwen2-vl-2b-think", params_file, RECIPES).changed
     assert changed["train.prompts"] == ("tiny", "med-r1") and changed["evaluate.protocol"] == ("strict", "med-r1")
     train = load_params(params_file).train.model_copy(update={"device": "cpu"})  # the recipe's cuda: not here
     config = grpo_config(train, tmp_path / "out")
@@ -109,48 +109,63 @@ def test_med_r1_sft_values_reach_the_sft_config_the_trainer_builds(name, params_
 
 
 @pytest.mark.parametrize("trl, named", [
-    ({"losstype": "grpo"}, "losstype is not a GRPOConfig setting"),
-    ({"learning_rate": 1e-5}, "learning_rate is set from its own param"),
-    ({"save_steps": 10}, "save_steps is set from its own param"),
+    ({"losstype": "grpo"}, (r"train.trl.losstype: not a GRPOConfig setting of the installed TRL .*; did you mean "
+                            r"loss_type\?")),
+    ({"learning_rate": "fast"}, r"train.trl.learning_rate: 'fast' is not of type float"),
+    ({"num_generations": 2.5}, r"train.trl.num_generations: 2.5 is not of type int \| None"),
+    ({"use_cpu": True}, r"train.trl.use_cpu: set from train.device"),
+    ({"save_strategy": "no"}, r"train.trl.save_strategy: set from fixed at steps: .*train.trl.save_steps"),
 ])
 def test_a_bad_trl_key_is_named(params_file, tmp_path, trl, named):
     train = load_params(params_file).train
-    with pytest.raises(PipelineError, match=named):
-        grpo_config(train.model_copy(update={"trl": trl}), tmp_path / "out")
+    with pytest.raises(ParamsError, match=named):
+        grpo_config(train.model_copy(update={"trl": {**train.trl, **trl}}), tmp_path / "out")
 
 
 def test_a_bad_sft_trl_key_is_named(params_file, tmp_path):
     sft = load_params(params_file).sft
-    with pytest.raises(PipelineError, match="sft.trl: warmup_ratio is not a SFTConfig setting"):
+    with pytest.raises(ParamsError, match="sft.trl.warmup_ratio: not a SFTConfig setting"):
         sft_config(sft.model_copy(update={"trl": {"warmup_ratio": 0.1}}), "cpu", tmp_path / "out")
-    with pytest.raises(PipelineError, match="sft.max_steps: -1 trains by epochs"):
-        sft_config(sft.model_copy(update={"max_steps": -1, "trl": {}}), "cpu", tmp_path / "out")
-    with pytest.raises(PipelineError, match=r"max_length is set from its own param \(.*sft.style"):
+    with pytest.raises(ParamsError, match=r"sft.trl.max_steps is -1 \(TRL's default where unset\), which trains by "
+                                          r"epochs: set sft.trl.num_train_epochs"):
+        sft_config(sft.model_copy(update={"trl": {}}), "cpu", tmp_path / "out")
+    with pytest.raises(ParamsError, match="sft.trl.max_steps: 0 trains nothing"):
+        sft_config(sft.model_copy(update={"trl": {**sft.trl, "max_steps": 0}}), "cpu", tmp_path / "out")
+    with pytest.raises(ParamsError, match=r"sft.trl.max_length: set from sft.style"):
         sft_config(sft.model_copy(update={"trl": {"max_length": 512}}), "cpu", tmp_path / "out", max_length=None)
-    with pytest.raises(PipelineError, match="sft params do not make a valid SFTConfig"):
-        sft_config(sft.model_copy(update={"trl": {"lr_scheduler_type": "sideways"}}), "cpu", tmp_path / "out")
+    with pytest.raises(ParamsError, match="sft.trl does not make a valid SFTConfig") as refused:
+        sft_config(sft.model_copy(update={"trl": {**sft.trl, "lr_scheduler_type": "sideways"}}), "cpu",
+                   tmp_path / "out")
+    assert isinstance(refused.value.__cause__, ValueError)  # TRL's own check, kept as the cause
 
 
 def test_batch_sizes_that_do_not_divide_are_refused_with_the_numbers(params_file, tmp_path):
-    train = load_params(params_file).train.model_copy(update={"per_device_train_batch_size": 6, "num_generations": 4})
-    with pytest.raises(PipelineError, match=r"on 1 process\(es\): generation_batch_size \(6\) must be divisible "
-                                            r"by num_generations \(4\)"):
+    train = load_params(params_file).train
+    train = train.model_copy(update={"trl": {**train.trl, "per_device_train_batch_size": 6, "num_generations": 4}})
+    with pytest.raises(ParamsError, match=r"on 1 process\(es\): generation_batch_size \(6\) must be divisible "
+                                          r"by num_generations \(4\)"):
         grpo_config(train, tmp_path / "out")
 
 
 def test_epochs_need_num_train_epochs(params_file, tmp_path):
-    train = load_params(params_file).train.model_copy(update={"max_steps": -1})
-    with pytest.raises(PipelineError, match="num_train_epochs"):
-        grpo_config(train, tmp_path / "out")
+    train = load_params(params_file).train
+    with pytest.raises(ParamsError, match="train.trl.num_train_epochs"):
+        grpo_config(train.model_copy(update={"trl": {**train.trl, "max_steps": -1}}), tmp_path / "out")
 
 
 def test_a_recipe_that_breaks_params_writes_nothing_and_names_the_key(params_file, tmp_path):
     (tmp_path / "recipes").mkdir()
-    (tmp_path / "recipes/typo.yaml").write_text("params:\n  train:\n    learning_rat: 0.1\n    beta: -1\n")
+    (tmp_path / "recipes/typo.yaml").write_text("params:\n  train:\n    learning_rat: 0.1\n    min_pixels: -1\n")
+    (tmp_path / "recipes/trl-typo.yaml").write_text("params:\n  train:\n    trl: {learnig_rate: 0.1, "
+                                                    "num_generations: many}\n")
     before = params_file.read_text()
     with pytest.raises(RecipeError) as error:
         apply_recipe("typo", params_file, tmp_path / "recipes")
-    assert "train.learning_rat" in str(error.value) and "train.beta" in str(error.value)
+    assert "train.learning_rat" in str(error.value) and "train.min_pixels" in str(error.value)
+    with pytest.raises(RecipeError) as error:
+        apply_recipe("trl-typo", params_file, tmp_path / "recipes")
+    assert "train.trl.learnig_rate: not a GRPOConfig setting" in str(error.value)
+    assert "did you mean learning_rate?" in str(error.value) and "train.trl.num_generations: 'many'" in str(error.value)
     assert params_file.read_text() == before
 
 

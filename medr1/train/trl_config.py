@@ -90,7 +90,7 @@ def checked_settings(section: str, config, settings: dict, derived: dict[str, st
                 valid = adapter.validate_python(value)
             except ValidationError as error:
                 shown = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-                problems.append(f"{section}.trl.{key}: {value!r} is not a {shown} ({error.errors()[0]['msg']})")
+                problems.append(f"{section}.trl.{key}: {value!r} is not of type {shown} ({error.errors()[0]['msg']})")
                 continue
             checked[key] = value if valid == value else valid  # 0 stays 0 for a float field, "5" becomes 5
     if problems:
