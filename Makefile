@@ -64,7 +64,7 @@ run: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 
 # The same pipeline through Prefect: a task per stage, data checks first, artifacts. No server needed
-# (Prefect's ephemeral local API); overrides as `dvc exp run -S` takes them: make run-flow SET="train.max_steps=100"
+# (Prefect's ephemeral local API); overrides as `dvc exp run -S` takes them: make run-flow SET="train.trl.max_steps=100"
 # (several: SET="a.b=1 c.d=2"; quote one with spaces: SET="'train.launcher=torchrun --standalone'"). SET reaches
 # the flow as an environment variable, never as text of this recipe's shell command, and unexpanded by make:
 # a value cannot run anything.

@@ -1,16 +1,16 @@
 """The same pipeline change through the medr1-pipeline flow and through plain `dvc repro`, side by side.
 
-    .venv/bin/python benchmarks/flow.py                     # small config, train.max_steps=150, 1 round
+    .venv/bin/python benchmarks/flow.py                     # small config, train.trl.max_steps=150, 1 round
     .venv/bin/python benchmarks/flow.py --steps 300 --rounds 2
 
 A scratch copy of the repository (its own git and DVC) gets the small config of the end-to-end
 test and is built once with `dvc repro`; one flow run then creates Prefect's local database, as
-on any machine after its first run. Each timed run changes train.learning_rate to a value not
+on any machine after its first run. Each timed run changes train.trl.learning_rate to a value not
 used before (a train param change: train, evaluate and register rerun), alternating the side that
 goes first, and is timed from the command's start to its exit:
 
     dvc    params.yaml edited, then `dvc repro`
-    flow   `python -m flows.pipeline -S train.learning_rate=...` (what `make run-flow` runs: a fresh
+    flow   `python -m flows.pipeline -S train.trl.learning_rate=...` (what `make run-flow` runs: a fresh
            process on Prefect's ephemeral local API, with the data checks every run adds)
 
 Prints one row per run and the ratio of the median flow time to the median `dvc repro` time.
@@ -50,7 +50,7 @@ def timed(command: list[str], cwd: Path, env: dict) -> tuple[float, list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=150, help="train.max_steps of the small config (default 150)")
+    parser.add_argument("--steps", type=int, default=150, help="train.trl.max_steps of the small config (default 150)")
     parser.add_argument("--rounds", type=int, default=1, help="timed runs per side (default 1)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy")
     arguments = parser.parse_args()
@@ -64,7 +64,7 @@ def main() -> None:
         repo = copy_repository(scratch / "repo")
         params_file = repo / "params.yaml"
         params = _merge(yaml.safe_load(params_file.read_text()), SMALL)
-        params["train"]["max_steps"] = arguments.steps
+        params["train"]["trl"]["max_steps"] = arguments.steps
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
         print(f"setting up in {repo}: dvc repro of the small config, then one flow run ...", flush=True)
         setup_started = time.perf_counter()
@@ -80,12 +80,12 @@ def main() -> None:
                 rate = f"{next(learning_rates):.4f}"
                 if side == "dvc":
                     params = yaml.safe_load(params_file.read_text())
-                    params["train"]["learning_rate"] = float(rate)
+                    params["train"]["trl"]["learning_rate"] = float(rate)
                     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
                     seconds, ran = timed(["dvc", "repro"], repo, env)
                 else:
                     seconds, ran = timed([sys.executable, "-m", "flows.pipeline", "--repo", str(repo),
-                                          "-S", f"train.learning_rate={rate}"], repo, env)
+                                          "-S", f"train.trl.learning_rate={rate}"], repo, env)
                 rows.append((side, round_index + 1, seconds, ran))
                 print(f"  {side:4s} round {round_index + 1}: {seconds:6.1f} s  ran {', '.join(ran)}", flush=True)
     finally:
@@ -94,7 +94,7 @@ def main() -> None:
         else:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    print(f"\ntrain param change (train.learning_rate) on the small config, train.max_steps={arguments.steps}, "
+    print(f"\ntrain param change (train.trl.learning_rate) on the small config, train.trl.max_steps={arguments.steps}, "
           f"{os.cpu_count()} CPUs")
     print(f"{'how':<34}{'round':>6}{'seconds':>10}  stages run")
     for side, round_number, seconds, ran in rows:

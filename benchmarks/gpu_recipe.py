@@ -8,7 +8,7 @@ download, side by side with TRL's bare GRPOTrainer and with plain `generate`, in
 
 In a working folder of its own (the repository's params.yaml with the recipe applied; the synthetic
 data instead of OmniMedVQA, which is not downloaded; `base_model.kind: local` at the folder below;
-`train.max_steps` N; the recipe's launcher only with --launcher) it:
+`train.trl.max_steps` N; the recipe's launcher only with --launcher) it:
 
 1. writes a randomly initialised Qwen2-VL (or Qwen2.5-VL) folder at the preset's sizes with
    `medr1.synthetic.checkpoints.write_checkpoint`: an 8k byte-level BPE tokenizer trained on the
@@ -71,10 +71,10 @@ def work_params(args, attention: str) -> dict:
     params["ingest"]["synthetic"]["images_per_modality"] = args.images
     params["validate"] = defaults["validate"]
     params["base_model"].update(kind="local", path=str((args.work / "checkpoint").resolve()))
-    params["train"].update(device=args.device, max_steps=args.steps, checkpoint_steps=10**6, launcher=args.launcher,
-                           attn_implementation=attention)
+    params["train"].update(device=args.device, launcher=args.launcher, attn_implementation=attention)
+    params["train"]["trl"].update(max_steps=args.steps, save_steps=10**6)
     if args.max_completion_length:
-        params["train"]["max_completion_length"] = args.max_completion_length
+        params["train"]["trl"]["max_completion_length"] = args.max_completion_length
     params["evaluate"]["device"] = args.device
     if args.max_new_tokens:
         params["evaluate"]["max_new_tokens"] = args.max_new_tokens
@@ -127,7 +127,7 @@ def bare_trl(work: Path) -> dict:
     from medr1.task.prompts import chat_prompt  # the same prompt text as ours; the rest is TRL's
 
     params = yaml.safe_load((work / "params.yaml").read_text())
-    train = params["train"]
+    train, trl = params["train"], params["train"]["trl"]
     checkpoint = Path(params["base_model"]["path"])
     records = [json.loads(line) for line in (work / "data/processed/train.jsonl").read_text().splitlines()]
     processor = AutoProcessor.from_pretrained(checkpoint)
@@ -144,19 +144,19 @@ def bare_trl(work: Path) -> dict:
 
     cuda = train["device"] != "cpu" and torch.cuda.is_available()
     args = GRPOConfig(
-        output_dir=str(work / "bare-trl"), max_steps=train["max_steps"], learning_rate=train["learning_rate"],
-        per_device_train_batch_size=train["per_device_train_batch_size"],
-        gradient_accumulation_steps=train["gradient_accumulation_steps"], num_generations=train["num_generations"],
-        max_completion_length=train["max_completion_length"], beta=train["beta"], temperature=train["temperature"],
-        gradient_checkpointing=train["gradient_checkpointing"], bf16=cuda, use_cpu=not cuda, logging_steps=1,
-        save_strategy="no", report_to="none", seed=train["seed"])
+        output_dir=str(work / "bare-trl"), max_steps=trl["max_steps"], learning_rate=trl["learning_rate"],
+        per_device_train_batch_size=trl["per_device_train_batch_size"],
+        gradient_accumulation_steps=trl["gradient_accumulation_steps"], num_generations=trl["num_generations"],
+        max_completion_length=trl["max_completion_length"], beta=trl["beta"], temperature=trl["temperature"],
+        gradient_checkpointing=trl["gradient_checkpointing"], bf16=cuda, use_cpu=not cuda, logging_steps=1,
+        save_strategy="no", report_to="none", seed=trl["seed"])
     model = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=torch.float32,
                                                         attn_implementation=train["attn_implementation"])
     trainer = GRPOTrainer(model=model, reward_funcs=answer_reward, args=args, train_dataset=dataset,
                           processing_class=processor)
     trainer.train()
-    result = training_speed(trainer.state.log_history, train["max_steps"],
-                            train["per_device_train_batch_size"] * train["gradient_accumulation_steps"])
+    result = training_speed(trainer.state.log_history, trl["max_steps"],
+                            trl["per_device_train_batch_size"] * trl["gradient_accumulation_steps"])
     if cuda:
         result["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
     return result
@@ -245,7 +245,7 @@ def main() -> None:
     parser.add_argument("--eval-questions", type=int, help="evaluate this many test questions (default: all)")
     parser.add_argument("--max-new-tokens", type=int, help="evaluate.max_new_tokens (default: the recipe's)")
     parser.add_argument("--max-completion-length", type=int,
-                        help="train.max_completion_length, both trainers (default: the recipe's; a random model "
+                        help="train.trl.max_completion_length, both trainers (default: the recipe's; a random model "
                              "never ends its completion, so every step decodes this many tokens)")
     parser.add_argument("--attention", choices=("auto", "sdpa", "flash_attention_2"), default="auto",
                         help="attn_implementation of both trainers and the evaluation (default auto: "
@@ -294,7 +294,7 @@ def main() -> None:
                      dtype=torch.bfloat16)
     built_s = time.perf_counter() - started
     run(args.work, log, f"{python} -m stages.base_model")
-    train = params["train"]
+    train = params["train"]["trl"]
     per_step = train["per_device_train_batch_size"] * train["gradient_accumulation_steps"]
 
     output, stage_s = run(args.work, log, f"{python} -m stages.launch train")  # as dvc.yaml runs it

@@ -1,9 +1,9 @@
 """The scheduled loop on the embedded default, on loopback: the medr1-pipeline flow on a real Prefect server
 (`prefect server start`), the registry on moto's S3 server, three nightly runs in a clone of this commit:
 
-  1. train.max_steps=100                       registered, promoted to candidate, staging, production
-  2. train.max_steps=10                        a worse retrain (fewer steps): must be refused, its slices named
-  3. train.max_steps=250 (the default's)       a better retrain: must be promoted
+  1. train.trl.max_steps=100                       registered, promoted to candidate, staging, production
+  2. train.trl.max_steps=10                        a worse retrain (fewer steps): must be refused, its slices named
+  3. train.trl.max_steps=250 (the default's)       a better retrain: must be promoted
 
 The study is cut to its two CT cells (they never reach the registry; the report stage needs one), and
 production's absolute gate is lowered to what 100 steps reach (min_accuracy 0.3, min_gain_over_base 0.05) so
@@ -26,9 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests")]
 
-RUNS = [("production at 100 steps", ["train.max_steps=100"]),
-        ("worse: 10 steps", ["train.max_steps=10"]),
-        ("better: 250 steps", ["train.max_steps=250"])]
+RUNS = [("production at 100 steps", ["train.trl.max_steps=100"]),
+        ("worse: 10 steps", ["train.trl.max_steps=10"]),
+        ("better: 250 steps", ["train.trl.max_steps=250"])]
 
 
 def cpu() -> str:

@@ -5,11 +5,11 @@
 
 "ours" is `medr1.train.grpo.train_grpo`, what `python -m stages.train` runs: load, dataset, our
 trainer (each distinct prompt prepared once a step, each distinct image encoded once a forward),
-checkpoints every train.checkpoint_steps, resume check, save. "bare" is the few lines a user would
+checkpoints every train.trl.save_steps, resume check, save. "bare" is the few lines a user would
 write with TRL's GRPOTrainer alone, on the same base model with the same trainable weights, the same
 rewards and GRPOConfig values, and no checkpoints. Both are timed from loading the model to the
 saved result, alternating, in one process; samples/s counts completions trained on. Each
-`--generations` value (completions per question; the batch stays train.per_device_train_batch_size
+`--generations` value (completions per question; the batch stays train.trl.per_device_train_batch_size
 completions) is measured in the same run.
 """
 
@@ -37,8 +37,10 @@ def bare_grpo(model_dir: Path, records, params, output_dir: Path) -> None:
     from medr1.task.rewards import reward_functions
     from medr1.tiny.option_reader import is_wired
     from medr1.tiny.training import train_option_words_only
+    from medr1.train.trl_config import trl_settings
 
-    torch.manual_seed(params.seed)
+    grpo = trl_settings(params)
+    torch.manual_seed(grpo.seed)
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
     if is_wired(model):
@@ -50,11 +52,11 @@ def bare_grpo(model_dir: Path, records, params, output_dir: Path) -> None:
         "letters": ["".join(r.options) for r in records],
     }).cast_column("image", Image())
     config = GRPOConfig(
-        output_dir=str(output_dir), max_steps=params.max_steps, learning_rate=params.learning_rate,
+        output_dir=str(output_dir), max_steps=grpo.max_steps, learning_rate=grpo.learning_rate,
         weight_decay=0.0, lr_scheduler_type="constant_with_warmup",
-        per_device_train_batch_size=params.per_device_train_batch_size, num_generations=params.num_generations,
-        temperature=params.temperature, beta=params.beta, max_completion_length=params.max_completion_length,
-        logging_steps=params.logging_steps, seed=params.seed, use_cpu=True, bf16=False, report_to="none",
+        per_device_train_batch_size=grpo.per_device_train_batch_size, num_generations=grpo.num_generations,
+        temperature=grpo.temperature, beta=grpo.beta, max_completion_length=grpo.max_completion_length,
+        logging_steps=grpo.logging_steps, seed=grpo.seed, use_cpu=True, bf16=False, report_to="none",
         save_strategy="no",
     )
     rewards = reward_functions(params.reward_funcs, params.rewards, params.reasoning)
@@ -80,22 +82,25 @@ def main() -> None:
     from medr1.config import load_params
     from medr1.data.records import read_jsonl
     from medr1.model.base import base_model_dir
+    from medr1.train.trl_config import trl_settings
 
     if not (BASE.is_dir() and (DATA / "train.jsonl").is_file()):
         raise SystemExit("run `make run` first: the benchmark trains the pipeline's base model on its train split")
     hf_logging.set_verbosity_error()
     train = load_params().train
+    grpo = trl_settings(train)
+    every = min(int(grpo.save_steps), max(1, args.steps // 3))
     records = list(read_jsonl(DATA / "train.jsonl"))
     model_dir = base_model_dir(BASE)
     rows = []
     for generations in args.generations:
-        params = train.model_copy(update={"max_steps": args.steps, "num_generations": generations,
-                                          "checkpoint_steps": min(train.checkpoint_steps, max(1, args.steps // 3))})
+        params = train.model_copy(update={"trl": {**train.trl, "max_steps": args.steps, "num_generations": generations,
+                                                  "save_steps": every}})
         timings = _timed_pair(model_dir, records, params, args.repeats)
-        samples = args.steps * params.per_device_train_batch_size * params.gradient_accumulation_steps
+        samples = args.steps * grpo.per_device_train_batch_size * grpo.gradient_accumulation_steps
         rows.append((generations, timings, {name: samples / min(values) for name, values in timings.items()}))
-    print(f"\n{args.steps} GRPO steps x {train.per_device_train_batch_size} completions, checkpoints every "
-          f"{min(train.checkpoint_steps, max(1, args.steps // 3))} steps (ours only); best of {args.repeats}; "
+    print(f"\n{args.steps} GRPO steps x {grpo.per_device_train_batch_size} completions, checkpoints every "
+          f"{every} steps (ours only); best of {args.repeats}; "
           f"{cpu_model()}, {os.cpu_count()} cores")
     print(f"{'generations':>11} {'bare: seconds':>20} {'ours: seconds':>20} {'bare/s':>7} {'ours/s':>7} "
           f"{'ours/bare':>9}")

@@ -44,7 +44,7 @@ def medr1_data_arrival(data: str | None = None, overrides: list[str] | None = No
     """Run medr1-pipeline when new data has landed, else nothing.
 
     data: the folder to watch (a dependency of a dvc.yaml stage); default: ingest.root in params.yaml.
-    overrides: passed to medr1-pipeline ("train.max_steps=100", as `dvc exp run -S` takes them).
+    overrides: passed to medr1-pipeline ("train.trl.max_steps=100", as `dvc exp run -S` takes them).
     repo: the repository to run in.
     """
     root = Path(repo).resolve()

@@ -16,7 +16,7 @@ class OverrideError(PipelineError):
 
 @contextmanager
 def overridden_params(params_file: Path, overrides: list[str]) -> Iterator[None]:
-    """params.yaml with `overrides` ("train.max_steps=100", ...) applied while the block runs, then
+    """params.yaml with `overrides` ("train.trl.max_steps=100", ...) applied while the block runs, then
     restored: an override is for one run, never for the runs after it. dvc.lock keeps what the run used."""
     if not overrides:
         yield

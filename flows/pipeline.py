@@ -3,7 +3,7 @@ checks before anything trains, `dvc pull` and `dvc push` around the stages when 
 configured, the new version promoted along register.auto_promote behind its gates (flows/promotion.py),
 and the run's metrics, lineage and report as Prefect artifacts.
 
-    python -m flows.pipeline -S train.max_steps=100     # one run on Prefect's ephemeral local API
+    python -m flows.pipeline -S train.trl.max_steps=100     # one run on Prefect's ephemeral local API
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def _result(state: State):
 def medr1_pipeline(overrides: list[str] | None = None, repo: str = ".") -> dict | State:
     """Run dvc.yaml's stages, checking the data before any training.
 
-    overrides: params.yaml changes for this run only, as `dvc exp run -S` takes them ("train.max_steps=100").
+    overrides: params.yaml changes for this run only, as `dvc exp run -S` takes them ("train.trl.max_steps=100").
     repo: the repository (its dvc.yaml and params.yaml) to run in.
     """
     root = Path(repo).resolve()

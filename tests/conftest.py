@@ -65,8 +65,8 @@ SMALL_PARAMS = {
     "base_model": {"architecture": {"intermediate_size": 128, "num_hidden_layers": 2,
                                     "vision_embed_dim": 32, "vision_depth": 1},
                    "warmup": {"images": 16, "steps": 3, "eyesight_steps": 3, "batch_size": 4}},
-    "train": {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4, "logging_steps": 1},
-    "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1},
+    "train": {"trl": {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4, "logging_steps": 1}},
+    "sft": {"trl": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1}},
     "study": {"modalities": ["CT", "MRI"], "question_types": ["Modality Recognition"], "max_steps": 1},
 }
 STUDY_STAGES = {f"study_{family}_{method}@{group}" for method in ("grpo", "sft") for family, group in
@@ -87,6 +87,11 @@ def repo_params():
     from medr1.config import load_params
 
     return load_params(REPO / "params.yaml")
+
+
+def with_trl(section, **settings):
+    """A train or sft section (TrainParams, SftParams) with `settings` over its trl pass-through."""
+    return section.model_copy(update={"trl": {**section.trl, **settings}})
 
 
 def params_yaml(changes: dict) -> str:

@@ -4,7 +4,7 @@ others), and a run resumes only from a checkpoint that kept it."""
 from types import SimpleNamespace
 
 import pytest
-from conftest import repo_params, write_untrained_tiny
+from conftest import repo_params, with_trl, write_untrained_tiny
 
 from medr1.data.records import read_jsonl
 
@@ -93,8 +93,8 @@ def test_a_training_run_leaves_the_optimizer_state_in_its_newest_checkpoint(proc
 
     records = list(read_jsonl(processed / "train.jsonl"))[:8]
     base = write_untrained_tiny(tmp_path_factory.mktemp("base"), records)
-    params = repo_params().train.model_copy(update={"max_steps": 2, "checkpoint_steps": 1, "logging_steps": 1,
-                                                    "per_device_train_batch_size": 4, "num_generations": 4})
+    params = with_trl(repo_params().train, max_steps=2, save_steps=1, logging_steps=1, per_device_train_batch_size=4,
+                      num_generations=4)
     out = tmp_path_factory.mktemp("out")
     train_grpo(base, records, processed, params, out)
     first, second = out / "checkpoints/checkpoint-1", out / "checkpoints/checkpoint-2"
@@ -106,6 +106,7 @@ def test_save_only_model_is_the_pipelines_to_set(tmp_path):
     from medr1.errors import PipelineError
     from medr1.train.trl_config import grpo_config
 
-    train = repo_params().train.model_copy(update={"trl": {"save_only_model": True}})
-    with pytest.raises(PipelineError, match="save_only_model is set from its own param .*the newest checkpoint keeps"):
+    train = with_trl(repo_params().train, save_only_model=True)
+    with pytest.raises(PipelineError, match="train.trl.save_only_model: set from fixed at false: the newest checkpoint "
+                                            "keeps"):
         grpo_config(train, tmp_path)

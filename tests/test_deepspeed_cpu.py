@@ -53,10 +53,10 @@ def qwen2_vl_folder(tmp_path_factory, processed):
     return write_checkpoint("qwen2-vl", tmp_path_factory.mktemp("qwen2-vl"), texts).resolve()
 
 
-def _workspace(root, folder, processed, zero_stage: int, **train_changes):
+def _workspace(root, folder, processed, zero_stage: int, **trl_changes):
     """A folder the train stage runs in: the code (linked), the processed data, models/base pointing
     at `folder`, the CPU accelerate config and params.yaml with the med-r1 recipe's layout at 1 step
-    (`train_changes` over it)."""
+    (`trl_changes` over its train.trl)."""
     from medr1.model.base import reference_local_base
 
     for name in ("medr1", "stages", "dvc.yaml"):  # the stage's fingerprint hashes its code deps from dvc.yaml
@@ -71,13 +71,13 @@ def _workspace(root, folder, processed, zero_stage: int, **train_changes):
     # 2 processes x 2 completions a step: one question per process, its 2 completions in one micro-batch.
     # beta > 0 brings TRL's reference model, which DeepSpeed prepares too (partitioned under ZeRO-3).
     # log_level info: transformers says when it loads a model partitioned for ZeRO-3.
-    train = {"device": "cpu", "launcher": launcher, "attn_implementation": "sdpa", "max_steps": 1,
-             "checkpoint_steps": 1, "learning_rate": LEARNING_RATE, "per_device_train_batch_size": 2,
-             "gradient_accumulation_steps": 1, "num_generations": 2, "max_completion_length": 4, "beta": 0.04,
-             "max_pixels": 12544,
+    train = {"device": "cpu", "launcher": launcher, "attn_implementation": "sdpa", "max_pixels": 12544,
              "reasoning": "think_before", "prompts": "med-r1", "rewards": "med-r1",
-             "reward_funcs": ["accuracy", "format"], "logging_steps": 1,
-             "trl": {"report_to": ["dvclive"], "save_total_limit": None, "log_level": "info"}, **train_changes}
+             "reward_funcs": ["accuracy", "format"],
+             "trl": {"max_steps": 1, "save_steps": 1, "learning_rate": LEARNING_RATE, "per_device_train_batch_size": 2,
+                     "gradient_accumulation_steps": 1, "num_generations": 2, "max_completion_length": 4, "beta": 0.04,
+                     "logging_steps": 1, "report_to": ["dvclive"], "save_total_limit": None, "log_level": "info",
+                     **trl_changes}}
     (root / "params.yaml").write_text(params_yaml({"train": train}))
     return root
 

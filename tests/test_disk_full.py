@@ -44,7 +44,7 @@ def test_ingest_checkpoint_and_register_out_of_space_fail_cleanly(pipeline_copy,
 
     model = folder_digest(folder_hashes(repo / "models/grpo"))
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["train"].update(max_steps=2, checkpoint_steps=1)
+    params["train"]["trl"].update(max_steps=2, save_steps=1)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     full = _stage(repo, "train", limit=1_000_000)  # the images' copies fit, a checkpoint's 2 MB of weights do not
     assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr[-3000:]

@@ -96,7 +96,7 @@ def test_the_policy_and_trls_reference_load_in_the_chosen_dtype(processed, tmp_p
     records = list(read_jsonl(processed / "train.jsonl"))[:4]
     (tmp_path / "copies").mkdir()
     base = write_untrained_tiny(tmp_path / "base", records)
-    model, processor = load_for_training(base, PARAMS.train.model_copy(update={"weights_dtype": "bfloat16"}))
+    model, processor = load_for_training(base, PARAMS.train.model_copy(update={"weights_dtype": "bfloat16"}), 0)
     assert model.dtype == torch.bfloat16 and model.config._attn_implementation == "sdpa"
     said = capsys.readouterr().out.splitlines()
     assert said == [(f"[model] {base}: bfloat16 weights (train.weights_dtype: bfloat16), sdpa attention "
@@ -109,5 +109,5 @@ def test_the_policy_and_trls_reference_load_in_the_chosen_dtype(processed, tmp_p
                           train_dataset=grpo_dataset(records, processed, "think_after", tmp_path / "copies"),
                           processing_class=processor)
     assert trainer.ref_model.dtype == torch.bfloat16
-    float32, _ = load_for_training(base, PARAMS.train)  # auto on the CPU
+    float32, _ = load_for_training(base, PARAMS.train, 0)  # auto on the CPU
     assert float32.dtype == torch.float32

@@ -127,10 +127,12 @@ def test_the_loss_and_its_gradients_are_med_r1s(use_bias_correction_kl, tmp_path
     import torch
 
     train = _recipe_train_params(tmp_path, RECIPE)
-    assert train.beta == 0.04  # the recipe's train.trl as applied (its values: the test below)
-    trl = {**train.trl, "use_bias_correction_kl": True} if use_bias_correction_kl else train.trl
-    train = train.model_copy(update={"per_device_train_batch_size": len(ENDS), "gradient_accumulation_steps": 1,
-                                     "max_completion_length": COMPLETION_LENGTH, "trl": trl})
+    assert train.trl["beta"] == 0.04  # the recipe's train.trl as applied (its values: the test below)
+    trl = {**train.trl, "per_device_train_batch_size": len(ENDS), "gradient_accumulation_steps": 1,
+           "max_completion_length": COMPLETION_LENGTH}
+    if use_bias_correction_kl:
+        trl["use_bias_correction_kl"] = True
+    train = train.model_copy(update={"trl": trl})
     results = _losses_and_gradients(tmp_path, processed, train)
     batch, (medr1_loss, medr1_grads), (loss, grads) = results["batch"], results["medr1"], results["ours"]
 

@@ -110,7 +110,8 @@ def test_without_deepspeed_the_weights_dtype_sets_every_persistent_share(med_r1)
     ddp = _shares(memory_plan(_with(one_gpu, launcher="torchrun --standalone --nproc_per_node 2"), QWEN2_VL_2B,
                               "cuda", root=REPO))
     assert ddp["DDP buckets"] == ddp["gradients"] == PARAMETERS * 2
-    no_reference = _shares(memory_plan(_with(one_gpu, beta=0.0), QWEN2_VL_2B, "cuda", root=REPO))
+    no_reference = _shares(memory_plan(_with(one_gpu, trl={**one_gpu.train.trl, "beta": 0.0}), QWEN2_VL_2B, "cuda",
+                                       root=REPO))
     assert "reference model" not in no_reference  # TRL builds none at beta 0
 
 
@@ -118,7 +119,8 @@ def test_gradient_checkpointing_keeps_each_layers_input_only(med_r1):
     from medr1.train.memory_plan import memory_plan
 
     plain = _shares(memory_plan(med_r1, QWEN2_VL_2B, "cuda", root=REPO))
-    checkpointed = _shares(memory_plan(_with(med_r1, gradient_checkpointing=True), QWEN2_VL_2B, "cuda", root=REPO))
+    checkpointed = _shares(memory_plan(_with(med_r1, trl={**med_r1.train.trl, "gradient_checkpointing": True}),
+                                       QWEN2_VL_2B, "cuda", root=REPO))
     assert checkpointed["activations, language model"] == 8 * 580 * (28 * 1536 * 2 + (8 * 1536 + 2 * 256 + 4 * 8960)
                                                                       * 2)
     assert checkpointed["activations, vision tower"] < plain["activations, vision tower"] / 10

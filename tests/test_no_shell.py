@@ -55,7 +55,7 @@ def test_make_run_flow_refuses_injected_settings_before_anything_runs(tmp_path):
     settings = [f"train.launcher=python;touch {MARKER}",
                 f"'train.launcher=python $(touch {MARKER})'",
                 f"'study.modalities=[CT, \"x; touch {MARKER}\"]'",
-                f"train.max_steps=3;touch {MARKER}"]
+                f"train.trl.max_steps=3;touch {MARKER}"]
     for setting in settings:
         result = run(["make", "--no-print-directory", "run-flow", f"VENV={REPO / '.venv'}", f"SET={setting}"], repo,
                      check=False)

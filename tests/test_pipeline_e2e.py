@@ -7,7 +7,7 @@ import time
 
 import pytest
 import yaml
-from conftest import ALL_STAGES, STUDY_STAGES, run
+from conftest import ALL_STAGES, STUDY_STAGES, merged, run
 
 from medr1.data.records import MODALITIES
 
@@ -25,7 +25,7 @@ def _versions(repo) -> int:
 def _set_params(repo, **sections) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for section, changes in sections.items():
-        params[section].update(changes)
+        merged(params[section], changes)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -54,7 +54,7 @@ def test_audit_names_dvc_lock_md5s_and_hashes_match(pipeline_run):
     assert data["data/processed"] == lock["ingest"]["outs"]["data/processed"]
     assert data["data/raw/synthetic"] == lock["synthesize"]["outs"]["data/raw/synthetic"]
     assert audit["base_model"]["kind"] == "tiny" and audit["base_model"]["path"] == "models/base"  # not its staging
-    assert audit["params"]["train"]["max_steps"] == 2
+    assert audit["params"]["train"]["trl"]["max_steps"] == 2
     assert verify_local(audit, repo / "models/grpo") == ["README.md"]  # the model card is the version's own
     processed_md5 = lock["ingest"]["outs"]["data/processed"]
     trained_on = json.loads(run(["medr1", "audit", "data", processed_md5, "--json"], repo).stdout)
@@ -79,7 +79,7 @@ def test_a_pulled_version_is_a_hugging_face_folder_whose_card_holds_the_results(
     md5 = read_lock(repo / "dvc.lock")["ingest"]["outs"]["data/processed"]
     assert f"data/processed@md5:{md5}" in card.data.datasets
     assert card.data.base_model == "models/base" and card.data.recipe == "embedded-cpu"
-    assert "train.max_steps" in card.data.recipe_changes  # the suite's small params differ from the recipe
+    assert "train.trl" in card.data.recipe_changes  # the suite's small params differ from the recipe
     assert "license" not in card.data.to_dict()  # left for the user
 
 
@@ -150,7 +150,7 @@ def test_a_train_param_makes_train_and_the_study_stale_and_nothing_upstream(pipe
     recipe), not the data, the base model or SFT. That a retrained model is then evaluated and
     registered once is shown by the kill-and-resume test below."""
     repo = pipeline_copy
-    _set_params(repo, train={"learning_rate": 0.0005})
+    _set_params(repo, train={"trl": {"learning_rate": 0.0005}})
     ran = _ran(run(["dvc", "repro", "--dry"], repo).stdout)
     assert ran == {"train"} | STUDY_STAGES
 
@@ -185,8 +185,8 @@ def test_two_process_training_killed_resumes_from_its_last_checkpoint(pipeline_c
     import sys
 
     repo = pipeline_copy
-    _set_params(repo, train={"max_steps": 4, "checkpoint_steps": 2, "learning_rate": 0.0007,
-                             "per_device_train_batch_size": 4, "num_generations": 4,
+    _set_params(repo, train={"trl": {"max_steps": 4, "save_steps": 2, "learning_rate": 0.0007,
+                                     "per_device_train_batch_size": 4, "num_generations": 4},
                              "launcher": "torchrun --standalone --nproc_per_node 2"})
     versions_before = _versions(repo)
     checkpoints = repo / "models/grpo.partial/checkpoints"

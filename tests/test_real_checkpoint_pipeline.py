@@ -18,12 +18,13 @@ def _scaled_down(params: dict, before: dict, folder, lora: bool) -> dict:
     the local folder, the CPU, two steps of each trainer, short completions."""
     params["ingest"], params["validate"] = before["ingest"], before["validate"]
     params["base_model"].update(kind="local", path=str(folder))
-    params["train"].update(device="cpu", launcher="python", max_steps=2,  # attn_implementation: the recipe's auto
-                           checkpoint_steps=2, per_device_train_batch_size=4, gradient_accumulation_steps=1,
-                           num_generations=2, max_completion_length=16)
+    params["train"].update(device="cpu", launcher="python")  # attn_implementation: the recipe's auto
+    params["train"]["trl"].update(max_steps=2, save_steps=2, per_device_train_batch_size=4,
+                                  gradient_accumulation_steps=1, num_generations=2, max_completion_length=16)
     params["train"]["lora"] = {**before["train"]["lora"], "enabled": lora}
-    params["sft"].update(max_steps=2, per_device_train_batch_size=2, launcher=None)  # null: train.launcher
-    params["sft"]["trl"].update(gradient_accumulation_steps=1, save_strategy="no")
+    params["sft"].update(launcher=None)  # null: train.launcher
+    params["sft"]["trl"].update(max_steps=2, per_device_train_batch_size=2, gradient_accumulation_steps=1,
+                                save_strategy="no")
     params["evaluate"].update(device="cpu", max_new_tokens=16)
     return params
 
@@ -57,7 +58,7 @@ def test_a_downloaded_checkpoint_runs_the_med_r1_recipe_through_register(pipelin
     assert audit["base_model"] == {"kind": "local", "path": str(folder),
                                    "sha256": folder_digest(folder_hashes(folder))}
     assert audit["recipe"]["name"] == recipe and audit["params"]["train"]["prompts"] == "med-r1"
-    assert {"train.max_steps", "base_model.path", "train.device"} <= set(audit["recipe"]["changed"])
+    assert {"train.trl", "base_model.path", "train.device"} <= set(audit["recipe"]["changed"])
     metrics = json.loads((repo / "metrics/eval.json").read_text())
     tested = sum(1 for _ in read_jsonl(repo / "data/processed/test.jsonl"))
     assert metrics["count"] == metrics["base_count"] == metrics["sft_count"] == tested

@@ -79,9 +79,9 @@ def test_a_study_recipe_is_its_main_run_with_the_study_over_it(params_file):
 def test_extends_names_a_cycle_and_a_missing_base(tmp_path):
     recipes = tmp_path / "recipes"
     (recipes / "a").mkdir(parents=True)
-    (recipes / "a/one.yaml").write_text("extends: a/two\nparams: {train: {beta: 0.1}}\n")
-    (recipes / "a/two.yaml").write_text("extends: a/one\nparams: {train: {beta: 0.2}}\n")
-    (recipes / "lonely.yaml").write_text("extends: a/three\nparams: {train: {beta: 0.1}}\n")
+    (recipes / "a/one.yaml").write_text("extends: a/two\nparams: {train: {group: CT}}\n")
+    (recipes / "a/two.yaml").write_text("extends: a/one\nparams: {train: {group: MRI}}\n")
+    (recipes / "lonely.yaml").write_text("extends: a/three\nparams: {train: {group: CT}}\n")
     with pytest.raises(RecipeError, match="in a cycle: a/one -> a/two -> a/one"):
         read_recipe("a/one", recipes)
     with pytest.raises(RecipeError, match="recipe lonely extends 'a/three', which is not there"):
@@ -91,16 +91,19 @@ def test_extends_names_a_cycle_and_a_missing_base(tmp_path):
 def test_extends_replaces_a_pass_through_mapping_whole(tmp_path):
     recipes = tmp_path / "recipes"
     recipes.mkdir()
-    (recipes / "base.yaml").write_text("params: {train: {beta: 0.1, seed: 3, trl: {top_k: 50, top_p: 1.0}}}\n")
-    (recipes / "child.yaml").write_text("extends: base\nparams: {train: {beta: 0.2, trl: {top_k: 5}}}\n")
-    assert read_recipe("child", recipes)["params"] == {"train": {"beta": 0.2, "seed": 3, "trl": {"top_k": 5}}}
+    (recipes / "base.yaml").write_text("params: {train: {group: CT, reasoning: no_think, "
+                                       "trl: {top_k: 50, top_p: 1.0}}}\n")
+    (recipes / "child.yaml").write_text("extends: base\nparams: {train: {group: MRI, trl: {top_k: 5}}}\n")
+    assert read_recipe("child", recipes)["params"] == {"train": {"group": "MRI", "reasoning": "no_think",
+                                                                 "trl": {"top_k": 5}}}
 
 
 def test_recipe_show_prints_the_merged_settings():
     shown = run([*MEDR1, "recipe", "show", "med-r1/qwen2-vl-2b-think-cross-task"], REPO,
                 env={"COLUMNS": "300"}).stdout
     assert "extends med-r1/qwen2-vl-2b-think" in shown
-    assert "train.group: CT" in shown and "study.modalities: []" in shown and "train.learning_rate" in shown
+    assert "train.group: CT" in shown and "study.modalities: []" in shown and "train.trl: {" in shown
+    assert "learning_rate" in shown
 
 
 # the cells DVC runs ------------------------------------------------------------------------------------------
@@ -176,7 +179,7 @@ def test_the_embedded_default_cells_train_as_before(params_file):
     grpo, sft = cell_budget(params, "grpo", 500), cell_budget(params, "sft", 500)
     assert (grpo.steps, grpo.questions, grpo.epochs) == (40, 640, None)
     assert (sft.steps, sft.questions) == (80, 640)
-    assert cell_settings(params, "grpo").max_steps == 40 and cell_settings(params, "sft").max_steps == 80
+    assert cell_settings(params, "grpo").trl["max_steps"] == 40 and cell_settings(params, "sft").trl["max_steps"] == 80
 
 
 def test_questions_per_step_counts_accumulation_and_processes(params_file):
@@ -187,7 +190,7 @@ def test_questions_per_step_counts_accumulation_and_processes(params_file):
     assert questions_per_step(params.sft, processes) == 128  # 4 x 16 accumulation x 2 GPUs
     # a study cell is one process accumulating the launcher's micro-batches: its optimizer step sees what a step
     # of the two-GPU run sees
-    assert cell_settings(params, "grpo").gradient_accumulation_steps == 4
+    assert cell_settings(params, "grpo").trl["gradient_accumulation_steps"] == 4
     assert cell_settings(params, "sft").trl["gradient_accumulation_steps"] == 32
     assert cell_budget(params, "grpo", 1000).questions_per_step == 8
     assert cell_budget(params, "sft", 1000).questions_per_step == 128

@@ -3,14 +3,13 @@
 import json
 
 import pytest
-from conftest import REPO, repo_params, write_untrained_tiny
+from conftest import REPO, repo_params, with_trl, write_untrained_tiny
 
 from medr1.data.records import read_jsonl
 
 PARAMS = repo_params()
 
-FAST = {"max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 4, "logging_steps": 1,
-        "checkpoint_steps": 1}
+FAST = {"max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 4, "logging_steps": 1, "save_steps": 1}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +29,7 @@ def test_lora_training_saves_one_plain_merged_model(small_base, processed, tmp_p
 
     base, records = small_base
     lora = PARAMS.train.lora.model_copy(update={"enabled": True, "r": 4, "alpha": 8})
-    params = PARAMS.train.model_copy(update={**FAST, "lora": lora})
+    params = with_trl(PARAMS.train, **FAST).model_copy(update={"lora": lora})
     history = train_grpo(base, records, processed, params, tmp_path)
     assert any("reward" in entry for entry in history)
     assert not (tmp_path / "adapter_config.json").exists() and not (tmp_path / "training_args.bin").exists()
@@ -46,7 +45,7 @@ def test_sft_baseline_trains_and_saves_a_loadable_model(small_base, processed, t
     base, records = small_base
     example = sft_dataset(records[:1], processed, "think_after")[0]
     assert example["completion"][0]["content"].startswith(f"<answer>{records[0].answer}</answer><think>")
-    sft = PARAMS.sft.model_copy(update={"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1})
+    sft = with_trl(PARAMS.sft, max_steps=2, per_device_train_batch_size=4, logging_steps=1)
     history = train_sft(base, records, processed, sft, PARAMS.train.model_copy(update={"reasoning": "think_after"}),
                         tmp_path)
     assert len([entry for entry in history if "loss" in entry]) == 2  # logged at each of the 2 steps
@@ -60,8 +59,8 @@ def test_med_r1_sft_trains_with_its_recipe_settings_and_saves_a_loadable_model(s
 
     base, records = small_base
     recipe = yaml.safe_load((REPO / "recipes/med-r1/qwen2-vl-2b-think.yaml").read_text())["params"]["sft"]
-    trl = {**recipe["trl"], "gradient_accumulation_steps": 1, "save_strategy": "no"}
-    sft = PARAMS.sft.model_validate({**recipe, "per_device_train_batch_size": 2, "trl": trl})
+    trl = {**recipe["trl"], "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "save_strategy": "no"}
+    sft = PARAMS.sft.model_validate({**recipe, "trl": trl})
     history = train_sft(base, records, processed, sft, PARAMS.train, tmp_path)
     losses = [entry["loss"] for entry in history if "loss" in entry]
     assert len(losses) == len(records) // 2  # one epoch of 2-example steps, a loss logged at each
@@ -141,12 +140,12 @@ def test_gpu_only_options_fail_clearly_on_the_cpu(tmp_path):
     from medr1.errors import PipelineError
     from medr1.train.trl_config import grpo_config
 
-    with pytest.raises(PipelineError, match="use_vllm needs a CUDA GPU"):
-        grpo_config(PARAMS.train.model_copy(update={"use_vllm": True, "device": "cpu"}), tmp_path)
+    with pytest.raises(PipelineError, match="train.trl.use_vllm needs a CUDA GPU"):
+        grpo_config(with_trl(PARAMS.train, use_vllm=True).model_copy(update={"device": "cpu"}), tmp_path)
 
 
 def test_vllm_generation_without_vllm_is_refused_before_the_model_loads(monkeypatch, tmp_path):
-    """On a GPU without vLLM importable, train.use_vllm is refused with the reason, not an ImportError later."""
+    """On a GPU without vLLM importable, train.trl.use_vllm is refused with the reason, not an ImportError later."""
     import importlib.util
 
     from medr1.errors import PipelineError
@@ -155,8 +154,8 @@ def test_vllm_generation_without_vllm_is_refused_before_the_model_loads(monkeypa
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed here")
     monkeypatch.setattr(trl_config, "resolve_device", lambda device: "cuda")
-    with pytest.raises(PipelineError, match="needs vLLM importable .* set train.use_vllm: false"):
-        trl_config.typed_settings(PARAMS.train.model_copy(update={"use_vllm": True, "device": "cuda"}), tmp_path)
+    with pytest.raises(PipelineError, match="needs vLLM importable .* set train.trl.use_vllm: false"):
+        trl_config.grpo_config(with_trl(PARAMS.train, use_vllm=True).model_copy(update={"device": "cuda"}), tmp_path)
 
 
 def test_the_run_fingerprint_is_json_and_changes_with_params_and_code(processed, monkeypatch, tmp_path):
@@ -167,7 +166,7 @@ def test_the_run_fingerprint_is_json_and_changes_with_params_and_code(processed,
     fingerprint = run_fingerprint(PARAMS.train, "base-sha", split)
     assert json.loads(json.dumps(fingerprint)) == fingerprint
     assert run_fingerprint(PARAMS.train, "base-sha", split) == fingerprint
-    assert run_fingerprint(PARAMS.train.model_copy(update={"learning_rate": 0.5}), "base-sha", split) != fingerprint
+    assert run_fingerprint(with_trl(PARAMS.train, learning_rate=0.5), "base-sha", split) != fingerprint
     assert run_fingerprint(PARAMS.train, "other-base", split) != fingerprint
     assert "medr1/train/grpo.py" in fingerprint["code_sha256"] and "stages/train.py" in fingerprint["code_sha256"]
 
@@ -177,8 +176,8 @@ def test_params_reach_grpo_config(tmp_path):
 
     knobs = {"num_generations": 4, "temperature": 1.3, "beta": 0.04, "num_iterations": 2, "epsilon": 0.3,
              "max_completion_length": 24, "learning_rate": 0.01, "seed": 5, "gradient_accumulation_steps": 2}
-    config = grpo_config(PARAMS.train.model_copy(update={"device": "cpu", "per_device_train_batch_size": 8, **knobs}),
-                         tmp_path)
+    train = with_trl(PARAMS.train, per_device_train_batch_size=8, **knobs).model_copy(update={"device": "cpu"})
+    config = grpo_config(train, tmp_path)
     assert {name: getattr(config, name) for name in knobs} == knobs
 
 
@@ -188,7 +187,7 @@ def test_the_train_stage_refuses_a_report_to_without_dvclive(tmp_path):
     from medr1.errors import PipelineError
     from medr1.train.grpo import train_grpo
 
-    params = repo_params().train.model_copy(update={"trl": {"report_to": ["none"]}})
+    params = with_trl(repo_params().train, report_to=["none"])
     with pytest.raises(PipelineError, match="report_to needs dvclive"):
         train_grpo(tmp_path / "no-model", [], tmp_path, params, tmp_path / "out", log_dir=tmp_path / "logs")
 
@@ -200,8 +199,8 @@ def test_pixel_limits_bound_the_training_processors_resize(small_base):
 
     base, _ = small_base
     image = Image.new("RGB", (392, 392))
-    _, own = load_for_training(base, PARAMS.train)
-    _, limited = load_for_training(base, PARAMS.train, (3136, 56 * 56))
+    _, own = load_for_training(base, PARAMS.train, 0)
+    _, limited = load_for_training(base, PARAMS.train, 0, (3136, 56 * 56))
     own_grid = own.image_processor(images=[image], return_tensors="pt")["image_grid_thw"].tolist()
     limited_grid = limited.image_processor(images=[image], return_tensors="pt")["image_grid_thw"].tolist()
     assert limited_grid == [[1, 4, 4]] and own_grid == [[1, 8, 8]]  # 56x56 and 112x112 pixels in 14-pixel patches
@@ -216,7 +215,7 @@ def test_prompts_over_max_prompt_length_are_refused_before_the_model_loads(small
 
     base, records = small_base
     load_training_processor(base).save_pretrained(tmp_path / "processor-only")
-    params = PARAMS.train.model_copy(update={**FAST, "max_prompt_length": 10})
+    params = with_trl(PARAMS.train, **FAST).model_copy(update={"max_prompt_length": 10})
     over = r"train prompts are longer than train.max_prompt_length 10 tokens"
     with pytest.raises(PipelineError, match=over) as error:
         train_grpo(tmp_path / "processor-only", records, processed, params, tmp_path / "out")
