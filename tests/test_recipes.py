@@ -1,6 +1,7 @@
 """Recipes as files: each applies to params.yaml and validates, the embedded one restores the
 default, Med-R1's values reach the GRPOConfig the trainer builds, and bad keys are named."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import yaml
 
 from medr1.config import ParamsError, load_params
 from medr1.pipeline.recipes import RecipeError, apply_recipe, read_recipe, recipe_names
-from medr1.train.trl_config import grpo_config, sft_config
+from medr1.train.trl_config import check_trl_settings, grpo_config, sft_config
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -163,7 +164,7 @@ def test_a_recipe_that_breaks_params_writes_nothing_and_names_the_key(params_fil
         apply_recipe("typo", params_file, tmp_path / "recipes")
     assert "train.learning_rat" in str(error.value) and "train.min_pixels" in str(error.value)
     with pytest.raises(RecipeError) as error:
-        apply_recipe("trl-typo", params_file, tmp_path / "recipes")
+        apply_recipe("trl-typo", params_file, tmp_path / "recipes", check=check_trl_settings)
     assert "train.trl.learnig_rate: not a GRPOConfig setting" in str(error.value)
     assert "did you mean learning_rate?" in str(error.value) and "train.trl.num_generations: 'many'" in str(error.value)
     assert params_file.read_text() == before
@@ -173,8 +174,11 @@ def test_recipe_command_applies_lists_and_refuses_an_unknown_name(params_file):
     medr1 = [sys.executable, "-m", "medr1.cli", "recipe"]
     listed = subprocess.run([*medr1, "list"], cwd=REPO, capture_output=True, text=True, check=True)
     assert "med-r1/qwen2-vl-2b-think" in listed.stdout
+    shutil.copy(REPO / "tests/fixtures/params-01f3b63.yaml", params_file)  # an earlier version's layout
     applied = subprocess.run([*medr1, "apply", "med-r1/qwen2.5-vl-3b-no-think", "--params", str(params_file)],
-                             cwd=REPO, capture_output=True, text=True, check=True)
+                             cwd=REPO, capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "200"})
+    assert "written by an earlier version: 23 key(s) moved" in applied.stdout
+    assert "train.learning_rate -> train.trl.learning_rate" in applied.stdout
     assert "train.reasoning: 'think_after' -> 'no_think'" in applied.stdout
     assert load_params(params_file).evaluate.protocol == "med-r1-qwen2.5"
     unknown = subprocess.run([*medr1, "apply", "med-r1/qwen3", "--params", str(params_file)], cwd=REPO,

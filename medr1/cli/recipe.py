@@ -51,7 +51,9 @@ def apply(
     if not params.is_file():
         raise typer.BadParameter(f"{params} not found: run in the pipeline's checkout or pass --params",
                                  param_hint="--params")
-    applied = apply_recipe(name, params)
+    from medr1.train.trl_config import check_trl_settings  # imports TRL: the check the stages will make
+
+    applied = apply_recipe(name, params, check=check_trl_settings)
     if applied.moved:
         console.print(f"{params} was written by an earlier version: {len(applied.moved)} key(s) moved")
         for line in applied.moved:

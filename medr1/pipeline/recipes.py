@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +89,7 @@ WHOLE = {"train.trl", "sft.trl"}
 
 
 def settings(tree: dict, prefix: str = "") -> dict[str, object]:
-    """Leaf keys of a params tree as dotted paths: {"train.learning_rate": 1e-06, ...}."""
+    """Leaf keys of a params tree as dotted paths: {"train.group": "CT", "train.trl": {...}, ...}."""
     flat: dict[str, object] = {}
     for key, value in tree.items():
         path = f"{prefix}{key}"
@@ -163,12 +164,13 @@ class Applied:
     changed: dict[str, tuple[object, object]]  # {dotted key: (old value, new value)}, after the move
 
 
-def apply_recipe(name: str, params_file: Path, root: Path = RECIPES) -> Applied:
+def apply_recipe(name: str, params_file: Path, root: Path = RECIPES,
+                 check: Callable[[Params], None] | None = None) -> Applied:
     """Write recipe `name` into `params_file`, after moving the keys an earlier version wrote elsewhere.
 
-    Every key of the recipe must be a key params.yaml's schema knows, every train.trl / sft.trl setting
-    one of the installed TRL's, and the result must validate: otherwise nothing is written and the error
-    names the keys.
+    Every key of the recipe must be a key params.yaml's schema knows, and the result must validate, `check`
+    included (`medr1 recipe apply`: train.trl and sft.trl against the installed TRL; a ParamsError naming the
+    keys): otherwise nothing is written and the error names the keys.
     """
     recipe = read_recipe(name, root)
     handler = _handler()
@@ -193,22 +195,17 @@ def apply_recipe(name: str, params_file: Path, root: Path = RECIPES) -> Applied:
         problems = [f"  {'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}" for issue in error.errors()]
         raise RecipeError(f"recipe {name} would make {params_file} invalid; nothing was written:\n"
                           + "\n".join(problems)) from None
-    _check_trl_settings(name, params_file, result)
+    if check is not None:
+        try:
+            check(result)
+        except ParamsError as error:
+            raise RecipeError(f"recipe {name} would make {params_file} invalid; nothing was written:\n"
+                              f"{error}") from error
     after = settings(read_params_yaml(text))
     with tempfile.NamedTemporaryFile("w", dir=params_file.parent, prefix=".params-", delete=False) as staged:
         staged.write(text)
     os.replace(staged.name, params_file)
     return Applied(moved, {key: (before.get(key), value) for key, value in after.items() if before.get(key) != value})
-
-
-def _check_trl_settings(name: str, params_file: Path, params: Params) -> None:
-    """train.trl and sft.trl against the installed TRL's configs, as the stages will build them."""
-    from medr1.train.trl_config import check_trl_settings
-
-    try:
-        check_trl_settings(params)
-    except ParamsError as error:
-        raise RecipeError(f"recipe {name} would make {params_file} invalid; nothing was written:\n{error}") from error
 
 
 def recipe_changes(params: dict, name: str, root: Path = RECIPES) -> list[str] | None:

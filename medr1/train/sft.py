@@ -18,14 +18,7 @@ from medr1.train.datasets import sft_dataset
 from medr1.train.lm_head import completion_positions_scored
 from medr1.train.published_sft import PublishedSftCollator, published_sft_dataset
 from medr1.train.saving import save_trained
-from medr1.train.trl_config import sft_config
-
-
-def style_settings(style: str) -> dict:
-    """The SFTConfig settings a style fixes (the rest come from the sft section)."""
-    if style == "med-r1":  # sft.py: its own collator on the raw rows, TRL's preparation skipped
-        return {"dataset_kwargs": {"skip_prepare_dataset": True}, "remove_unused_columns": False}
-    return {"max_length": None}  # never cut the image tokens out of a prompt
+from medr1.train.trl_config import sft_config, style_settings
 
 
 def train_sft(model_dir: Path, records: list[Record], image_root: Path, params: SftParams, train: TrainParams,

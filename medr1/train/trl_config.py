@@ -41,7 +41,7 @@ DERIVED = {
         "report_to": "fixed at none: the sft stage logs no metrics of its own",
     },
 }
-STYLE = "sft.style, which fixes it (medr1/train/sft.py, style_settings)"
+STYLE = "sft.style, which fixes it (style_settings)"
 
 
 def config_class(section: TrainParams | SftParams):
@@ -98,11 +98,16 @@ def checked_settings(section: str, config, settings: dict, derived: dict[str, st
     return checked
 
 
+def style_settings(style: str) -> dict:
+    """The SFTConfig settings an sft.style fixes (the rest come from sft.trl)."""
+    if style == "med-r1":  # sft.py: its own collator on the raw rows, TRL's preparation skipped
+        return {"dataset_kwargs": {"skip_prepare_dataset": True}, "remove_unused_columns": False}
+    return {"max_length": None}  # never cut the image tokens out of a prompt
+
+
 def check_trl_settings(params) -> None:
     """Both pass-throughs of `params` (a Params) checked as grpo_config and sft_config will check them."""
     from trl import GRPOConfig, SFTConfig
-
-    from medr1.train.sft import style_settings
 
     checked_settings("train", GRPOConfig, params.train.trl, DERIVED["train"])
     style = dict.fromkeys(style_settings(params.sft.style), STYLE)
