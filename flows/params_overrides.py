@@ -63,6 +63,10 @@ def _apply(params_file: Path, overrides: list[str]) -> None:
         cause = error.__cause__ or error
         raise OverrideError(f"cannot apply {list(overrides)} to {params_file.name}: {cause}") from None
     try:
-        load_params(params_file)
+        params = load_params(params_file)
+        if any(item.lstrip("+").startswith(("train.trl.", "sft.trl.")) for item in overrides):
+            from medr1.train.trl_config import check_trl_settings  # imports TRL: only for a TRL setting
+
+            check_trl_settings(params)  # a misspelt TRL name is refused here, not by the train stage later
     except ParamsError as error:
         raise OverrideError(f"after the overrides {list(overrides)}: {error}") from None

@@ -71,6 +71,7 @@ def test_failed_data_checks_fail_the_flow_before_any_training(pipeline_copy, pre
 
 
 def test_bad_override_fails_naming_the_key(prefect_harness, tmp_path):
+    from flows.params_overrides import OverrideError, check_overrides
     from flows.pipeline import medr1_pipeline
 
     repo = copy_repository(tmp_path)  # sources only: the override is refused before anything runs
@@ -79,6 +80,9 @@ def test_bad_override_fails_naming_the_key(prefect_harness, tmp_path):
     state = medr1_pipeline(overrides=["train.max_stepz=3"], repo=str(repo), return_state=True)
     assert state.is_failed() and "train.max_stepz" in state.message
     assert task_run_names(state.state_details.flow_run_id) == []
+    assert (repo / "params.yaml").read_bytes() == params_before
+    with pytest.raises(OverrideError, match=r"train.trl.max_stepz: not a GRPOConfig setting .*did you mean max_steps"):
+        check_overrides(repo / "params.yaml", ["+train.trl.max_stepz=3"])  # a TRL name added: checked against TRL
     assert (repo / "params.yaml").read_bytes() == params_before
 
 
