@@ -159,7 +159,7 @@ def placeholder_inputs(repo: Path) -> None:
 @pytest.mark.parametrize("name", ["med-r1/qwen2-vl-2b-think-cross-modality", "med-r1/qwen2-vl-2b-think-cross-task"])
 def test_dvc_repro_dry_after_applying_a_study_recipe_lists_the_papers_cells(name, repo_copy):
     family, groups = PAPER_CELLS[STUDIES[name][1]]
-    run([*MEDR1, "recipe", "apply", name], repo_copy)
+    apply_recipe(name, repo_copy / "params.yaml", RECIPES)  # the CLI command: tests/test_recipes.py
     placeholder_inputs(repo_copy)
     dry = run(["dvc", "repro", "--dry"], repo_copy).stdout
     ran = re.findall(r"Running stage '([^']+)'", dry)
