@@ -51,10 +51,6 @@ def config_class(section: TrainParams | SftParams):
     return GRPOConfig if isinstance(section, TrainParams) else SFTConfig
 
 
-def section_name(section: TrainParams | SftParams) -> str:
-    return "train" if isinstance(section, TrainParams) else "sft"
-
-
 def settable_fields(config) -> dict[str, dataclasses.Field]:
     """The fields of TRL config class `config` that a recipe may set by name (all init fields)."""
     return {field.name: field for field in dataclasses.fields(config) if field.init}
@@ -138,8 +134,9 @@ def grpo_config(params: TrainParams, output_dir: Path):
 
     device = resolve_device(params.device)
     settings = checked_settings("train", GRPOConfig, params.trl, DERIVED["train"])
-    _steps_or_epochs("train", settings, trl_settings(params))
-    if trl_settings(params).use_vllm:
+    effective = trl_settings(params)
+    _steps_or_epochs("train", settings, effective)
+    if effective.use_vllm:
         if device != "cuda":
             raise PipelineError("train.trl.use_vllm needs a CUDA GPU; set train.trl.use_vllm: false on the CPU")
         refuse_vllm_without_its_client()
@@ -159,13 +156,13 @@ def grpo_config(params: TrainParams, output_dir: Path):
     return _built(GRPOConfig, "train", derived, settings)
 
 
-def sft_config(params: SftParams, device: str, output_dir: Path, **style_settings):
-    """SFTConfig from the sft section; `style_settings` are those its style (completion_only, med-r1) fixes."""
+def sft_config(params: SftParams, device: str, output_dir: Path, **fixed_by_style):
+    """SFTConfig from the sft section; `fixed_by_style` are the settings its style fixes (`style_settings`)."""
     from trl import SFTConfig
 
     derived = {"output_dir": str(output_dir), "use_cpu": device == "cpu", "bf16": device == "cuda",
-               "report_to": "none", **style_settings}
-    fixed = {**DERIVED["sft"], **dict.fromkeys(style_settings, STYLE)}
+               "report_to": "none", **fixed_by_style}
+    fixed = {**DERIVED["sft"], **dict.fromkeys(fixed_by_style, STYLE)}
     settings = checked_settings("sft", SFTConfig, params.trl, fixed)
     _steps_or_epochs("sft", settings, trl_settings(params))
     return _built(SFTConfig, "sft", derived, settings)
