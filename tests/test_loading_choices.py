@@ -91,6 +91,7 @@ def test_the_policy_and_trls_reference_load_in_the_chosen_dtype(processed, tmp_p
     from trl import GRPOConfig, GRPOTrainer
 
     from medr1.model.loading import load_for_training
+    from medr1.task.spec import TaskSpec
     from medr1.train.datasets import grpo_dataset
 
     records = list(read_jsonl(processed / "train.jsonl"))[:4]
@@ -106,7 +107,8 @@ def test_the_policy_and_trls_reference_load_in_the_chosen_dtype(processed, tmp_p
     args = GRPOConfig(output_dir=str(tmp_path / "out"), use_cpu=True, beta=0.04, per_device_train_batch_size=4,
                       num_generations=4, max_completion_length=4, report_to="none")
     trainer = GRPOTrainer(model=model, reward_funcs=lambda completions, **_: [0.0] * len(completions), args=args,
-                          train_dataset=grpo_dataset(records, processed, "think_after", tmp_path / "copies"),
+                          train_dataset=grpo_dataset(records, processed, TaskSpec("think_after", "tiny", "train"),
+                                                     tmp_path / "copies"),
                           processing_class=processor)
     assert trainer.ref_model.dtype == torch.bfloat16
     float32, _ = load_for_training(base, PARAMS.train)  # auto on the CPU
