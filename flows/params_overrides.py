@@ -61,8 +61,8 @@ def _apply(params_file: Path, overrides: list[str]) -> None:
         apply_overrides(params_file, list(overrides))
     except InvalidArgumentError as error:
         cause = error.__cause__ or error
-        raise OverrideError(f"cannot apply {list(overrides)} to {params_file.name}: {cause}") from None
+        raise OverrideError(f"cannot apply {list(overrides)} to {params_file.name}: {cause}") from error
     try:
         load_params(params_file)
     except ParamsError as error:
-        raise OverrideError(f"after the overrides {list(overrides)}: {error}") from None
+        raise OverrideError(f"after the overrides {list(overrides)}: {error}") from error

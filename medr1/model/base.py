@@ -39,5 +39,5 @@ def base_model_dir(out: Path) -> Path:
 def base_reference(out: Path) -> dict:
     try:
         return json.loads((out / REFERENCE).read_text())
-    except FileNotFoundError:
-        raise MissingFileError(f"no {out / REFERENCE}: `dvc repro base_model` writes the base model") from None
+    except FileNotFoundError as error:
+        raise MissingFileError(f"no {out / REFERENCE}: `dvc repro base_model` writes the base model") from error
