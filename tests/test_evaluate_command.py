@@ -8,6 +8,7 @@ from conftest import write_untrained_tiny
 from typer.testing import CliRunner
 
 from medr1.cli.app import app
+from medr1.cli.evaluate import task_outside_a_checkout
 from medr1.data.records import read_jsonl
 from medr1.errors import PipelineError
 from medr1.task.model_task import TASK_FILE, recorded_task
@@ -50,9 +51,8 @@ def test_the_task_recorded_in_the_model_folder_is_the_one_asked(outside_a_checko
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{"):])
     assert (summary["reasoning"], summary["prompts"], summary["count"]) == ("think_before", "med-r1", 2)
-    given = _evaluate("--model", str(folder), "--data", str(outside_a_checkout), "--images", str(processed),
-                      *SETTINGS, "--json", "--prompts", "tiny")  # an option given wins over the record
-    assert json.loads(given.output[given.output.index("{"):])["prompts"] == "tiny"
+    given = task_outside_a_checkout(folder, None, None, "tiny", "strict")  # an option given wins over the record
+    assert (given.mode, given.prompts, given.purpose) == ("think_before", "tiny", "evaluate")
 
 
 def test_a_version_registered_before_the_task_file_answers_from_its_manifest(tmp_path):

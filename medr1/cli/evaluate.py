@@ -109,9 +109,6 @@ def evaluate(
     pipeline's checkout give --batch-size, --max-new-tokens and --device, and --reasoning and --prompts unless the
     model folder records the task it was trained on (training writes it)."""
     from medr1.data.records import read_jsonl
-    from medr1.evaluate.evaluation import predict, write_predictions
-    from medr1.evaluate.metrics import chance_accuracy, summarize
-    from medr1.model.loading import load_for_evaluation
     from medr1.task.spec import evaluation_tasks
 
     given = {key: value for key, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens),
@@ -143,6 +140,10 @@ def evaluate(
             task = replace(trained, mode=reasoning or trained.mode, prompts=prompts or trained.prompts)
         else:
             task = task_outside_a_checkout(folder, manifest, reasoning, prompts, settings.protocol)
+        from medr1.evaluate.evaluation import predict, write_predictions  # torch: once nothing is left to refuse
+        from medr1.evaluate.metrics import chance_accuracy, summarize
+        from medr1.model.loading import load_for_evaluation
+
         loaded_model, processor = load_for_evaluation(folder, settings.device)
         graded = predict(loaded_model, processor, records, root, task, settings, desc=f"evaluate {model}")
     if predictions is not None:
