@@ -182,7 +182,7 @@ class BaseModelParams(Section):
     @model_validator(mode="after")
     def _tiny_settings_for_the_tiny_model(self):
         missing = [f"base_model.{name}" for name in ("seed", "architecture", "warmup") if getattr(self, name) is None]
-        if self.kind == "tiny" and missing:
+        if missing and self.kind != "local":  # the tiny model is built here from them
             raise ValueError(f"base_model.kind: tiny builds the tiny model here and needs {', '.join(missing)} "
                              "(recipes/embedded-cpu.yaml and the shipped params.yaml have them); or use kind: local "
                              "with base_model.path")
