@@ -30,20 +30,20 @@ from medr1.evaluate.decoding import generate_completions
 from medr1.model.base import base_model_dir
 from medr1.model.encoding import ImageCache
 from medr1.model.loading import load_for_evaluation
-from medr1.task.prompts import chat_prompt
 from medr1.task.rewards import extract_answer_letter
+from medr1.task.spec import TaskSpec, evaluation_tasks
 
 DATA = Path("data/processed")
 
 
 @torch.inference_mode()
-def reference_completions(model, processor, records, image_root: Path, mode: str, batch_size: int) -> list[str]:
+def reference_completions(model, processor, records, image_root: Path, task: TaskSpec, batch_size: int) -> list[str]:
     """Med-R1's loop: messages -> chat template -> images opened and processed per batch -> generate(256)."""
     processor.tokenizer.padding_side = "left"
     completions: list[str] = []
     for start in tqdm(range(0, len(records), batch_size), desc="reference", leave=False):
         chunk = records[start : start + batch_size]
-        messages = [chat_prompt(record.question, record.options, mode) for record in chunk]
+        messages = [task.messages(record.question, record.options) for record in chunk]
         text = [processor.apply_chat_template(message, tokenize=False, add_generation_prompt=True)
                 for message in messages]
         images = [Image.open(image_root / record.image).convert("RGB") for record in chunk]
@@ -66,19 +66,19 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N test questions")
     args = parser.parse_args()
     params = load_params()
-    mode, batch_size = params.train.reasoning, params.evaluate.batch_size
+    task, batch_size = evaluation_tasks(params)[0], params.evaluate.batch_size
     records = list(read_jsonl(DATA / "test.jsonl"))[: args.limit]
     folders = {"base": base_model_dir(Path("models/base")), "sft": Path("models/sft"), "grpo": Path("models/grpo")}
     loaded = {name: load_for_evaluation(folder, params.evaluate.device) for name, folder in folders.items()}
-    print(f"{len(records)} test questions, batch size {batch_size}, reasoning {mode}, "
+    print(f"{len(records)} test questions, batch size {batch_size}, reasoning {task.mode}, prompts {task.prompts}, "
           f"{torch.get_num_threads()} threads, device {next(iter(loaded.values()))[0].device}\n")
 
     def letters(completions):
         return [extract_answer_letter(c, "".join(r.options)) for r, c in zip(records, completions)]
 
     for model, processor in loaded.values():  # warm both paths up, so neither pays first-call costs in the timing
-        reference_completions(model, processor, records[:batch_size], DATA, mode, batch_size)
-        generate_completions(model, processor, records[:batch_size], DATA, mode, batch_size, 256, progress=False)
+        reference_completions(model, processor, records[:batch_size], DATA, task, batch_size)
+        generate_completions(model, processor, records[:batch_size], DATA, task, batch_size, 256, progress=False)
 
     rows = []
     for label, names in (("grpo alone", ["grpo"]), ("base + sft + grpo (the evaluate stage)", list(loaded))):
@@ -87,10 +87,10 @@ def main() -> None:
         caches: dict[str, ImageCache] = {}  # ours: shared by the models of a run with the same image processor
         for name in names:
             model, processor = loaded[name]
-            theirs, seconds = timed(reference_completions, model, processor, records, DATA, mode, batch_size)
+            theirs, seconds = timed(reference_completions, model, processor, records, DATA, task, batch_size)
             reference_seconds += seconds
             cache = caches.setdefault(processor.image_processor.to_json_string(), ImageCache(processor))
-            ours, seconds = timed(generate_completions, model, processor, records, DATA, mode, batch_size, 256, cache,
+            ours, seconds = timed(generate_completions, model, processor, records, DATA, task, batch_size, 256, cache,
                                   progress=False)
             ours_seconds += seconds
             identical += sum(a == b for a, b in zip(letters(theirs), letters(ours)))

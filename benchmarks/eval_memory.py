@@ -57,6 +57,7 @@ def peak_rss_mib(work: Path, split: Path, checkpoint: Path, questions: int, wind
     part.write_text("".join(split.read_text().splitlines(keepends=True)[:questions]))
     command = [sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "medr1.cli", "evaluate", "--model",
                str(checkpoint), "--data", str(part), "--images", str(split.parent), "--reasoning", "no_think",
+               "--prompts", "tiny",  # the layout these numbers were measured with
                "--batch-size", "32", "--max-new-tokens", "8", "--device", "cpu", "--image-window", str(window),
                "--json"]
     started = time.perf_counter()

@@ -46,7 +46,7 @@ def bare_grpo(model_dir: Path, records, params, output_dir: Path) -> None:
     if is_wired(model):
         train_option_words_only(model, processor.tokenizer, records)
     dataset = Dataset.from_dict({
-        "prompt": [chat_prompt(r.question, r.options, params.reasoning) for r in records],
+        "prompt": [chat_prompt(r.question, r.options, params.reasoning, params.prompts) for r in records],
         "image": [str(DATA / r.image) for r in records],
         "answer": [r.answer for r in records],
         "letters": ["".join(r.options) for r in records],

@@ -64,7 +64,7 @@ def read_graph(root: Path) -> PipelineGraph:
                       for stage in stages},
             )
     except DvcException as error:
-        raise PipelineError(f"cannot read the pipeline in {root}: {error}") from None
+        raise PipelineError(f"cannot read the pipeline in {root}: {error}") from error
 
 
 def _target(stage, root: Path) -> str:

@@ -61,7 +61,7 @@ def _apply(params_file: Path, overrides: list[str]) -> None:
         apply_overrides(params_file, list(overrides))
     except InvalidArgumentError as error:
         cause = error.__cause__ or error
-        raise OverrideError(f"cannot apply {list(overrides)} to {params_file.name}: {cause}") from None
+        raise OverrideError(f"cannot apply {list(overrides)} to {params_file.name}: {cause}") from error
     try:
         params = load_params(params_file)
         if any(item.lstrip("+").startswith(("train.trl.", "sft.trl.")) for item in overrides):
@@ -69,4 +69,4 @@ def _apply(params_file: Path, overrides: list[str]) -> None:
 
             check_trl_settings(params)  # a misspelt TRL name is refused here, not by the train stage later
     except ParamsError as error:
-        raise OverrideError(f"after the overrides {list(overrides)}: {error}") from None
+        raise OverrideError(f"after the overrides {list(overrides)}: {error}") from error

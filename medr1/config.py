@@ -176,9 +176,19 @@ class ValidateParams(Section):
 class BaseModelParams(Section):
     kind: Literal["tiny", "local"]
     path: str | None = Field(description="with kind: local, a Qwen2-VL checkpoint folder")
-    seed: int
-    architecture: TinyArchitecture
-    warmup: WarmupSettings
+    # The tiny model's own settings: a local checkpoint needs none of them.
+    seed: int | None = Field(None, description="with kind: tiny, the seed of its build and warm-up")
+    architecture: TinyArchitecture | None = Field(None, description="with kind: tiny, its sizes")
+    warmup: WarmupSettings | None = Field(None, description="with kind: tiny, its warm-up")
+
+    @model_validator(mode="after")
+    def _tiny_settings_for_the_tiny_model(self):
+        missing = [f"base_model.{name}" for name in ("seed", "architecture", "warmup") if getattr(self, name) is None]
+        if missing and self.kind != "local":  # the tiny model is built here from them
+            raise ValueError(f"base_model.kind: tiny builds the tiny model here and needs {', '.join(missing)} "
+                             "(recipes/embedded-cpu.yaml and the shipped params.yaml have them); or use kind: local "
+                             "with base_model.path")
+        return self
 
 
 class LoraParams(Section):

@@ -285,11 +285,12 @@ def batch_and_prompts(processor, records, processed, mode="no_think"):
     """generate's left-padded batch of these records, and the same prompts split into shared heads."""
     from medr1.evaluate.heads import split_prompts
     from medr1.model.encoding import ImageCache, encode, prompt_text
+    from medr1.task.spec import TaskSpec
 
     cache = ImageCache(processor)
     keys = [str(processed / r.image) for r in records]
     images = [cache.get(key) for key in keys]
-    texts = [prompt_text(processor, r.question, r.options, mode, i) for r, i in zip(records, images)]
+    texts = [prompt_text(processor, r.question, r.options, TaskSpec(mode, "tiny"), i) for r, i in zip(records, images)]
     prompts = split_prompts(processor, processor.tokenizer(texts, add_special_tokens=False)["input_ids"], images, keys)
     return encode(processor, texts, images, padding_side="left"), prompts
 

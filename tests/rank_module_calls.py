@@ -24,6 +24,7 @@ def main(folder: str, data: str, out: str, *patterns: str) -> None:
 
     from medr1.data.records import read_jsonl
     from medr1.task.rewards import reward_functions
+    from medr1.task.spec import TaskSpec
     from medr1.train.datasets import grpo_dataset
     from medr1.train.grpo_trainer import DistinctWorkGRPOTrainer
 
@@ -42,7 +43,7 @@ def main(folder: str, data: str, out: str, *patterns: str) -> None:
         model=AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32), args=config,
         processing_class=AutoProcessor.from_pretrained(folder),
         reward_funcs=reward_functions(["accuracy", "format"], "strict", "no_think"),
-        train_dataset=grpo_dataset(records, Path(data), "no_think"))
+        train_dataset=grpo_dataset(records, Path(data), TaskSpec("no_think", "tiny", "train")))
     trainer.current_gradient_accumulation_steps = 1
     trainer.model.train()
     batch = trainer._generate_and_score_completions([trainer.train_dataset[i] for i in rows_of_rank])

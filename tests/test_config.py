@@ -75,6 +75,9 @@ def test_a_key_missing_from_params_yaml_is_named_not_defaulted(tmp_path):
 
 
 def test_the_typed_config_has_no_defaults():
+    """Only the tiny model's own settings may be left out, where no tiny model is built (kind: local)."""
+    from typing import get_args
+
     from pydantic import BaseModel
 
     from medr1.config import Params
@@ -82,12 +85,29 @@ def test_the_typed_config_has_no_defaults():
     def sections(model: type[BaseModel]):
         yield model
         for field in model.model_fields.values():
-            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-                yield from sections(field.annotation)
+            for kind in (field.annotation, *get_args(field.annotation)):  # TinyArchitecture | None too
+                if isinstance(kind, type) and issubclass(kind, BaseModel):
+                    yield from sections(kind)
 
     defaulted = [f"{model.__name__}.{name}" for model in sections(Params)
                  for name, field in model.model_fields.items() if not field.is_required()]
-    assert defaulted == []
+    assert defaulted == ["BaseModelParams.seed", "BaseModelParams.architecture", "BaseModelParams.warmup"]
+    assert all(Params.model_fields["base_model"].annotation.model_fields[name].default is None
+               for name in ("seed", "architecture", "warmup"))
+
+
+def test_a_local_checkpoint_needs_none_of_the_tiny_models_settings(tmp_path):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    architecture = raw["base_model"]["architecture"]
+    raw["base_model"] = {"kind": "local", "path": "/models/Qwen2-VL-2B-Instruct"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert load_params(tmp_path / "params.yaml").base_model.architecture is None
+    raw["base_model"] = {"kind": "tiny", "path": None, "seed": 0, "architecture": architecture}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match=r"base_model.kind: tiny builds the tiny model here and needs "
+                                          r"base_model.warmup \(") as error:
+        load_params(tmp_path / "params.yaml")
+    assert "base_model.architecture" not in str(error.value)  # only what is missing is named
 
 
 @pytest.mark.parametrize("changes, named", [

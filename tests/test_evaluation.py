@@ -10,7 +10,10 @@ from medr1.evaluate.decoding import generate_completions, length_buckets
 from medr1.evaluate.greedy import FormatDrafts, greedy_decode, rope_positions
 from medr1.evaluate.metrics import Prediction, bootstrap_interval, grade, letter_confusion, summarize
 from medr1.task.rewards import extract_answer_letter, format_score, verdict_settled
+from medr1.task.spec import TaskSpec
 from medr1.tiny.model import build_model, build_processor, train_tokenizer
+
+NO_THINK = TaskSpec("no_think", "tiny")  # the tiny model's own layout
 
 
 @pytest.mark.parametrize(("mode", "completion", "settled"), [
@@ -104,9 +107,9 @@ def random_tiny(processed):
 def test_bucketed_batches_return_completions_in_record_order(random_tiny, processed):
     model, processor, records = random_tiny
     records = records[:10]
-    batched = generate_completions(model, processor, records, processed, "no_think", batch_size=4, max_new_tokens=6,
+    batched = generate_completions(model, processor, records, processed, NO_THINK, batch_size=4, max_new_tokens=6,
                                    progress=False)
-    single = generate_completions(model, processor, records, processed, "no_think", batch_size=1, max_new_tokens=6,
+    single = generate_completions(model, processor, records, processed, NO_THINK, batch_size=1, max_new_tokens=6,
                                   progress=False)
     assert batched == single
 
@@ -118,9 +121,9 @@ def test_cached_vision_features_give_the_completions_of_plain_generation(random_
 
     model, processor, records = random_tiny
     records = records[:12]
-    ours = generate_completions(model, processor, records, processed, "no_think", batch_size=4, max_new_tokens=6,
+    ours = generate_completions(model, processor, records, processed, NO_THINK, batch_size=4, max_new_tokens=6,
                                 progress=False)
-    plain = plain_completions(model, processor, records, processed, "no_think", batch_size=4, max_new_tokens=6)
+    plain = plain_completions(model, processor, records, processed, NO_THINK, batch_size=4, max_new_tokens=6)
     assert ours == plain
 
 
@@ -361,7 +364,7 @@ def test_an_empty_image_cache_passed_in_is_filled_and_shared(random_tiny, proces
 
     model, processor, records = random_tiny
     cache = ImageCache(processor)
-    generate_completions(model, processor, records[:5], processed, "no_think", batch_size=4, max_new_tokens=2,
+    generate_completions(model, processor, records[:5], processed, NO_THINK, batch_size=4, max_new_tokens=2,
                          cache=cache, progress=False)
     assert len(cache) == len({r.image for r in records[:5]}) > 0
 
@@ -373,16 +376,16 @@ def test_the_prompt_rendered_once_around_a_slot_equals_the_full_chat_template(ra
     _, processor, records = random_tiny
     record = records[0]
     image = ImageCache(processor).get(str(processed / record.image))
-    full = processor.apply_chat_template(chat_prompt(record.question, record.options, "think_after"), tokenize=False,
-                                         add_generation_prompt=True)
+    full = processor.apply_chat_template(chat_prompt(record.question, record.options, "think_after", "tiny"),
+                                         tokenize=False, add_generation_prompt=True)
     count = int(image.grid_thw.prod()) // processor.image_processor.merge_size**2
-    assert prompt_text(processor, record.question, record.options, "think_after", image) == \
+    assert prompt_text(processor, record.question, record.options, TaskSpec("think_after", "tiny"), image) == \
         full.replace(processor.image_token, processor.image_token * count, 1)
 
 
 def test_grade_uses_the_reward_extractor(processed):
     record = next(iter(read_jsonl(processed / "test.jsonl")))
-    graded = grade(record, f"<answer>{record.answer}</answer>", "no_think")
+    graded = grade(record, f"<answer>{record.answer}</answer>", NO_THINK)
     assert graded.correct and graded.well_formed and graded.dataset == record.dataset
 
 
@@ -399,10 +402,10 @@ def test_a_bounded_image_cache_keeps_its_bound_and_the_completions(random_tiny, 
     assert sorted(i for window in windows for i in window) == list(range(len(records)))
     assert all(len({keys[i] for i in window}) <= 2 for window in windows) and len(windows) >= 2
     assert image_windows(keys, None) == [list(range(len(records)))]
-    unbounded = generate_completions(model, processor, records, processed, "no_think", batch_size=4,
+    unbounded = generate_completions(model, processor, records, processed, NO_THINK, batch_size=4,
                                      max_new_tokens=6, progress=False)
     bounded = ImageCache(processor, capacity=2)
-    windowed = generate_completions(model, processor, records, processed, "no_think", batch_size=4,
+    windowed = generate_completions(model, processor, records, processed, NO_THINK, batch_size=4,
                                     max_new_tokens=6, cache=bounded, progress=False)
     assert windowed == unbounded and len(bounded) == 2
     images = [str(processed / key) for key in dict.fromkeys(keys)]

@@ -20,7 +20,7 @@ from medr1.task.spec import TaskSpec
 from medr1.tiny.model import build_model, build_processor, train_tokenizer
 
 MEDR1 = TaskSpec("no_think", "med-r1", "evaluate", "med-r1", "med-r1")
-STRICT = TaskSpec("no_think")
+STRICT = TaskSpec("no_think", "tiny")
 
 
 @pytest.fixture(scope="module")

@@ -94,6 +94,7 @@ def _trainer(trainer_class, folder, records, processed, output_dir, dtype=None, 
 
     from medr1.model.hooks import apply_training_hook
     from medr1.task.rewards import reward_functions
+    from medr1.task.spec import training_task
     from medr1.train.datasets import grpo_dataset
 
     params = PARAMS.train
@@ -115,7 +116,7 @@ def _trainer(trainer_class, folder, records, processed, output_dir, dtype=None, 
     trainer = trainer_class(model=model, args=config, processing_class=processor, peft_config=peft_config,
                             reward_funcs=reward_funcs or reward_functions(params.reward_funcs, params.rewards,
                                                                           params.reasoning),
-                            train_dataset=grpo_dataset(records, processed, params.reasoning))
+                            train_dataset=grpo_dataset(records, processed, training_task(params)))
     trainer.current_gradient_accumulation_steps = 1  # what Trainer's loop sets before a step
     return trainer
 

@@ -91,6 +91,7 @@ def test_the_policy_and_trls_reference_load_in_the_chosen_dtype(processed, tmp_p
     from trl import GRPOConfig, GRPOTrainer
 
     from medr1.model.loading import load_for_training
+    from medr1.task.spec import TaskSpec
     from medr1.train.datasets import grpo_dataset
 
     records = list(read_jsonl(processed / "train.jsonl"))[:4]
@@ -106,8 +107,34 @@ def test_the_policy_and_trls_reference_load_in_the_chosen_dtype(processed, tmp_p
     args = GRPOConfig(output_dir=str(tmp_path / "out"), use_cpu=True, beta=0.04, per_device_train_batch_size=4,
                       num_generations=4, max_completion_length=4, report_to="none")
     trainer = GRPOTrainer(model=model, reward_funcs=lambda completions, **_: [0.0] * len(completions), args=args,
-                          train_dataset=grpo_dataset(records, processed, "think_after", tmp_path / "copies"),
+                          train_dataset=grpo_dataset(records, processed, TaskSpec("think_after", "tiny", "train"),
+                                                     tmp_path / "copies"),
                           processing_class=processor)
     assert trainer.ref_model.dtype == torch.bfloat16
     float32, _ = load_for_training(base, PARAMS.train, 0)  # auto on the CPU
     assert float32.dtype == torch.float32
+
+
+def test_a_folder_that_is_no_checkpoint_is_named_with_its_cause(tmp_path):
+    from transformers import Qwen2VLConfig
+
+    from medr1.model.loading import load_for_evaluation
+
+    Qwen2VLConfig().save_pretrained(tmp_path / "config-only")  # no processor files, no weights
+    (tmp_path / "empty").mkdir()
+    for folder, cause in ((tmp_path / "config-only", OSError), (tmp_path / "empty", ValueError)):
+        with pytest.raises(PipelineError, match=f"cannot load a model from {folder}: .*complete") as error:
+            load_for_evaluation(folder, "cpu")
+        assert type(error.value.__cause__) is cause  # chained, for whoever needs transformers' own account
+
+
+@pytest.mark.parametrize("bug", [TypeError("a bug"), OSError(5, "Input/output error"),
+                                 PermissionError(13, "Permission denied"), ValueError("not an unrecognized folder")])
+def test_an_error_that_is_not_a_missing_file_keeps_its_traceback(tmp_path, bug):
+    """Only transformers' own word for a missing or garbled file becomes the one-line message; a bug, or the
+    operating system's own error (it carries an errno), passes through as it is."""
+    from medr1.model.loading import _loading
+
+    with pytest.raises(type(bug)) as error, _loading(tmp_path):
+        raise bug
+    assert error.value is bug

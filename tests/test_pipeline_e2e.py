@@ -105,15 +105,24 @@ def test_report_numbers_equal_the_metrics_of_the_run(pipeline_run):
                                                                                              "sft": "1 step"}
 
 
-def test_medr1_evaluate_agrees_with_the_evaluate_stage(pipeline_run):
+def test_medr1_evaluate_agrees_with_the_evaluate_stage(pipeline_run, tmp_path):
     repo = pipeline_run.repo
     stage = json.loads((repo / "metrics/eval.json").read_text())
     version = json.loads((repo / "metrics/registered.json").read_text())["version"]
-    for model in ("models/grpo", version):  # a folder, and the registered version pulled from the store
-        result = json.loads(run(["medr1", "evaluate", "--model", model, "--data",
-                                 "data/processed/splits/modality/test/CT.jsonl", "--json"], repo).stdout)
-        assert result["accuracy"] == stage["per_modality"]["CT"]
-        assert set(result["per_modality"]) == {"CT"}
+    split = "data/processed/splits/modality/test/CT.jsonl"
+    # In the checkout: the registered version pulled from the store, asked as params.yaml says.
+    result = json.loads(run(["medr1", "evaluate", "--model", version, "--data", split, "--json"], repo).stdout)
+    assert result["accuracy"] == stage["per_modality"]["CT"] and set(result["per_modality"]) == {"CT"}
+    # Outside it, a model folder, with no params.yaml and no --prompts/--reasoning: the folder's medr1_task.json,
+    # written by the train stage, says how to ask it (PYTHONPATH: the run's own code, wherever the installed
+    # medr1 points).
+    evaluate = yaml.safe_load((repo / "params.yaml").read_text())["evaluate"]
+    outside = json.loads(run(["medr1", "evaluate", "--model", str(repo / "models/grpo"), "--data", str(repo / split),
+                              "--batch-size", str(evaluate["batch_size"]), "--max-new-tokens",
+                              str(evaluate["max_new_tokens"]), "--device", "cpu", "--json"], tmp_path,
+                             env={"PYTHONPATH": str(repo)}).stdout)
+    assert (outside["prompts"], outside["accuracy"], outside["count"]) == ("tiny", stage["per_modality"]["CT"],
+                                                                           result["count"])
     failed = run(["medr1", "evaluate", "--model", "no-such-model", "--data", "data/processed/test.jsonl"], repo,
                  check=False)
     assert failed.returncode == 1 and "no-such-model" in failed.stdout

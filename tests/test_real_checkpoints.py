@@ -47,7 +47,7 @@ def test_fast_evaluation_decodes_what_generate_decodes(checkpoint, processed, mo
     from medr1.task.spec import TaskSpec
 
     _, model, processor, records = checkpoint
-    task = TaskSpec.of(mode)
+    task = TaskSpec(mode, "tiny")  # what these tests compared before prompts had to be named
     cache = ImageCache(processor)
     ours = generate_completions(model, processor, records, processed, task, batch_size=16,
                                 max_new_tokens=NEW_TOKENS, cache=cache, progress=False)
@@ -107,16 +107,18 @@ def test_prompt_lengths_are_the_processors_own(checkpoint, processed, style):
 def test_an_architecture_the_fast_decoder_does_not_know_is_evaluated_with_generate(checkpoint, processed,
                                                                                    monkeypatch, capsys):
     from medr1.evaluate import decoding
+    from medr1.task.spec import TaskSpec
 
+    task = TaskSpec("no_think", "tiny")
     _, model, processor, records = checkpoint
     monkeypatch.setattr(decoding, "FAST_DECODING", set())
     monkeypatch.setattr(decoding, "_told", set())
     records = records[:6]
-    first = decoding.generate_completions(model, processor, records, processed, "no_think", batch_size=4,
+    first = decoding.generate_completions(model, processor, records, processed, task, batch_size=4,
                                           max_new_tokens=NEW_TOKENS, progress=False)
-    again = decoding.generate_completions(model, processor, records, processed, "no_think", batch_size=4,
+    again = decoding.generate_completions(model, processor, records, processed, task, batch_size=4,
                                           max_new_tokens=NEW_TOKENS, progress=False)
     said = capsys.readouterr().out
     assert said.count("evaluating with plain generate") == 1 and model.config.model_type in said  # said once
-    assert first == again == decoding.plain_completions(model, processor, records, processed, "no_think", 4,
+    assert first == again == decoding.plain_completions(model, processor, records, processed, task, 4,
                                                         NEW_TOKENS)

@@ -5,6 +5,7 @@ from conftest import tiny_architecture
 from medr1.model.encoding import ImageCache, encode, prompt_text
 from medr1.synthetic.scenes import Scene, render
 from medr1.task.prompts import user_prompt
+from medr1.task.spec import TaskSpec
 from medr1.tiny.model import build_model, build_processor, train_tokenizer
 
 SMALL = tiny_architecture()
@@ -45,9 +46,9 @@ def test_cached_encoding_equals_the_processor(tmp_path):
     image = render(Scene.random(np.random.default_rng(1)), np.random.default_rng(1))
     cache = ImageCache(processor)
     processed = cache.get("x", image)
-    text = prompt_text(processor, "What organ?", {"A": "Brain", "B": "Lung"}, "no_think", processed)
+    text = prompt_text(processor, "What organ?", {"A": "Brain", "B": "Lung"}, TaskSpec("no_think", "tiny"), processed)
     ours = encode(processor, [text], [processed], padding_side="left")
-    user_text = user_prompt("What organ?", {"A": "Brain", "B": "Lung"})
+    user_text = user_prompt("What organ?", {"A": "Brain", "B": "Lung"}, "no_think", "tiny")
     messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": user_text}]}]
     theirs = processor.apply_chat_template([messages], add_generation_prompt=True, tokenize=True, return_dict=True,
                                            return_tensors="pt")
@@ -92,7 +93,8 @@ def test_grpo_on_the_tiny_model_moves_only_option_word_meanings(tmp_path):
     from medr1.data.records import Record
     from medr1.tiny.training import option_word_ids, train_option_words_only
 
-    prompt = user_prompt("What organ is shown?", {"A": "Brain", "B": "Lung"}) + " <answer>A</answer>"
+    prompt = user_prompt("What organ is shown?", {"A": "Brain", "B": "Lung"}, "no_think", "tiny")
+    prompt += " <answer>A</answer>"
     tokenizer, _, model = _parts([prompt] * 20)
     record = Record(question_id="q1", dataset="d", modality="CT", question_type="Anatomy Identification",
                     question="What organ is shown?", options={"A": "Brain", "B": "Lung"}, answer="A",
@@ -127,7 +129,7 @@ def test_picture_vectors_are_what_the_pooling_head_writes():
         merger_weight = model.model.visual.merger.mlp[-1].weight
         merger_weight[102:127] += 3 * torch.randn_like(merger_weight[102:127])
     image = ImageCache(processor).process(render(Scene.random(np.random.default_rng(2)), np.random.default_rng(2)))
-    text = prompt_text(processor, "What organ?", {"A": "Brain", "B": "Lung"}, "no_think", image)
+    text = prompt_text(processor, "What organ?", {"A": "Brain", "B": "Lung"}, TaskSpec("no_think", "tiny"), image)
     captured = {}
     layer = model.model.language_model.layers[0].self_attn
     layer.register_forward_hook(lambda module, args, kwargs, out: captured.update(out=out[0]), with_kwargs=True)

@@ -25,6 +25,7 @@ def _load(folder):
 
 
 def test_lora_training_saves_one_plain_merged_model(small_base, processed, tmp_path):
+    from medr1.task.model_task import recorded_task
     from medr1.train.grpo import train_grpo
 
     base, records = small_base
@@ -36,20 +37,25 @@ def test_lora_training_saves_one_plain_merged_model(small_base, processed, tmp_p
     trained, original = _load(tmp_path), _load(base)
     assert not any("lora" in name for name, _ in trained.named_parameters())
     assert set(dict(trained.named_parameters())) == set(dict(original.named_parameters()))  # adapters merged away
+    assert recorded_task(tmp_path) == {"reasoning": params.reasoning, "prompts": params.prompts,
+                                       "rewards": params.rewards}  # how to ask it, without the params at hand
 
 
 def test_sft_baseline_trains_and_saves_a_loadable_model(small_base, processed, tmp_path):
+    from medr1.task.model_task import recorded_task
+    from medr1.task.spec import TaskSpec
     from medr1.train.datasets import sft_dataset
     from medr1.train.sft import train_sft
 
     base, records = small_base
-    example = sft_dataset(records[:1], processed, "think_after")[0]
+    example = sft_dataset(records[:1], processed, TaskSpec("think_after", "tiny", "train"))[0]
     assert example["completion"][0]["content"].startswith(f"<answer>{records[0].answer}</answer><think>")
     sft = with_trl(PARAMS.sft, max_steps=2, per_device_train_batch_size=4, logging_steps=1)
     history = train_sft(base, records, processed, sft, PARAMS.train.model_copy(update={"reasoning": "think_after"}),
                         tmp_path)
     assert len([entry for entry in history if "loss" in entry]) == 2  # logged at each of the 2 steps
     assert _load(tmp_path).config.model_type == "qwen2_vl"
+    assert recorded_task(tmp_path)["reasoning"] == "think_after"
 
 
 def test_med_r1_sft_trains_with_its_recipe_settings_and_saves_a_loadable_model(small_base, processed, tmp_path):
@@ -232,6 +238,7 @@ def test_a_saved_model_without_weights_is_refused_not_published(tmp_path):
     import types
 
     from medr1.errors import PipelineError
+    from medr1.task.spec import TaskSpec
     from medr1.train.saving import save_trained
 
     def shards_only(folder):
@@ -241,4 +248,4 @@ def test_a_saved_model_without_weights_is_refused_not_published(tmp_path):
     trainer = types.SimpleNamespace(save_model=shards_only, state=types.SimpleNamespace(log_history=[]),
                                     accelerator=types.SimpleNamespace(is_main_process=True))
     with pytest.raises(PipelineError, match="no weights file .*zero3_save_16bit_model: true"):
-        save_trained(trainer, processor=None, output_dir=tmp_path)
+        save_trained(trainer, processor=None, output_dir=tmp_path, task=TaskSpec("no_think", "tiny", "train"))

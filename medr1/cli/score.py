@@ -43,7 +43,7 @@ def score_command(
         try:
             item = json.loads(line)
         except json.JSONDecodeError as error:
-            raise DataError(f"stdin line {number} is not JSON ({error.msg}): {line.strip()[:80]}") from None
+            raise DataError(f"stdin line {number} is not JSON ({error.msg}): {line.strip()[:80]}") from error
         if not isinstance(item, dict) or not all(isinstance(item.get(key), str) for key in ("completion", "solution")):
             raise DataError(f'stdin line {number} needs string fields "completion" and "solution": '
                             f"{line.strip()[:80]}")

@@ -94,7 +94,7 @@ def dvc_files(repo: Path, md5: str, fetch: bool = True) -> dict[str, Path]:
     try:
         dvc = Repo(str(repo))
     except DvcException as error:
-        raise DriftError(f"{repo} is not a DVC repository ({error}): run from the pipeline's checkout") from None
+        raise DriftError(f"{repo} is not a DVC repository ({error}): run from the pipeline's checkout") from error
     with dvc:
         cache = dvc.cache.local
 
@@ -119,7 +119,7 @@ def dvc_files(repo: Path, md5: str, fetch: bool = True) -> dict[str, Path]:
             raise DriftError(
                 f"the reference data {PROCESSED} {md5} is not in the local DVC cache and cannot be fetched: {error}. "
                 "Configure the DVC remote the version was pushed to (`dvc remote add -d ...`, README), or check "
-                "out the version's git commit and `dvc pull data/processed`") from None
+                "out the version's git commit and `dvc pull data/processed`") from error
         files = local()
         if files is None:
             raise DriftError(f"the DVC remote lacks the reference data {PROCESSED} {md5} "

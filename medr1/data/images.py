@@ -64,9 +64,9 @@ def resize_to_png(raw: bytes, size: int) -> bytes:
                 return raw
             image = _to_rgb(opened)
     except Image.DecompressionBombError as error:
-        raise ImageError(f"image too large to decode safely: {error}") from None
+        raise ImageError(f"image too large to decode safely: {error}") from error
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"image does not decode: {error}") from None
+        raise ImageError(f"image does not decode: {error}") from error
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BICUBIC)
     return encode_rgb_png(np.asarray(image))
@@ -92,7 +92,7 @@ def process_image(source: Path, out_folder: Path, size: int, cache: Path | None 
     try:
         raw = source.read_bytes()  # read once: hashed for the cache key, decoded on a miss
     except OSError as error:
-        raise ImageError(f"image cannot be read: {error}") from None
+        raise ImageError(f"image cannot be read: {error}") from error
     cached = cache / f"{sha256_bytes(raw)}-{size}.png" if cache is not None else None
     hit = cached is not None and cached.is_file()
     data = cached.read_bytes() if hit else resize_to_png(raw, size)

@@ -103,4 +103,4 @@ def read_jsonl(path: Path) -> Iterator[Record]:
                 try:
                     yield Record.model_validate(json.loads(line))
                 except ValueError as error:  # invalid JSON, or a field the schema refuses
-                    raise DataError(f"{path}:{line_number}: {error}") from None
+                    raise DataError(f"{path}:{line_number}: {error}") from error

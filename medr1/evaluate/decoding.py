@@ -42,9 +42,9 @@ def image_loader(task: TaskSpec):
     return fetch_image if task.published_images else open_rgb
 
 
-def evaluation_images(processor, task: TaskSpec | str, capacity: int | None = None) -> ImageCache:
+def evaluation_images(processor, task: TaskSpec, capacity: int | None = None) -> ImageCache:
     """An empty cache of processed images, opened as `task` says."""
-    return ImageCache(processor, capacity, image_loader(TaskSpec.of(task)))
+    return ImageCache(processor, capacity, image_loader(task))
 
 
 def _images_for(processor, task: TaskSpec, cache: ImageCache | None) -> ImageCache:
@@ -134,11 +134,10 @@ _told: set[str] = set()
 
 
 @torch.inference_mode()
-def plain_completions(model, processor, records: list[Record], image_root: Path, task: TaskSpec | str,
+def plain_completions(model, processor, records: list[Record], image_root: Path, task: TaskSpec,
                       batch_size: int = 32, max_new_tokens: int = 256, cache: ImageCache | None = None) -> list[str]:
     """Greedy completions by `generate` itself, batch by batch with left padding, to max_new_tokens:
     the reference the fast decoder is held to, and the path for architectures it does not know."""
-    task = TaskSpec.of(task)
     cache = _images_for(processor, task, cache)
     completions = []
     for start in range(0, len(records), batch_size):
@@ -160,16 +159,14 @@ def generate_completions(
     processor,
     records: list[Record],
     image_root: Path,
-    task: TaskSpec | str,
+    task: TaskSpec,
     batch_size: int = 32,
     max_new_tokens: int = 256,
     cache: ImageCache | None = None,
     progress: bool = True,
     desc: str = "evaluate",
 ) -> list[str]:
-    """The greedy completion of every record, in the records' order, asked as `task` says (a spec,
-    or a reasoning mode with the default prompts)."""
-    task = TaskSpec.of(task)
+    """The greedy completion of every record, in the records' order, asked as `task` says."""
     cache = _images_for(processor, task, cache)
     model.eval()
     if model.config.model_type not in FAST_DECODING:

@@ -21,7 +21,7 @@ from medr1.model.loading import load_for_evaluation
 from medr1.task.spec import TaskSpec
 
 
-def predict(model, processor, records: list[Record], image_root: Path, task: TaskSpec | str, settings,
+def predict(model, processor, records: list[Record], image_root: Path, task: TaskSpec, settings,
             cache: ImageCache | None = None, progress: bool = True, desc: str = "evaluate") -> list[Prediction]:
     cache = cache if cache is not None else evaluation_images(processor, task, settings.image_window)
     completions = generate_completions(model, processor, records, image_root, task, settings.batch_size,
@@ -52,7 +52,7 @@ def evaluate_models(
     models: dict[str, Path],
     split: Path,
     image_root: Path,
-    task: TaskSpec | str,
+    task: TaskSpec,
     settings,
     predictions_dir: Path | None = None,
     progress: bool = True,
@@ -77,13 +77,13 @@ def evaluate_models(
     caches: dict[tuple, ImageCache] = {}
     group = None if trained_on is None else {"group": trained_on, "family": family_of(trained_on)}
     metrics: dict = {"chance_accuracy": round(chance_accuracy(records), 4), "split": str(split),
-                     "protocol": TaskSpec.of(task).protocol, "trained_on": group}
+                     "protocol": task.protocol, "trained_on": group}
     summaries: dict[str, dict] = {}
     graded: dict[str, list[Prediction]] = {}
     for name, folder in models.items():
         model, processor = load_for_evaluation(folder, settings.device)
         asked = base_task if name == "base" and base_task is not None else task
-        cache = caches.setdefault((processor.image_processor.to_json_string(), image_loader(TaskSpec.of(asked))),
+        cache = caches.setdefault((processor.image_processor.to_json_string(), image_loader(asked)),
                                   evaluation_images(processor, asked, settings.image_window))  # shared in the window
         predictions = predict(model, processor, records, image_root, asked, settings, cache, progress, desc=name)
         summaries[name] = summarize(predictions)

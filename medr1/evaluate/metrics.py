@@ -31,9 +31,9 @@ class Prediction:
     readable: bool  # the protocol could read an answer in it (medr1.task.grading)
 
 
-def grade(record: Record, completion: str, task: TaskSpec | str) -> Prediction:
+def grade(record: Record, completion: str, task: TaskSpec) -> Prediction:
     """One record's completion, graded under the task's protocol, its format judged by the task's rewards."""
-    graded = TaskSpec.of(task).grade(completion, record.answer, "".join(record.options))
+    graded = task.grade(completion, record.answer, "".join(record.options))
     return Prediction(
         question_id=record.question_id,
         dataset=record.dataset,

@@ -33,11 +33,11 @@ def reference_local_base(path: Path, out: Path) -> dict:
 def base_model_dir(out: Path) -> Path:
     """The folder to load the base model from: `out` itself, or the local checkpoint it points at."""
     reference = base_reference(out)
-    return out if reference["kind"] == "tiny" else Path(reference["path"])
+    return Path(reference["path"]) if reference["kind"] == "local" else out
 
 
 def base_reference(out: Path) -> dict:
     try:
         return json.loads((out / REFERENCE).read_text())
-    except FileNotFoundError:
-        raise MissingFileError(f"no {out / REFERENCE}: `dvc repro base_model` writes the base model") from None
+    except FileNotFoundError as error:
+        raise MissingFileError(f"no {out / REFERENCE}: `dvc repro base_model` writes the base model") from error

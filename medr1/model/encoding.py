@@ -113,10 +113,9 @@ class ImageCache:
         return len(self._items)
 
 
-def prompt_text(processor, question: str, options: dict[str, str], task: TaskSpec | str,
+def prompt_text(processor, question: str, options: dict[str, str], task: TaskSpec,
                 image: ProcessedImage) -> str:
     """The chat-templated prompt with the image placeholder expanded to the image's token count."""
-    task = TaskSpec.of(task)
     frame = _chat_frame(processor)
     if frame is None:
         text = processor.apply_chat_template(task.messages(question, options), tokenize=False,

@@ -141,13 +141,26 @@ def load_for_evaluation(folder: Path, device: str = "auto"):
     return model, processor
 
 
+def _not_a_checkpoint(error: Exception) -> bool:
+    """transformers' or safetensors' word that a folder lacks or garbles a file: an OSError transformers raises with
+    a message only (the operating system's own errors carry an errno, and keep their traceback), a config or
+    processor it does not recognise (no config.json), a safetensors file cut short. Anything else is a bug."""
+    from safetensors import SafetensorError
+
+    if type(error) is OSError:
+        return error.errno is None
+    if isinstance(error, ValueError):
+        return str(error).startswith("Unrecognized")
+    return isinstance(error, SafetensorError)
+
+
 @contextmanager
 def _loading(folder: Path):
     """A folder from_pretrained cannot read (a missing or truncated file) as a message naming it."""
     try:
         yield
-    except (OSError, ValueError) as error:
-        if isinstance(error, ValueError) and not str(error).startswith("Unrecognized model"):  # no config.json
+    except Exception as error:
+        if not _not_a_checkpoint(error):
             raise
         raise PipelineError(f"cannot load a model from {folder}: {error}; check the folder is a complete "
-                            "Qwen2-VL / Qwen2.5-VL checkpoint (config.json, weights, processor files)") from None
+                            "Qwen2-VL / Qwen2.5-VL checkpoint (config.json, weights, processor files)") from error

@@ -47,7 +47,7 @@ def _recipe_file(name: str, root: Path) -> dict:
     try:
         recipe = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise RecipeError(f"{path} is not valid YAML: {error}") from None
+        raise RecipeError(f"{path} is not valid YAML: {error}") from error
     if not isinstance(recipe, dict) or not isinstance(recipe.get("params"), dict):
         raise RecipeError(f"{path} needs a `params:` mapping shaped like params.yaml")
     return recipe
@@ -67,7 +67,7 @@ def _resolved(name: str, root: Path, chain: tuple[str, ...]) -> dict:
     try:
         parent = _resolved(base, root, (*chain, name))
     except MissingFileError as missing:
-        raise RecipeError(f"recipe {name} extends {base!r}, which is not there: {missing}") from None
+        raise RecipeError(f"recipe {name} extends {base!r}, which is not there: {missing}") from missing
     merged = {**settings(parent["params"]), **settings(recipe["params"])}
     return {**recipe, "params": _tree(merged)}
 

@@ -60,9 +60,9 @@ def _candidate_predictions(store: ObjectStore, manifest: dict) -> tuple[dict, li
     key = evaluation_key(manifest, evaluation["split"]["md5"])
     try:
         predictions, sha256 = _predictions(store, key)
-    except KeyError:
+    except KeyError as error:
         raise RegistryError(f"version {manifest['version']}'s test predictions {key} are missing from "
-                            f"{store.url}") from None
+                            f"{store.url}") from error
     if sha256 != evaluation["predictions_sha256"]:
         raise RegistryError(f"{key} has sha256 {sha256[:12]}..., the manifest says "
                             f"{evaluation['predictions_sha256'][:12]}...: the stored predictions were altered")

@@ -57,15 +57,15 @@ class LocalStore:
     def get_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except FileNotFoundError:
-            raise KeyError(f"{key} not found in {self.url}") from None
+        except FileNotFoundError as error:
+            raise KeyError(f"{key} not found in {self.url}") from error
 
     def get_file(self, key: str, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             shutil.copyfile(self._path(key), target)
-        except FileNotFoundError:
-            raise KeyError(f"{key} not found in {self.url}") from None
+        except FileNotFoundError as error:
+            raise KeyError(f"{key} not found in {self.url}") from error
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

@@ -35,8 +35,8 @@ def _number(name: str, default: float) -> float:
         return default
     try:
         value = float(raw)
-    except ValueError:
-        raise StoreError(f"{name}={raw!r} is not a number") from None
+    except ValueError as error:
+        raise StoreError(f"{name}={raw!r} is not a number") from error
     if value <= 0:
         raise StoreError(f"{name}={raw!r} must be above 0")
     return value
@@ -96,15 +96,16 @@ class S3Store:
         except ClientError as error:
             code = str(error.response.get("Error", {}).get("Code"))
             if code in MISSING:
-                raise KeyError(f"{key} not found in {self.url}") from None
+                raise KeyError(f"{key} not found in {self.url}") from error
             if code == "NoSuchBucket":
-                raise StoreError(f"bucket {self.bucket!r} does not exist at {self._where}: create it first") from None
+                raise StoreError(f"bucket {self.bucket!r} does not exist at {self._where}: create it first") from error
             if code in DENIED:
                 raise StoreError(f"{self._where} refused to {action} {key or 'the bucket'} ({code}): check the AWS "
-                                 "credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE)") from None
+                                 "credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE)") from error
             raise StoreError(f"cannot {action} {key} in {self._where}: {code}: "
-                             f"{error.response.get('Error', {}).get('Message', '')}") from None
+                             f"{error.response.get('Error', {}).get('Message', '')}") from error
         except (BotoCoreError, Boto3Error) as error:  # refused connections, timeouts, no credentials, failed uploads
+            # not chained: its text names the endpoint with any user:password in it, which a traceback would print
             raise StoreError(strip_credentials(f"cannot {action} {key or 'the bucket'} in {self._where}: "
                                                f"{error}")) from None
 

@@ -64,7 +64,7 @@ def register(store: ObjectStore, name: str, model_dir: Path, lineage: dict,
             store.put_file(f"{prefix}/{EVALUATIONS}/{split_md5}.jsonl", predictions)
     except StoreError as error:
         raise RegistryError(f"registering {name} {version} failed, nothing was published (its partial upload stays "
-                            f"invisible; `medr1 registry gc` removes it): {error}") from None
+                            f"invisible; `medr1 registry gc` removes it): {error}") from error
     manifest = {
         "name": name,
         "version": version,
@@ -83,7 +83,7 @@ def _read_manifest(store: ObjectStore, key: str) -> dict:
     try:
         return json.loads(store.get_bytes(key))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RegistryError(f"{key} in {store.url} is not a readable manifest ({error})") from None
+        raise RegistryError(f"{key} in {store.url} is not a readable manifest ({error})") from error
 
 
 def list_versions(store: ObjectStore, name: str | None = None) -> list[dict]:
@@ -117,9 +117,9 @@ def pull(store: ObjectStore, version: str, target: Path) -> dict:
             local = Path(staging) / relative
             try:
                 store.get_file(f"{prefix}/files/{relative}", local)
-            except KeyError:
+            except KeyError as error:
                 raise RegistryError(f"version {manifest['version']} is missing its file {relative} "
-                                    f"in {store.url}") from None
+                                    f"in {store.url}") from error
             actual = sha256_file(local)
             if actual != expected["sha256"]:
                 raise RegistryError(

@@ -65,8 +65,8 @@ def medr1_problem(question: str, options: dict[str, str]) -> str:
     return f"{question} " + ", ".join(f"{letter}){text}" for letter, text in options.items())
 
 
-def user_prompt(question: str, options: dict[str, str], mode: ReasoningMode = "no_think",
-                style: PromptStyle = "tiny", purpose: Purpose = "train") -> str:
+def user_prompt(question: str, options: dict[str, str], mode: ReasoningMode, style: PromptStyle,
+                purpose: Purpose = "train") -> str:
     """The text of the user turn.
 
     style "med-r1": Med-R1's templates around Med-R1's problem text, with its three purposes
@@ -74,14 +74,14 @@ def user_prompt(question: str, options: dict[str, str], mode: ReasoningMode = "n
     "tiny": the embedded default's own layout, one prompt for all purposes (its option reader
     needs the letter after the option's text).
     """
-    if style == "tiny":
-        return f"{problem_text(question, options)}\n{INSTRUCTIONS[mode]}"
-    template = MEDR1_TEMPLATES[("zero_shot", "any") if purpose == "zero_shot" else (purpose, mode)]
-    return template.format(Question=medr1_problem(question, options))
+    if style == "med-r1":
+        template = MEDR1_TEMPLATES[("zero_shot", "any") if purpose == "zero_shot" else (purpose, mode)]
+        return template.format(Question=medr1_problem(question, options))
+    return f"{problem_text(question, options)}\n{INSTRUCTIONS[mode]}"
 
 
-def chat_prompt(question: str, options: dict[str, str], mode: ReasoningMode = "no_think",
-                style: PromptStyle = "tiny", purpose: Purpose = "train") -> list[dict]:
+def chat_prompt(question: str, options: dict[str, str], mode: ReasoningMode, style: PromptStyle,
+                purpose: Purpose = "train") -> list[dict]:
     """Conversational prompt with one image placeholder, as TRL and the Qwen2-VL chat template expect."""
     return image_question_messages(user_prompt(question, options, mode, style, purpose))
 

@@ -15,15 +15,10 @@ from medr1.task.rewards import RewardVariant, verdict_settled
 @dataclass(frozen=True)
 class TaskSpec:
     mode: ReasoningMode
-    prompts: PromptStyle = "tiny"
+    prompts: PromptStyle  # no default: a real model asked in the tiny demo's layout answers worse, silently
     purpose: Purpose = "evaluate"
     rewards: RewardVariant = "strict"
     protocol: Protocol = "strict"
-
-    @classmethod
-    def of(cls, task: TaskSpec | str) -> TaskSpec:
-        """A spec as given, or the default one for a bare reasoning mode."""
-        return task if isinstance(task, TaskSpec) else cls(task)
 
     def user_text(self, question: str, options: dict[str, str]) -> str:
         return user_prompt(question, options, self.mode, self.prompts, self.purpose)
@@ -47,6 +42,11 @@ class TaskSpec:
         output well formed (its lazy pattern) and a raw comparison reads the output to its end."""
         strict = self.protocol == "strict" and self.rewards == "strict" and self.purpose != "zero_shot"
         return strict and verdict_settled(output, self.mode)
+
+
+def training_task(train) -> TaskSpec:
+    """The task a model trains on, from params.yaml's train section (its prompts as the train purpose gives them)."""
+    return TaskSpec(train.reasoning, train.prompts, "train", train.rewards)
 
 
 def evaluation_tasks(params) -> tuple[TaskSpec, TaskSpec]:

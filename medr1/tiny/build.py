@@ -18,13 +18,15 @@ from medr1.tiny.training import TRAINING_HOOK
 
 def tokenizer_corpus(records: list[Record], seed: int) -> list[str]:
     """The data's text, the warm-up's generic text, the prompt instructions and the chat roles."""
-    texts = [user_prompt(r.question, r.options) + " " + target_completion(r.answer) for r in records]
+    texts = [user_prompt(r.question, r.options, "no_think", "tiny") + " " + target_completion(r.answer)
+             for r in records]
     rng = np.random.default_rng(seed)
     for _ in range(200):
         scene = Scene.random(rng)
         for factor in FACTORS:
             question = ask(scene, factor, rng, vocabulary="generic")
-            texts.append(user_prompt(question.text, question.options) + " " + target_completion(question.answer))
+            texts.append(user_prompt(question.text, question.options, "no_think", "tiny") + " "
+                         + target_completion(question.answer))
     texts += [text + " " + target_completion("A", mode) for mode, text in INSTRUCTIONS.items()]
     texts.append("system You are a helpful assistant. user assistant Picture Video")
     return texts

@@ -18,6 +18,7 @@ from medr1.model.encoding import IGNORE_INDEX, ImageCache, encode, prompt_text
 from medr1.synthetic.questions import ask
 from medr1.synthetic.scenes import FACTORS, Scene, render
 from medr1.task.prompts import REASONING_MODES, ReasoningMode, target_completion
+from medr1.task.spec import TaskSpec
 from medr1.tiny.eyesight import factor_word_ids, train_eyesight
 from medr1.tiny.option_reader import is_wired, mask_gradient
 
@@ -95,7 +96,7 @@ def warm_up(model, processor, settings: WarmupSettings, modes: tuple[ReasoningMo
             mode = modes[int(rng.integers(len(modes)))]
             image = cache.get(f"generic-{index}")
             question = ask(scenes[index], factor, rng, vocabulary="generic")
-            prompts.append(prompt_text(processor, question.text, question.options, mode, image))
+            prompts.append(prompt_text(processor, question.text, question.options, TaskSpec(mode, "tiny"), image))
             completions.append(target_completion(question.answer, mode))
             option_letters.append(list(question.options))
             images.append(image)

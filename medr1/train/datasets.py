@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from medr1.data.records import Record
-from medr1.task.prompts import PromptStyle, chat_prompt, target_completion
+from medr1.task.prompts import target_completion
+from medr1.task.spec import TaskSpec
 from medr1.train.image_copies import uncompressed_copies
 
 
-def grpo_dataset(records: list[Record], image_root: Path, mode: str, fast_copies: Path | None = None,
-                 style: PromptStyle = "tiny"):
-    """Conversational prompts with their image and gold letter, as GRPOTrainer reads them.
+def grpo_dataset(records: list[Record], image_root: Path, task: TaskSpec, fast_copies: Path | None = None):
+    """Conversational prompts (asked as `task` says) with their image and gold letter, as GRPOTrainer reads them.
 
     The trainer decodes a row's image each time it samples the row, num_generations times a
     step. With `fast_copies`, a folder, and a split whose distinct images take at most 1 GiB as
@@ -24,7 +24,7 @@ def grpo_dataset(records: list[Record], image_root: Path, mode: str, fast_copies
     if fast_copies is not None:
         paths = uncompressed_copies(paths, fast_copies)
     rows = {
-        "prompt": [chat_prompt(r.question, r.options, mode, style, "train") for r in records],
+        "prompt": [task.messages(r.question, r.options) for r in records],
         "image": paths,
         "answer": [r.answer for r in records],
         "letters": ["".join(r.options) for r in records],
@@ -33,13 +33,14 @@ def grpo_dataset(records: list[Record], image_root: Path, mode: str, fast_copies
     return dataset.cast_column("image", Image())
 
 
-def sft_dataset(records: list[Record], image_root: Path, mode: str, style: PromptStyle = "tiny"):
-    """Prompt-completion pairs with their image, as SFTTrainer reads them (loss on the completion only)."""
+def sft_dataset(records: list[Record], image_root: Path, task: TaskSpec):
+    """Prompt-completion pairs (asked as `task` says) with their image, as SFTTrainer reads them (loss on the
+    completion only)."""
     from datasets import Dataset, Image
 
     rows = {
-        "prompt": [chat_prompt(r.question, r.options, mode, style, "train") for r in records],
-        "completion": [[{"role": "assistant", "content": target_completion(r.answer, mode)}] for r in records],
+        "prompt": [task.messages(r.question, r.options) for r in records],
+        "completion": [[{"role": "assistant", "content": target_completion(r.answer, task.mode)}] for r in records],
         "image": [str(image_root / r.image) for r in records],
     }
     return Dataset.from_dict(rows).cast_column("image", Image())

@@ -13,6 +13,7 @@ from medr1.errors import PipelineError
 from medr1.model.hooks import apply_training_hook
 from medr1.model.loading import load_for_training, load_training_processor
 from medr1.task.rewards import reward_functions
+from medr1.task.spec import training_task
 from medr1.train.datasets import grpo_dataset
 from medr1.train.loggers import dvclive_callback, split_report_to
 from medr1.train.prompt_lengths import refuse_cut_prompts
@@ -53,7 +54,7 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
         model=model,
         reward_funcs=reward_functions(params.reward_funcs, params.rewards, params.reasoning),
         args=args,
-        train_dataset=grpo_dataset(records, image_root, params.reasoning, fast_copies, params.prompts),
+        train_dataset=grpo_dataset(records, image_root, training_task(params), fast_copies),
         processing_class=processor,
         peft_config=lora_config(params) if params.lora.enabled else None,
     )
@@ -74,4 +75,4 @@ def train_grpo(model_dir: Path, records: list[Record], image_root: Path, params:
         shutil.rmtree(fast_copies, ignore_errors=True)
     if params.lora.enabled:  # one plain checkpoint, loadable without peft
         trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-    return save_trained(trainer, processor, output_dir)
+    return save_trained(trainer, processor, output_dir, training_task(params))

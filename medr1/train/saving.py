@@ -7,10 +7,13 @@ from pathlib import Path
 
 from medr1.errors import PipelineError
 from medr1.model.folder_check import broken_files
+from medr1.task.model_task import write_model_task
+from medr1.task.spec import TaskSpec
 
 
-def save_trained(trainer, processor, output_dir: Path) -> list[dict]:
-    """Save the trained model (gathering sharded weights), processor and log; returns the log."""
+def save_trained(trainer, processor, output_dir: Path, task: TaskSpec) -> list[dict]:
+    """Save the trained model (gathering sharded weights), processor, log and the task it was trained on
+    (medr1_task.json: how to ask it without the params at hand); returns the log."""
     trainer.save_model(str(output_dir))  # writes on the main process only
     history = trainer.state.log_history
     if trainer.accelerator.is_main_process:
@@ -22,4 +25,5 @@ def save_trained(trainer, processor, output_dir: Path) -> list[dict]:
         (output_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the params are in the manifest
         processor.save_pretrained(output_dir)
         (output_dir / "trainer_log.json").write_text(json.dumps(history, indent=1))
+        write_model_task(output_dir, task)
     return history

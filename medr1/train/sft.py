@@ -14,6 +14,7 @@ from medr1.config import SftParams, TrainParams
 from medr1.data.records import Record
 from medr1.model.hooks import apply_training_hook
 from medr1.model.loading import load_for_training, resolve_device
+from medr1.task.spec import training_task
 from medr1.train.datasets import sft_dataset
 from medr1.train.lm_head import completion_positions_scored
 from medr1.train.published_sft import PublishedSftCollator, published_sft_dataset
@@ -34,8 +35,8 @@ def train_sft(model_dir: Path, records: list[Record], image_root: Path, params: 
         trainer = SFTTrainer(model=model, args=config, train_dataset=published_sft_dataset(records, image_root),
                              processing_class=processor, data_collator=PublishedSftCollator(processor))
     else:
-        dataset = sft_dataset(records, image_root, train.reasoning, train.prompts)
+        dataset = sft_dataset(records, image_root, training_task(train))
         trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor)
     with completion_positions_scored():  # the positions the labels leave unmasked
         trainer.train()
-    return save_trained(trainer, processor, output_dir)
+    return save_trained(trainer, processor, output_dir, training_task(train))
