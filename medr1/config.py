@@ -417,10 +417,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     try:
         raw = read_params_yaml(path.read_text())
-    except FileNotFoundError:
-        raise ParamsError(f"{path} not found: run from the repository root or pass --params") from None
+    except FileNotFoundError as error:
+        raise ParamsError(f"{path} not found: run from the repository root or pass --params") from error
     except YAMLError as error:
-        raise ParamsError(f"{path} is not valid YAML: {error}") from None
+        raise ParamsError(f"{path} is not valid YAML: {error}") from error
     refuse_old_layout(raw, path)
     try:
         return Params.model_validate(raw)
@@ -429,4 +429,4 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         for issue in error.errors():
             key = ".".join(str(part) for part in issue["loc"])
             problems.append(f"  {key}: {issue['msg']}")
-        raise ParamsError(f"{path} has {len(problems)} bad key(s):\n" + "\n".join(problems)) from None
+        raise ParamsError(f"{path} has {len(problems)} bad key(s):\n" + "\n".join(problems)) from error

@@ -194,7 +194,7 @@ def apply_recipe(name: str, params_file: Path, root: Path = RECIPES,
     except ValidationError as error:
         problems = [f"  {'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}" for issue in error.errors()]
         raise RecipeError(f"recipe {name} would make {params_file} invalid; nothing was written:\n"
-                          + "\n".join(problems)) from None
+                          + "\n".join(problems)) from error
     if check is not None:
         try:
             check(result)
