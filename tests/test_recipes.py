@@ -57,9 +57,12 @@ def test_each_recipe_applies_and_the_embedded_one_restores_the_default(name, par
         return [line for line in text.splitlines() if line.startswith(("#", "  #"))]
 
     comments = section_comments(params_file.read_text())
-    apply_recipe(name, params_file, RECIPES)
+    applied = apply_recipe(name, params_file, RECIPES)
+    assert (applied == {}) == (name == "embedded-cpu")  # every other recipe changes something
     load_params(params_file)  # valid
-    assert apply_recipe("embedded-cpu", params_file, RECIPES) is not None
+    # going back changes exactly the keys the recipe changed, each to its old value
+    restored = apply_recipe("embedded-cpu", params_file, RECIPES)
+    assert restored == {key: (new, old) for key, (old, new) in applied.items()}
     assert yaml.safe_load(params_file.read_text()) == original
     assert section_comments(params_file.read_text()) == comments
 
