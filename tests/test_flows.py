@@ -4,7 +4,6 @@ deployment and a process worker. A test that runs the flow again works in its ow
 repository (`pipeline_copy`)."""
 
 import json
-import os
 import sys
 import time
 
@@ -13,9 +12,6 @@ import pytest
 import yaml
 from conftest import REPO, copy_repository, run, start_process, stop_process
 from prefect_queries import artifacts, client, task_run_names
-
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 ARTIFACTS = {"medr1-data-checks", "medr1-run-summary", "medr1-per-modality"}
 
