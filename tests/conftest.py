@@ -197,6 +197,26 @@ class MotoServer:
                     raise RuntimeError(f"moto server on {self.url} did not start") from None
                 time.sleep(0.05)
 
+    def wait_until_served(self, timeout_s: float = 60) -> None:
+        """Until every request that reached the server has been answered. One sent while the server was
+        stopped (SIGSTOP) by a client that has since given up lands once it runs again: until then its
+        connection, whose client end is closed, waits in CLOSE_WAIT, in the accept queue or in a thread."""
+        import time
+
+        import psutil
+
+        port = int(self.url.rsplit(":", 1)[1])
+
+        def waiting() -> bool:
+            return any(connection.laddr and connection.laddr.port == port and
+                       connection.status == psutil.CONN_CLOSE_WAIT for connection in psutil.net_connections("tcp"))
+
+        deadline = time.monotonic() + timeout_s
+        while waiting():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto server on {self.url} did not answer the requests sent to it")
+            time.sleep(0.05)
+
     def client(self):
         import boto3
         from botocore.config import Config
