@@ -36,7 +36,7 @@ def typed_settings(params: TrainParams, output_dir: Path) -> dict:
         "seed": params.seed,
         "use_cpu": device == "cpu",
         "bf16": device == "cuda",
-        "gradient_checkpointing": params.gradient_checkpointing,
+        "activation_checkpointing": params.gradient_checkpointing,  # transformers 5's name (the old one warns)
         "use_vllm": params.use_vllm,
         "vllm_mode": params.vllm_mode,
         "save_strategy": "steps",  # checkpoints make a killed run resumable (`train_grpo` picks up the last one)
