@@ -18,7 +18,8 @@ def test_put_get_list_delete(store_url, tmp_path):
     assert store.put_if_absent("models/a/manifest.json", b"{}") is True
     assert store.exists("models/a/files/weights.bin") and not store.exists("models/b/manifest.json")
     assert store.list("models/") == ["models/a/files/weights.bin", "models/a/manifest.json"]
-    assert all(abs(modified - time.time()) < 120 for modified in store.list_modified("models/").values())
+    now = time.time()  # not a timing: list_modified's values are epoch seconds (not ms, nor local time)
+    assert all(abs(modified - now) < 120 for modified in store.list_modified("models/").values())
     assert store.get_bytes("models/a/files/weights.bin") == b"\x00\x01weights"
     store.get_file("models/a/manifest.json", tmp_path / "out" / "manifest.json")
     assert (tmp_path / "out" / "manifest.json").read_bytes() == b"{}"
