@@ -9,13 +9,14 @@ from __future__ import annotations
 
 _TRAIN_TRL = ("max_steps", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps",
               "num_generations", "temperature", "beta", "num_iterations", "epsilon", "max_completion_length",
-              "reward_weights", "logging_steps", "seed", "gradient_checkpointing", "use_vllm", "vllm_mode")
+              "reward_weights", "logging_steps", "seed", "use_vllm", "vllm_mode")
 _SFT_TRL = ("max_steps", "learning_rate", "per_device_train_batch_size", "logging_steps", "seed")
 
 # old dotted key -> its new dotted key, or None where the setting is gone (the reason in REMOVED)
 MOVED: dict[str, str | None] = {
     **{f"train.{name}": f"train.trl.{name}" for name in _TRAIN_TRL},
     "train.checkpoint_steps": "train.trl.save_steps",
+    "train.gradient_checkpointing": "train.trl.activation_checkpointing",  # transformers 5's name (the old one warns)
     **{f"sft.{name}": f"sft.trl.{name}" for name in _SFT_TRL},
     "study.gpus": None,
 }

@@ -13,29 +13,36 @@ import pytest
 import yaml
 from shared_pipeline import PipelineRun, start_once, stop, wait_for
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-# One thread per process: the suite runs the shared pipeline beside its xdist workers, and OpenMP
-# threads that outnumber the cores spin against each other (a training step took 20 times longer).
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The suite's environment, unless the caller set it: offline Hugging Face, no analytics, and one thread
+# per process: the suite runs the shared pipeline beside its xdist workers, and OpenMP threads that
+# outnumber the cores spin against each other (a training step took 20 times longer). Set for the
+# session (test modules are imported after it), given back as it was when the session ends.
+SUITE_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                     "GX_ANALYTICS_ENABLED": "False", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1",
+                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "OMP_NUM_THREADS": "1"}
 SHARED_FOLDER = "MEDR1_TEST_SHARED_PIPELINE"
 _own_folder = pytest.StashKey[Path]()
+_environment = pytest.StashKey[pytest.MonkeyPatch]()
 _started: list = []  # the shared pipeline's process, in the test process that started it
 
 
 def pytest_configure(config):
-    """The controller (or the only test process) picks the shared run's folder; workers inherit it."""
+    """The suite's environment; the controller (or the only test process) picks the shared run's folder,
+    workers inherit it."""
+    environment = config.stash[_environment] = pytest.MonkeyPatch()
+    for name, value in SUITE_ENVIRONMENT.items():
+        if name not in os.environ:
+            environment.setenv(name, value)
     if not hasattr(config, "workerinput") and SHARED_FOLDER not in os.environ:
-        os.environ[SHARED_FOLDER] = tempfile.mkdtemp(prefix="medr1-shared-pipeline-")
+        environment.setenv(SHARED_FOLDER, tempfile.mkdtemp(prefix="medr1-shared-pipeline-"))
         config.stash[_own_folder] = Path(os.environ[SHARED_FOLDER])
 
 
 def pytest_unconfigure(config):
     if (folder := config.stash.get(_own_folder, None)) is not None:
         shutil.rmtree(folder, ignore_errors=True)
+    if (environment := config.stash.get(_environment, None)) is not None:
+        environment.undo()
 
 
 @pytest.hookimpl(trylast=True)
@@ -194,6 +201,26 @@ class MotoServer:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"moto server on {self.url} did not start") from None
                 time.sleep(0.05)
+
+    def wait_until_served(self, timeout_s: float = 60) -> None:
+        """Until every request that reached the server has been answered. One sent while the server was
+        stopped (SIGSTOP) by a client that has since given up lands once it runs again: until then its
+        connection, whose client end is closed, waits in CLOSE_WAIT, in the accept queue or in a thread."""
+        import time
+
+        import psutil
+
+        port = int(self.url.rsplit(":", 1)[1])
+
+        def waiting() -> bool:
+            return any(connection.laddr and connection.laddr.port == port and
+                       connection.status == psutil.CONN_CLOSE_WAIT for connection in psutil.net_connections("tcp"))
+
+        deadline = time.monotonic() + timeout_s
+        while waiting():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto server on {self.url} did not answer the requests sent to it")
+            time.sleep(0.05)
 
     def client(self):
         import boto3

@@ -37,7 +37,7 @@ def main(folder: str, data: str, out: str, *patterns: str) -> None:
     records = list(by_image.values())
     config = GRPOConfig(output_dir=str(Path(out) / f"rank-{rank}"), use_cpu=True, report_to="none",
                         save_strategy="no", seed=0, max_steps=1, learning_rate=1e-3, beta=0.0,
-                        gradient_checkpointing=False,  # as the train stage sets it (TRL's default is on)
+                        activation_checkpointing=False,  # as the train stage sets it (TRL's default is on)
                         per_device_train_batch_size=len(rows_of_rank), num_generations=2, max_completion_length=4)
     trainer = DistinctWorkGRPOTrainer(
         model=AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32), args=config,

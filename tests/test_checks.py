@@ -1,4 +1,6 @@
 import json
+import os
+import shutil
 from collections import Counter
 
 import pandas as pd
@@ -47,13 +49,16 @@ def test_missing_column_fails(processed):
     _, frame = _frame(processed)
     summary = run_checks(frame.drop(columns=["answer"]))
     assert not summary["success"]
-    assert isinstance(frame, pd.DataFrame)
+    missing = {f["column"] for f in summary["failed"] if f["expectation"] == "expect_column_to_exist"}
+    assert missing == {"answer"}, summary["failed"]
 
 
 def test_leakage_balance_options_and_image_size_are_checked(processed, tmp_path):
     from PIL import Image
 
     rows, _ = _frame(processed)
+    # the session's `processed` stays as ingest wrote it: the small image goes into a linked copy
+    processed = shutil.copytree(processed, tmp_path / "processed", copy_function=os.symlink)
     one_per_image = list({row["image_sha256"]: row for row in rows}.values())
     train = [dict(row) for row in one_per_image[:12]]
     test = [dict(row) for row in one_per_image[12:24]]

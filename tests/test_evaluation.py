@@ -252,23 +252,22 @@ def test_shared_heads_score_every_next_token_as_the_whole_prompt_does(random_tin
 
 
 @pytest.mark.parametrize("guess", ["right", "wrong"])
-def test_checked_drafts_apply_the_models_repetition_penalty_as_generate_does(random_tiny, processed, guess):
+def test_checked_drafts_apply_the_models_repetition_penalty_as_generate_does(random_tiny, processed, guess,
+                                                                            monkeypatch):
     model, processor, records = random_tiny
     batch, prompts = batch_and_prompts(processor, _sharing_images(records, 5), processed)
     end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     unpenalized = _plain_greedy(model, processor, batch, 10)
-    model.generation_config.repetition_penalty = 100.0  # strong enough to move this random model
-    try:
-        plain = _plain_greedy(model, processor, batch, 10)
+    # strong enough to move this random model; the module's shared model gets its own value back after the test
+    monkeypatch.setattr(model.generation_config, "repetition_penalty", 100.0)
+    plain = _plain_greedy(model, processor, batch, 10)
 
-        def draft(row, so_far):
-            truth = plain[row][len(so_far) : len(so_far) + 4]
-            return truth if guess == "right" else [(token + 1) % 300 for token in truth]
+    def draft(row, so_far):
+        truth = plain[row][len(so_far) : len(so_far) + 4]
+        return truth if guess == "right" else [(token + 1) % 300 for token in truth]
 
-        ours = greedy_decode(model, prompts, draft, {end}, 10, _never_settled, processor.tokenizer.pad_token_id,
-                             repetition_penalty=100.0)
-    finally:
-        model.generation_config.repetition_penalty = 1.0
+    ours = greedy_decode(model, prompts, draft, {end}, 10, _never_settled, processor.tokenizer.pad_token_id,
+                         repetition_penalty=100.0)
     assert plain != unpenalized  # the penalty changes the answers here
     assert ours == plain
 

@@ -100,9 +100,9 @@ def _trainer(trainer_class, folder, records, processed, output_dir, dtype=None, 
     params = PARAMS.train
     dtype = dtype or torch.float32
     if config is None:
-        # gradient_checkpointing off unless asked for, as the train stage sets it (TRL's GRPOConfig defaults it on)
+        # activation_checkpointing off unless asked for, as the train stage sets it (TRL's GRPOConfig defaults it on)
         settings = {"max_steps": 2, "learning_rate": 1e-3, "per_device_train_batch_size": 3 * GENERATIONS,
-                    "num_generations": GENERATIONS, "max_completion_length": 6, "gradient_checkpointing": False,
+                    "num_generations": GENERATIONS, "max_completion_length": 6, "activation_checkpointing": False,
                     **settings}
         config = GRPOConfig(output_dir=str(output_dir), temperature=1.0, use_cpu=device == "cpu",
                             bf16=dtype == torch.bfloat16, report_to="none", save_strategy="no", seed=0,
@@ -322,7 +322,7 @@ def test_losses_log_probabilities_and_gradients_are_trls(setting, real_folder, p
     with _tf32_off() if setting.device == "cuda" else contextlib.nullcontext():
         trl_trainer, ours = _pair(real_folder, processed, tmp_path, dtype=dtype, device=setting.device,
                                   attention=setting.attention, peft_config=_lora_config() if setting.lora else None,
-                                  gradient_checkpointing=setting.checkpointing)
+                                  activation_checkpointing=setting.checkpointing)
         for trainer in (trl_trainer, ours):
             assert trainer.model.device.type == setting.device
             if setting.checkpointing:  # what Trainer.train switches on before the first step
@@ -458,7 +458,7 @@ def test_a_few_training_steps_on_cuda_are_trls(path, real_folder, processed, tmp
             pytest.skip("ZeRO-3 runs on the Qwen2-VL folder only: its two launches take most of a minute")
         logs = {name: _launched_step_logs(name, folder, processed, tmp_path / name) for name in ("ours", "trl")}
     else:
-        settings = {"peft_config": _lora_config()} if path == "lora" else {"gradient_checkpointing": True}
+        settings = {"peft_config": _lora_config()} if path == "lora" else {"activation_checkpointing": True}
         with _tf32_off():
             logs = {name: step_logs(name, folder, processed, tmp_path / name, **FEW_STEPS, **settings)
                     for name in ("ours", "trl")}

@@ -119,7 +119,7 @@ def test_gradient_checkpointing_keeps_each_layers_input_only(med_r1):
     from medr1.train.memory_plan import memory_plan
 
     plain = _shares(memory_plan(med_r1, QWEN2_VL_2B, "cuda", root=REPO))
-    checkpointed = _shares(memory_plan(_with(med_r1, trl={**med_r1.train.trl, "gradient_checkpointing": True}),
+    checkpointed = _shares(memory_plan(_with(med_r1, trl={**med_r1.train.trl, "activation_checkpointing": True}),
                                        QWEN2_VL_2B, "cuda", root=REPO))
     assert checkpointed["activations, language model"] == 8 * 580 * (28 * 1536 * 2 + (8 * 1536 + 2 * 256 + 4 * 8960)
                                                                       * 2)

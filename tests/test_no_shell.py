@@ -4,7 +4,6 @@ Each injection below would create MARKER if any shell ran it."""
 
 import json
 import os
-import sys
 
 import pytest
 import yaml
@@ -83,8 +82,8 @@ def test_injected_params_yaml_values_are_refused_by_dvc_repro(pipeline_copy):
     assert not list(repo.rglob(MARKER))
 
 
-def test_a_study_cell_under_dvc_comes_from_the_stage_name():
-    sys.path.insert(0, str(REPO))
+def test_a_study_cell_under_dvc_comes_from_the_stage_name(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO))
     from stages.study import cell_of
 
     assert cell_of([], "study_question_type_sft@Disease Diagnosis") == ("question_type", "sft", "Disease Diagnosis")

@@ -142,9 +142,10 @@ def test_the_report_holds_the_papers_comparisons(report):
 
 
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
-                    reason="chromium is not installed (make test installs it)")
+                    reason="chromium is not installed (`make test` installs it as root; where CI is set, "
+                           "this test fails instead)")
 def test_the_report_renders_in_headless_chromium_with_every_image_loaded(report, tmp_path):
-    assert CHROMIUM, "chromium is missing: `make test` installs Debian's chromium package"
+    assert CHROMIUM, "chromium is missing where CI is set: `make browser` installs Debian's chromium package"
     dom, screenshot = render_in_chromium(report / "reports/index.html", tmp_path)
     images = parse((report / "reports/index.html").read_text()).images
     assert f'data-images="loaded {images}/{images}"' in dom

@@ -41,7 +41,7 @@ MEANS = {"question_length": "question_words", "image_intensity": "image_mean_int
          "image_size": "original_side"}
 SEEN = "seen_images"
 CHECKS = (*CATEGORICAL, *MEANS, SEEN)
-TRAIN_ROWS = 'split=="train"'
+TRAIN_SPLIT = "train"  # the rows whose distributions are compared with the reference's train split
 
 
 class DriftError(PipelineError):
@@ -225,7 +225,10 @@ def profile(frame: pd.DataFrame) -> dict:
 # --- the checks as a GX checkpoint ------------------------------------------------------------
 
 def _suite(gx, reference: dict, params: DriftParams):
+    from great_expectations.expectations.row_conditions import Column
+
     E = gx.expectations
+    train_rows = Column("split") == TRAIN_SPLIT  # a Condition: GX 1.9 deprecated the string form, 2.0 removes it
     suite = gx.ExpectationSuite(name=SUITE_NAME)
     expectations = {}
     for check, column in CATEGORICAL.items():
@@ -233,15 +236,14 @@ def _suite(gx, reference: dict, params: DriftParams):
         if shares["values"]:
             expectations[check] = E.ExpectColumnKLDivergenceToBeLessThan(
                 column=column, partition_object={"values": shares["values"], "weights": shares["weights"]},
-                threshold=getattr(params, check).threshold, row_condition=TRAIN_ROWS, condition_parser="pandas",
-                meta={"check": check})
+                threshold=getattr(params, check).threshold, row_condition=train_rows, meta={"check": check})
     for check, column in MEANS.items():
         mean = reference[check].get("mean")
         if mean:
             tolerance = getattr(params, check).threshold
             expectations[check] = E.ExpectColumnMeanToBeBetween(
                 column=column, min_value=mean * (1 - tolerance), max_value=mean * (1 + tolerance),
-                row_condition=TRAIN_ROWS, condition_parser="pandas", meta={"check": check})
+                row_condition=train_rows, meta={"check": check})
     expectations[SEEN] = E.ExpectColumnValuesToBeInSet(
         column="image_seen_in_reference", value_set=[False], mostly=max(0.0, 1 - params.seen_images.threshold),
         meta={"check": SEEN})

@@ -58,7 +58,8 @@ class S3Store:
         self.url = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
         endpoint = endpoint_url()
         config = Config(
-            retries={"mode": "standard", "max_attempts": int(_number("MEDR1_S3_MAX_ATTEMPTS", 5))},
+            # total_max_attempts: every try counted (botocore's max_attempts counts the retries after the first)
+            retries={"mode": "standard", "total_max_attempts": int(_number("MEDR1_S3_MAX_ATTEMPTS", 5))},
             connect_timeout=_number("MEDR1_S3_CONNECT_TIMEOUT", 10),
             read_timeout=_number("MEDR1_S3_READ_TIMEOUT", 60),
             # MinIO and most on-premises servers answer on one host name: bucket in the path.

@@ -104,7 +104,7 @@ class DistinctWork:
         off): each pass computed the same way, the KL term of a step where policy and reference are equal
         is exactly 0, as TRL's is. A difference in the last bit would not be small there: Adam scales even
         a 1e-8 gradient to a full step. The setting decides (transformers 5's name for it; TRL's GRPOConfig
-        switches it on unless told otherwise, train.trl.gradient_checkpointing sets it), the
+        switches it on unless told otherwise, train.trl.activation_checkpointing sets it), the
         same on every rank."""
         with ExitStack() as stack:
             if not self.trainer.args.activation_checkpointing:

@@ -176,7 +176,7 @@ class _Sizes:
         backward, or under gradient checkpointing each layer's input (`kept` values of `kept_bytes`) and one
         layer's values, recomputed."""
         a = self.value_bytes
-        if self.grpo.gradient_checkpointing:
+        if self.grpo.activation_checkpointing:
             return Share(name, count * (depth * kept * kept_bytes + per_unit * a),
                          f"{items} x ({depth} {unit}s x {kept} x {kept_bytes} B + one {unit}'s {formula} x {a} B): "
                          "gradient checkpointing")

@@ -116,7 +116,16 @@ def trl_settings(section: TrainParams | SftParams) -> types.SimpleNamespace:
     config = config_class(section)
     values = {name: field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
               for name, field in settable_fields(config).items()}
-    return types.SimpleNamespace(**{**values, **section.trl})
+    settings = {**values, **section.trl}
+    # transformers 5 resolves its deprecated gradient_checkpointing* aliases into activation_checkpointing* (the old
+    # name counts where the new one is unset, TRL's default of the old one included), and so does this view
+    for alias, name in (("gradient_checkpointing", "activation_checkpointing"),
+                        ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+        if settings.get(name) is None:
+            settings[name] = settings.get(alias)
+        settings[alias] = settings[name]
+    settings["activation_checkpointing"] = bool(settings["activation_checkpointing"])
+    return types.SimpleNamespace(**settings)
 
 
 def _steps_or_epochs(section: str, settings: dict, defaults: types.SimpleNamespace) -> None:
