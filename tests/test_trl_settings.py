@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 OLD_PARAMS = REPO / "tests/fixtures/params-01f3b63.yaml"  # params.yaml as shipped before the settings moved
 # fields TRL completes or normalises while it builds the config: what was set is not what it holds
 NORMALISED = {"report_to", "accelerator_config", "debug", "pad_to_multiple_of",
-              # transformers 5's deprecated aliases of activation_checkpointing*, which params.yaml sets: the new name wins
+              # transformers 5's deprecated aliases of activation_checkpointing*, set by params.yaml: the new name wins
               "gradient_checkpointing", "gradient_checkpointing_kwargs"}
 
 
