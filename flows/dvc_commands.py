@@ -72,7 +72,8 @@ def run_dvc(root: Path, *args: str, env: dict[str, str] | None = None) -> str:
                 logger.info(line)
     output = "\n".join(lines)
     if process.returncode != 0:
-        error = TransientDvcError if TRANSIENT.search(output) else DvcFailed
+        killed = process.returncode < 0  # a signal ended dvc itself: pre-empted, out of memory
+        error = TransientDvcError if killed or TRANSIENT.search(output) else DvcFailed
         tail = "\n".join(lines[-15:])
         raise error(f"`dvc {' '.join(args)}` exited with {process.returncode}:\n{tail}")
     return output
