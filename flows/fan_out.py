@@ -1,13 +1,11 @@
-"""The `medr1-fan-out` flow: stale dvc.yaml stages (the study's cells by default) run as `medr1-stage/cell`
-flow runs (flows/stage_cell.py) on Prefect workers at this checkout's commit, sharing data and models through
-the DVC remote, each recorded in this checkout's dvc.lock as if `dvc repro` had run it; then `report` here.
-
-study.parallel is the global concurrency limit `medr1-cells`, held by a cell's task until its run has ended
-and, if it crashed, its stop was asked for (a deployment's own limit frees the slot once a run is Crashed,
-while its process may live on). A cell whose heartbeats stop is marked Crashed by the automation of
-`python -m flows.deploy`; its task moves the run to Cancelling, so that its worker (one per GPU, `--limit 1`)
-kills a process still alive before taking another run, and is retried, as is a cell that failed for a reason
-that may pass. A cell that would fail again lets the others finish; the flow then fails with its message."""
+"""The `medr1-fan-out` flow: stale dvc.yaml stages (the study's cells) run as `medr1-stage/cell` flow runs
+(flows/stage_cell.py) on Prefect workers, one per GPU, each recorded in this dvc.lock as if `dvc repro` had
+run it here; then `report`. study.parallel is the global concurrency limit `medr1-cells`, held by a cell's
+task until its run ended and, if it crashed, its stop was asked for (a deployment's limit frees the slot once
+a run is Crashed, while its process may live on): the task moves a Crashed run (its heartbeats stopped:
+flows.deploy's automation) to Cancelling, so its worker kills a process still alive before taking another
+run, and is retried, as is a cell failed for a reason that may pass. A cell that would fail again lets the
+others finish; the flow then fails with its message."""
 
 from __future__ import annotations
 
@@ -24,18 +22,17 @@ from prefect.deployments import run_deployment
 from prefect.futures import as_completed
 from prefect.states import Cancelling, Failed, State
 
-from flows.dvc_commands import has_remote, status
+from flows.dvc_commands import has_remote, remote_options, status
 from flows.dvc_graph import PipelineGraph, read_graph
 from flows.dvc_lock import lock_entries, record_entries
-from flows.pipeline import CHECKED_STAGE, check_data, dvc_task, exit_status, repro_stage
-from flows.stage_cell import pull, push
+from flows.pipeline import CHECKED_STAGE, check_data, dvc_task, exit_status, pull, push, repro_stage
+from flows.stage_cell import write_files
+from medr1.config import load_params
 from medr1.errors import PipelineError, TransientError, is_transient
 
 STUDY, THEN = ["study_*"], ["report"]  # the stages fanned out by default; run here once the cells are in
 DEPLOYMENT = "medr1-stage/cell"        # prefect.yaml's deployment of flows/stage_cell.py
 CELLS_LIMIT = "medr1-cells"            # the global concurrency limit: study.parallel cells at once
-SECRET_OPTIONS = ("access_key_id", "secret_access_key", "session_token", "password", "user", "token",
-                  "credentialpath", "gdrive_client_secret", "sas_token", "account_key", "connection_string")
 
 
 class FanOutError(PipelineError):
@@ -65,20 +62,6 @@ def clean_commit(root: Path, graph: PipelineGraph, stages: list[str]) -> str:
                           "differ: it travels with the cells)")
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                           check=True).stdout.strip()
-
-
-def remote_options(root: Path) -> dict[str, str]:
-    """The default DVC remote's url and non-secret options: what a cell needs besides its worker's credentials."""
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        if (name := repo.config["core"].get("remote")) not in repo.config["remote"]:
-            raise FanOutError("the cells share data and models through the DVC remote, and this checkout has no "
-                              "default remote: `dvc remote add -d storage s3://bucket/medr1` (README, 'DVC remote')")
-        options = {}  # as written at each level (not DVC's defaults), the later level winning
-        for level in ("system", "global", "repo", "local"):
-            options.update(repo.config.load_one(level)["remote"].get(name, {}))
-    return {key: str(value) for key, value in options.items() if key not in SECRET_OPTIONS}
 
 
 def inputs_for(root: Path, graph: PipelineGraph, stages: list[str]) -> tuple[dict, dict[str, str], list[str]]:
@@ -111,21 +94,21 @@ def run_cell(stage: str, deployment: str, parameters: dict) -> dict:
     raise FanOutError(f"cell {stage} ended {run.state.name}: {run.state.message}")
 
 
-def run_cells(root: Path, stale: list[str], deployment: str, parameters: dict, attempts: int) -> dict:
-    """Every cell submitted at once (CELLS_LIMIT lets study.parallel run); each one in is recorded here: its
-    dvc.lock entry and uncached outputs written, its outputs pulled, checked by `dvc status`."""
-    placements, failures = {}, []
+def run_cells(root: Path, stale: list[str], deployment: str, parameters: dict, attempts: int) -> dict[str, str]:
+    """Every cell submitted at once (CELLS_LIMIT runs study.parallel), each recorded here once in: dvc.lock entry,
+    uncached outputs, outputs pulled, checked by `dvc status`. Returns each one's CUDA_VISIBLE_DEVICES."""
+    failures, placements = [], {}
     for cell in as_completed(run_cell.with_options(retries=attempts - 1).map(stale, unmapped(deployment),
                                                                                   unmapped(parameters))):
         try:
-            record_entries(root, {(stage := (result := cell.result())["stage"]): result["lock"]})
-            for path, text in result["files"].items():
-                (root / path).parent.mkdir(parents=True, exist_ok=True)
-                (root / path).write_text(text)
-            pull(root, [stage])
-            if left := status(root, stage):
-                raise FanOutError(f"cell {stage} ran at {result['commit'][:12]} but does not match here: {left}")
-            placements[stage] = result["placement"]
+            result = cell.result()
+            record_entries(root, {result["stage"]: result["lock"]})
+            write_files(root, result["files"])
+            pull(root, [result["stage"]])
+            if left := status(root, result["stage"]):
+                raise FanOutError(f"cell {result['stage']} ran at {result['commit'][:12]} but does not match this "
+                                  f"checkout: {left}")
+            placements[result["stage"]] = result["placement"]
         except PipelineError as error:
             failures.append(str(error))
     if failures:
@@ -139,18 +122,17 @@ def medr1_fan_out(stages: list[str] | None = None, then: list[str] | None = None
     """Run the stale stages matching `stages` (default: the study's cells) on `deployment`'s workers, then the
     stages `then` (default: report) here. source: the git URL workers clone (default: `repo`'s own path).
     attempts: tries per cell when a try crashes or fails for a reason that may pass."""
-    from medr1.config import load_params
-
     root, logger = Path(repo).resolve(), get_run_logger()
     try:
         params, graph = load_params(root / "params.yaml"), read_graph(root)
-        targets, remote = matching_stages(graph, stages or STUDY), remote_options(root)
+        targets, remote = matching_stages(graph, stages or STUDY), remote_options(root, FanOutError)
         for stage in [name for name in graph.order if name not in targets
                       and any(name in graph.upstream[target] for target in targets)]:
             _finished(repro_stage(root, stage, return_state=True))
             if stage == CHECKED_STAGE:
                 _finished(check_data(root, return_state=True))
-        stale, placements = [stage for stage in targets if stage in (changed := status(root, *targets))], {}
+        changed = status(root, *targets)
+        stale, placements = [stage for stage in targets if stage in changed], {}
         if stale:
             commit = clean_commit(root, graph, stale)
             lock, files, cached_inputs = inputs_for(root, graph, stale)

@@ -37,8 +37,19 @@ DRIFT_DOCS = Path("reports/validation/drift_docs")
 
 
 def dvc_task(**options):
+    """A task that runs `dvc`: retried when it failed for a reason that may pass."""
     return task(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_if_transient,
                 cache_policy=NO_CACHE, **options)
+
+
+@dvc_task(name="dvc pull")
+def pull(root: Path, targets: list[str]) -> None:
+    run_dvc(root, "pull", *targets)
+
+
+@dvc_task(name="dvc push")
+def push(root: Path, targets: list[str]) -> None:
+    run_dvc(root, "push", *targets)
 
 
 @dvc_task(name="sync inputs")
