@@ -139,7 +139,7 @@ def test_study_cells_fan_out_and_survive_a_killed_worker_a_hung_cell_and_killed_
     logs = lambda: "\n".join(f"--- {log.name}\n{log.read_text()[-2500:]}" for log in tmp_path.glob("*.log"))
     is_pull = lambda cmdline: b"\0dvc\0pull\0" in cmdline
     in_cell = lambda environ: any(item.startswith(b"MEDR1_CELL_WORKSPACES=") for item in environ)
-    killed_pulls, frozen, lost, last_seen_alive = {}, None, None, None
+    killed_pulls, frozen, resumed, lost, last_seen_alive = {}, None, None, None, None
     try:
         deadline = time.monotonic() + 1500
         while fan_out.poll() is None:
@@ -147,9 +147,10 @@ def test_study_cells_fan_out_and_survive_a_killed_worker_a_hung_cell_and_killed_
             for where, wanted in (("cell", lambda c, e: is_pull(c) and in_cell(e)),
                                   ("fan-out", lambda c, e: is_pull(c) and not in_cell(e) and b"study_" in c)):
                 if where not in killed_pulls and (pids := processes(wanted)):
-                    with contextlib.suppress(OSError):
-                        killed_pulls[where] = Path(f"/proc/{pids[0]}/cwd").resolve().name  # the cell's workspace
+                    with contextlib.suppress(OSError):  # unless it ended first
+                        workspace = Path(f"/proc/{pids[0]}/cwd").resolve().name  # the cell's, for a cell's pull
                         os.kill(pids[0], signal.SIGKILL)  # a transient failure of that pull
+                        killed_pulls[where] = workspace
             training = {path.relative_to(tmp_path).parts[:2]: path  # (cells-<worker>, workspace): a cell training
                         for path in tmp_path.glob("cells-*/study_*/models/study/*/*/*.partial")
                         if path.relative_to(tmp_path).parts[1] != killed_pulls.get("cell")}
@@ -161,9 +162,12 @@ def test_study_cells_fan_out_and_survive_a_killed_worker_a_hung_cell_and_killed_
                 frozen = {"worker": folder.removeprefix("cells-"), "run": cell.id, "pid": int(cell.infrastructure_pid),
                           "training": set(training), "at": datetime.now(UTC)}
                 os.killpg(frozen["pid"], signal.SIGSTOP)
-            elif frozen and lost is None and (new := [key for key in training if key not in frozen["training"]
-                                                      and key[0] != f"cells-{frozen['worker']}"]):
-                # Another cell trains on the other worker: that machine goes, the worker and its cell at once.
+            elif frozen and resumed is None and {key[0] for key in training} == {"cells-first", "cells-second"} and any(
+                    key[0] == f"cells-{frozen['worker']}" and key not in frozen["training"] for key in training):
+                resumed = set(training)  # the frozen cell's worker trains again, beside the other: two cells at once
+            elif resumed and lost is None and (new := [key for key in training if key not in resumed
+                                                       and key[0] != f"cells-{frozen['worker']}"]):
+                # The other worker's next cell trains: that machine goes, the worker and its cell at once.
                 lost = new[0][0].removeprefix("cells-")
                 os.killpg(workers[lost].pid, signal.SIGKILL)
                 kill_processes_with(f"MEDR1_CELL_WORKSPACES={tmp_path / f'cells-{lost}'}")
