@@ -151,7 +151,8 @@ def test_study_cells_fan_out_and_survive_a_killed_worker_a_hung_cell_and_killed_
                         workspace = Path(f"/proc/{pids[0]}/cwd").resolve().name  # the cell's, for a cell's pull
                         os.kill(pids[0], signal.SIGKILL)  # a transient failure of that pull
                         killed_pulls[where] = workspace
-            training = {path.relative_to(tmp_path).parts[:2]: path  # (cells-<worker>, workspace): a cell training
+            running = {path.relative_to(tmp_path).parts for path in tmp_path.glob("cells-*/study_*")}  # (worker, cell)
+            training = {path.relative_to(tmp_path).parts[:2]: path  # the cells training now
                         for path in tmp_path.glob("cells-*/study_*/models/study/*/*/*.partial")
                         if path.relative_to(tmp_path).parts[1] != killed_pulls.get("cell")}
             if frozen is None and training:
@@ -160,11 +161,12 @@ def test_study_cells_fan_out_and_survive_a_killed_worker_a_hung_cell_and_killed_
                 with prefect_api(api) as prefect:
                     (cell,) = [r for r, _ in fanned_out(prefect) if str(r.id).startswith(workspace[-8:])]
                 frozen = {"worker": folder.removeprefix("cells-"), "run": cell.id, "pid": int(cell.infrastructure_pid),
-                          "training": set(training), "at": datetime.now(UTC)}
+                          "running": running, "at": datetime.now(UTC)}
                 os.killpg(frozen["pid"], signal.SIGSTOP)
-            elif frozen and resumed is None and {key[0] for key in training} == {"cells-first", "cells-second"} and any(
-                    key[0] == f"cells-{frozen['worker']}" and key not in frozen["training"] for key in training):
-                resumed = set(training)  # the frozen cell's worker trains again, beside the other: two cells at once
+            elif frozen and resumed is None:  # its worker runs a cell again, beside the other worker's: two at once
+                here = f"cells-{frozen['worker']}"
+                if any(key[0] == here for key in running - frozen["running"]) and any(k[0] != here for k in running):
+                    resumed = running
             elif resumed and lost is None and (new := [key for key in training if key not in resumed
                                                        and key[0] != f"cells-{frozen['worker']}"]):
                 # The other worker's next cell trains: that machine goes, the worker and its cell at once.
