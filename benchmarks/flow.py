@@ -104,7 +104,7 @@ def main() -> None:
         else:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    print(f"\nthe small config, train.max_steps={arguments.steps}, {os.cpu_count()} CPUs")
+    print(f"\nthe small config, train.trl.max_steps={arguments.steps}, {os.cpu_count()} CPUs")
     names = {"status": "dvc status", "dvc": "dvc repro", "flow": "medr1-pipeline flow (make run-flow)"}
     print(f"{'change':<21}{'how':<37}{'round':>6}{'seconds':>10}  stages run")
     for change, side, round_number, seconds, ran in rows:

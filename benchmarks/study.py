@@ -16,14 +16,13 @@ when `--from` brings them). Then, timed:
 
 It checks that both give the same metrics/study/*.json, and prints each cell's time both ways, then
 the fan-out's projected time on N GPUs: the cells' serial times plus each one's measured fan-out
-overhead (clone, pull, push), placed longest first on N slots.
+overhead (its pull and push tasks), placed longest first on N slots.
 """
 
 from __future__ import annotations
 
 import argparse
 import heapq
-import json
 import os
 import shutil
 import subprocess
@@ -60,6 +59,26 @@ def makespan(durations: list[float], slots: int) -> float:
     for duration in sorted(durations, reverse=True):
         heapq.heappush(finish, heapq.heappop(finish) + duration)
     return max(finish)
+
+
+def cell_timings(api: str) -> dict[str, dict[str, float]]:
+    """Each completed cell's seconds as Prefect recorded them: its `dvc pull` and `dvc push` tasks, and the
+    rest of its flow run (clone and `dvc repro`) as repro."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterTags
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    timings = {}
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as prefect:
+        for cell in prefect.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["fan-out"]))):
+            if not cell.state.is_completed():
+                continue
+            tasks = prefect.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[cell.id])))
+            steps = {step: sum(t.total_run_time.total_seconds() for t in tasks if t.name.startswith(f"dvc {step}"))
+                     for step in ("pull", "push")}
+            timings[cell.parameters["stage"]] = {"prepare": steps["pull"], "push": steps["push"],
+                                                 "repro": cell.total_run_time.total_seconds() - sum(steps.values())}
+    return timings
 
 
 def main() -> None:
@@ -112,7 +131,7 @@ def main() -> None:
         fanned = time.perf_counter() - started
         if fan_out.returncode != 0:
             raise SystemExit(f"the fan-out failed:\n{fan_out.stdout[-3000:]}\n{fan_out.stderr[-3000:]}")
-        result = json.loads(fan_out.stdout.split("medr1-fan-out completed: ", 1)[1])
+        timings = cell_timings(prefect_env["PREFECT_API_URL"])
     finally:
         for process in (*workers, server):
             stop_process(process)
@@ -121,10 +140,10 @@ def main() -> None:
 
     print(f"\nCPU: {cpu_model()}, {os.cpu_count()} cores; {len(cells)} cells; fan-out over {arguments.workers} "
           f"local workers ({threads} threads each)\n")
-    print("| cell | serial s | fan-out: prepare / repro / push s |\n|---|---|---|")
+    print("| cell | serial s | fan-out: pull / clone + repro / push s |\n|---|---|---|")
     overheads = {}
     for cell in cells:
-        seconds = result["cells"][cell]["seconds"]
+        seconds = timings[cell]
         overheads[cell] = seconds["prepare"] + seconds["push"]
         print(f"| {cell} | {serial[cell]:.0f} | {seconds['prepare']:.0f} / {seconds['repro']:.0f} / "
               f"{seconds['push']:.0f} |")

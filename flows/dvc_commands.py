@@ -72,7 +72,8 @@ def run_dvc(root: Path, *args: str, env: dict[str, str] | None = None) -> str:
                 logger.info(line)
     output = "\n".join(lines)
     if process.returncode != 0:
-        error = TransientDvcError if TRANSIENT.search(output) else DvcFailed
+        killed = process.returncode < 0  # a signal ended dvc itself: pre-empted, out of memory
+        error = TransientDvcError if killed or TRANSIENT.search(output) else DvcFailed
         tail = "\n".join(lines[-15:])
         raise error(f"`dvc {' '.join(args)}` exited with {process.returncode}:\n{tail}")
     return output
@@ -106,3 +107,32 @@ def changed_paths(stage_status: dict[str, list]) -> set[str]:
                 for kind in ("changed deps", "changed outs"):
                     changed.update(entry.get(kind, {}))
     return changed
+
+
+SECRET_OPTIONS = ("access_key_id", "secret_access_key", "session_token", "password", "user", "token",
+                  "credentialpath", "gdrive_client_secret", "sas_token", "account_key", "connection_string")
+
+
+def remote_options(root: Path, missing: type[PipelineError] = PipelineError) -> dict[str, str]:
+    """The default DVC remote's url and non-secret options, as another checkout needs them (`use_remote`):
+    credentials stay with each machine's environment. Raises `missing` when there is no default remote."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:  # each level as written (not DVC's defaults), the later level winning
+        name = repo.config["core"].get("remote")
+        options = {key: str(value) for level in ("system", "global", "repo", "local")
+                   for key, value in repo.config.load_one(level)["remote"].get(name, {}).items()}
+    if "url" not in options:
+        raise missing("this checkout has no default DVC remote: `dvc remote add -d storage s3://bucket/medr1` "
+                      "(README, 'DVC remote')")
+    return {key: value for key, value in options.items() if key not in SECRET_OPTIONS}
+
+
+def use_remote(root: Path, options: dict[str, str], cache: Path) -> None:
+    """`options` (remote_options of another checkout) as this checkout's default remote, and `cache` as its DVC
+    cache, in .dvc/config.local, checked as `dvc remote modify` would."""
+    from dvc.config import Config
+
+    with Config(dvc_dir=str(root / ".dvc")).edit("local") as local:
+        local["remote"]["fanout"], local["core"]["remote"] = dict(options), "fanout"
+        local["cache"]["dir"] = str(cache)

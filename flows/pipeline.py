@@ -36,25 +36,36 @@ DRIFT_REPORT = Path("reports/validation/drift.json")  # the register stage puts 
 DRIFT_DOCS = Path("reports/validation/drift_docs")
 
 
-def _dvc_task(**options):
+def dvc_task(**options):
+    """A task that runs `dvc`: retried when it failed for a reason that may pass."""
     return task(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_if_transient,
                 cache_policy=NO_CACHE, **options)
 
 
-@_dvc_task(name="sync inputs")
+@dvc_task(name="dvc pull")
+def pull(root: Path, targets: list[str]) -> None:
+    run_dvc(root, "pull", *targets)
+
+
+@dvc_task(name="dvc push")
+def push(root: Path, targets: list[str]) -> None:
+    run_dvc(root, "push", *targets)
+
+
+@dvc_task(name="sync inputs")
 def sync_inputs(root: Path) -> None:
     """`dvc pull` what dvc.lock names, so DVC reruns only what changed since the last pushed run."""
     if has_remote(root):
         run_dvc(root, "pull", "--allow-missing")
 
 
-@_dvc_task(name="dvc status")
+@dvc_task(name="dvc status")
 def changed_stages(root: Path) -> set[str]:
     """The stages DVC would rerun now, asked once, so unchanged stages cost no `dvc` process."""
     return set(status(root))
 
 
-@_dvc_task(name="dvc repro", task_run_name="dvc repro {stage}")
+@dvc_task(name="dvc repro", task_run_name="dvc repro {stage}")
 def repro_stage(root: Path, stage: str, unchanged: bool = False) -> list[str] | State:
     """One stage through `dvc repro --single-item`: DVC runs it when its deps or params changed.
     `unchanged`: `dvc status` found it as dvc.lock has it and nothing upstream ran, so DVC would skip it."""
@@ -129,7 +140,7 @@ def check_drift(root: Path) -> State | None:
     return None
 
 
-@_dvc_task(name="push results")
+@dvc_task(name="push results")
 def push_results(root: Path) -> None:
     """`dvc push` the run's data and models, so the next run (or another machine) can pull them."""
     if has_remote(root):

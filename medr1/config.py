@@ -332,7 +332,9 @@ class StudyParams(Section):
                     "the recipe is train's and sft's); -1: both train study.num_train_epochs epochs of the group's "
                     "train questions instead")
     num_train_epochs: int = Field(ge=1, description="with max_steps -1: epochs of each study model (Med-R1: 1)")
-    parallel: int = Field(ge=1, description="study cells run at once by `python -m flows.fan_out` (Prefect workers)")
+    parallel: int = Field(ge=1, description="study cells run at once by `python -m flows.fan_out` (the global "
+                                            "concurrency limit medr1-cells; each worker, one per GPU, runs one)")
+
     @field_validator("modalities")
     @classmethod
     def _known_modalities(cls, names: list[str]) -> list[str]:

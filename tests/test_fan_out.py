@@ -3,11 +3,13 @@ a real `prefect server start`, two process workers, and moto's S3 server as the 
 serial run of the pipeline (`pipeline_copy`) is the baseline: its study is forgotten, fanned out, and
 must come back identical."""
 
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,13 +21,28 @@ STUDY_OUTPUTS = ["models/study", "metrics/study", "metrics/generalization.json"]
 
 def kill_processes_with(variable: str) -> None:
     """SIGKILL every process whose environment holds `variable` (NAME=value)."""
-    marker = variable.encode() + b"\0"
-    for environ in Path("/proc").glob("[0-9]*/environ"):
+    for pid in processes(lambda cmdline, environ: variable.encode() in environ):
+        os.kill(pid, signal.SIGKILL)
+
+
+def processes(wanted) -> list[int]:
+    """The pids of the processes for which wanted(cmdline, environ) holds (both NUL-separated bytes)."""
+    found = []
+    for folder in Path("/proc").glob("[0-9]*"):
         try:
-            if marker in environ.read_bytes() + b"\0":
-                os.kill(int(environ.parent.name), signal.SIGKILL)
+            if wanted((folder / "cmdline").read_bytes(), (folder / "environ").read_bytes().split(b"\0")):
+                found.append(int(folder.name))
         except (OSError, ValueError):
             pass  # gone already, or not ours to read
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def remote_objects(client, bucket: str) -> dict[str, bytes]:
@@ -49,13 +66,28 @@ def referenced_objects(lock: dict, objects: dict[str, bytes]) -> set[str]:
     return referenced
 
 
-def cell_runs(api: str) -> list:
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+@contextlib.contextmanager
+def prefect_api(api: str):
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect_queries import client
 
     with temporary_settings({PREFECT_API_URL: api}), client() as prefect:
-        return prefect.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["fan-out"])))
+        yield prefect
+
+
+def fanned_out(prefect) -> list:
+    """The cells' flow runs, each with its states from the first."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    runs = prefect.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["fan-out"])))
+    return [(run, prefect.read_flow_run_states(run.id)) for run in runs]
+
+
+def task_runs(prefect, flow_run_id, name: str) -> list:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    found = prefect.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return [run for run in found if run.name.startswith(name)]
 
 
 def test_the_fan_out_pattern_matches_every_study_cell_and_nothing_else():
@@ -71,8 +103,14 @@ def test_the_fan_out_pattern_matches_every_study_cell_and_nothing_else():
 
 
 @pytest.mark.slow
-def test_study_cells_fan_out_to_two_workers_and_survive_a_killed_one(pipeline_copy, prefect_server, moto_server,
-                                                                      s3_environment, tmp_path):
+def test_study_cells_fan_out_and_survive_a_killed_worker_a_hung_cell_and_killed_pulls(
+        pipeline_copy, prefect_server, moto_server, s3_environment, tmp_path):
+    """One fan-out, four failures: a cell's `dvc pull` and the fan-out's own pull of a finished cell are killed
+    (transient: each pull task is retried, nothing is cancelled); one cell's processes are frozen (its heartbeats
+    stop: Prefect's zombie automation marks it Crashed, its worker kills it before taking another cell, the cell
+    runs again); a worker's machine goes (its cell is marked Crashed and runs again on the other worker)."""
+    from flows.deploy import ZOMBIES, watch_for_zombies
+
     repo = pipeline_copy
     serial = json.loads((repo / "metrics/generalization.json").read_text())
     forget_stages(repo, [*STUDY_STAGES, "report"], STUDY_OUTPUTS)  # every cell stale
@@ -85,55 +123,122 @@ def test_study_cells_fan_out_to_two_workers_and_survive_a_killed_one(pipeline_co
 
     api, server_env = prefect_server
     env = {**server_env, **s3_environment}
-    run([sys.executable, "-m", "flows.deploy"], repo, env=env)
-    workers = {}
-    for name in ("first", "second"):  # one cell at a time each (a GPU each), in a folder of its own
-        worker_env = {**env, "MEDR1_CELL_WORKSPACES": str(tmp_path / f"cells-{name}")}
+    with prefect_api(api):
+        watch_for_zombies(90)  # as an earlier deploy left it: deploying again updates it, never doubles it
+    run([sys.executable, "-m", "flows.deploy", "--zombie-after", "60"], repo, env=env)
+    with prefect_api(api) as prefect:
+        (zombies,) = prefect.read_automations_by_name(ZOMBIES)
+        assert zombies.trigger.within.total_seconds() == 60 and zombies.trigger.posture == "Proactive"
+    workers, gpus = {}, {"first": "0", "second": "1"}
+    for name, gpu in gpus.items():  # one cell at a time each, a "GPU" each (the cells run on the CPU)
+        worker_env = {**env, "MEDR1_CELL_WORKSPACES": str(tmp_path / f"cells-{name}"), "CUDA_VISIBLE_DEVICES": gpu}
         workers[name] = start_process([sys.executable, "-m", "prefect", "worker", "start", "--pool", "medr1-cells",
                                        "--type", "process", "--name", name, "--limit", "1"], repo, worker_env,
                                       tmp_path / f"worker-{name}.log")
-    fan_out = start_process([sys.executable, "-m", "flows.fan_out", "--heartbeat", "2", "--lost-after", "20"],
-                            repo, env, tmp_path / "fan-out.log")
+    fan_out = start_process([sys.executable, "-m", "flows.fan_out"], repo, env, tmp_path / "fan-out.log")
     logs = lambda: "\n".join(f"--- {log.name}\n{log.read_text()[-2500:]}" for log in tmp_path.glob("*.log"))
+    is_pull = lambda cmdline: b"\0dvc\0pull\0" in cmdline
+    in_cell = lambda environ: any(item.startswith(b"MEDR1_CELL_WORKSPACES=") for item in environ)
+    killed_pulls, frozen, resumed, lost, last_seen_alive = {}, None, None, None, None
     try:
-        # The four modality cells run two at a time; the question-type cells come last, on whichever
-        # worker is free first. Once one trains, that worker's machine goes: the worker's process group
-        # and every process of its cell, killed at once, so nothing is left to report the crash.
-        deadline = time.monotonic() + 600
-        while not (training := list(tmp_path.glob("cells-*/study_question_type_*/models/study/*/*/*.partial"))):
-            assert fan_out.poll() is None and time.monotonic() < deadline, logs()
+        deadline = time.monotonic() + 1500
+        while fan_out.poll() is None:
+            assert time.monotonic() < deadline, logs()
+            for where, wanted in (("cell", lambda c, e: is_pull(c) and in_cell(e)),
+                                  ("fan-out", lambda c, e: is_pull(c) and not in_cell(e) and b"study_" in c)):
+                if where not in killed_pulls and (pids := processes(wanted)):
+                    with contextlib.suppress(OSError):  # unless it ended first
+                        workspace = Path(f"/proc/{pids[0]}/cwd").resolve().name  # the cell's, for a cell's pull
+                        os.kill(pids[0], signal.SIGKILL)  # a transient failure of that pull
+                        killed_pulls[where] = workspace
+            running = {path.relative_to(tmp_path).parts for path in tmp_path.glob("cells-*/study_*")}  # (worker, cell)
+            training = {path.relative_to(tmp_path).parts[:2]: path  # the cells training now
+                        for path in tmp_path.glob("cells-*/study_*/models/study/*/*/*.partial")
+                        if path.relative_to(tmp_path).parts[1] != killed_pulls.get("cell")}
+            if frozen is None and training:
+                # A cell hangs: its process group stopped, heartbeats too; its worker stays up.
+                (folder, workspace), _ = next(iter(training.items()))
+                with prefect_api(api) as prefect:
+                    (cell,) = [r for r, _ in fanned_out(prefect) if str(r.id).startswith(workspace[-8:])]
+                frozen = {"worker": folder.removeprefix("cells-"), "run": cell.id, "pid": int(cell.infrastructure_pid),
+                          "running": running, "at": datetime.now(UTC)}
+                os.killpg(frozen["pid"], signal.SIGSTOP)
+            elif frozen and resumed is None:  # its worker runs a cell again, beside the other worker's: two at once
+                here = f"cells-{frozen['worker']}"
+                if any(key[0] == here for key in running - frozen["running"]) and any(k[0] != here for k in running):
+                    resumed = running
+            elif resumed and lost is None and (new := [key for key in training if key not in resumed
+                                                       and key[0] != f"cells-{frozen['worker']}"]):
+                # The other worker's next cell trains: that machine goes, the worker and its cell at once.
+                lost = new[0][0].removeprefix("cells-")
+                os.killpg(workers[lost].pid, signal.SIGKILL)
+                kill_processes_with(f"MEDR1_CELL_WORKSPACES={tmp_path / f'cells-{lost}'}")
+                workers[lost].wait()
+            if frozen and alive(frozen["pid"]):
+                last_seen_alive = datetime.now(UTC)
             time.sleep(0.2)
-        lost = training[0].relative_to(tmp_path).parts[0].removeprefix("cells-")
-        os.killpg(workers[lost].pid, signal.SIGKILL)
-        kill_processes_with(f"MEDR1_CELL_WORKSPACES={tmp_path / f'cells-{lost}'}")
-        workers[lost].wait()
-        assert fan_out.wait(timeout=900) == 0, logs()
+        assert fan_out.returncode == 0, logs()
+        result = (tmp_path / "fan-out.log").read_text().split("medr1-fan-out completed: ")[1].splitlines()[0]
+        placements = json.loads(result)["cells"]
+        assert set(killed_pulls) == {"cell", "fan-out"} and lost, (killed_pulls, lost, logs())
 
         # A cell that fails for a reason that would fail again ends the fan-out with its own message.
         fanned_params = (repo / "params.yaml").read_text()
-        params["train"]["max_prompt_length"] = 10  # every train prompt is longer: each cell refuses to train
+        params["train"]["max_prompt_length"] = 10  # every train prompt is longer: the cell refuses to train
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        failed = run([sys.executable, "-m", "flows.fan_out", "--heartbeat", "2"], repo, env=env, check=False)
+        failed = run([sys.executable, "-m", "flows.fan_out", "--stage", "study_modality_grpo@CT"], repo, env=env,
+                     check=False)
         assert failed.returncode == 1, failed.stdout[-3000:]
-        assert "failed (try 1 of 3)" in failed.stderr and "train.max_prompt_length" in failed.stderr, failed.stderr
-        assert "Traceback" not in failed.stderr
+        assert "medr1-fan-out failed: cell study_modality_grpo@CT failed" in failed.stderr, failed.stderr
+        assert "train.max_prompt_length" in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
         (repo / "params.yaml").write_text(fanned_params)
     finally:
+        if frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(frozen["pid"], signal.SIGKILL)
         for process in (fan_out, *workers.values()):
             stop_process(process)
 
-    runs = [r for r in cell_runs(api) if r.parameters["params_yaml"] == fanned_params]
-    completed = [r for r in runs if r.state.is_completed()]
-    assert sorted(r.parameters["stage"] for r in completed) == sorted(STUDY_STAGES)  # each cell once
-    crashed = [r for r in runs if r.state.is_crashed()]
-    assert len(crashed) == 1 and "heartbeat" in crashed[0].state.message, [(r.name, r.state) for r in runs]
-    again = next(r for r in completed if r.parameters["stage"] == crashed[0].parameters["stage"])
-    assert again.start_time > crashed[0].start_time  # the killed cell, run again on the worker left
-    survivor = next(name for name in workers if name != lost)
-    assert f"submitting flow run '{again.id}'" in (tmp_path / f"worker-{survivor}.log").read_text()
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    with prefect_api(api) as prefect:
+        runs = [(r, states) for r, states in fanned_out(prefect) if r.parameters["params_yaml"] == fanned_params]
+        completed = [r for r, _ in runs if r.state.is_completed()]
+        assert sorted(r.parameters["stage"] for r in completed) == sorted(STUDY_STAGES)  # each cell once
+        placement = {r.id: placements[r.parameters["stage"]] for r in completed}  # the GPU of its worker
+        crashed = {r.id: r for r, states in runs if any(state.is_crashed() and "no heartbeat for 60 s" in state.message
+                                                         for state in states)}
+        assert frozen["run"] in crashed and len(crashed) == 2, [(r.name, r.state) for r, _ in runs]
+        assert all(r.state.is_completed() or r.id in crashed for r, _ in runs)  # nothing else cancelled or crashed
+        # The frozen cell's process was killed by its worker (Crashed -> Cancelling -> Cancelled), and only
+        # after it was gone did that worker start another flow run.
+        assert crashed[frozen["run"]].state.is_cancelled(), crashed[frozen["run"]].state
+        after = [r for r in completed if placement[r.id] == gpus[frozen["worker"]] and r.start_time > frozen["at"]]
+        assert after and min(r.start_time for r in after) > last_seen_alive, (last_seen_alive, after)
+        for cell in crashed.values():  # each crashed cell ran again; the lost one on the worker left
+            again = next(r for r in completed if r.parameters["stage"] == cell.parameters["stage"])
+            assert again.start_time > cell.start_time
+            assert cell.id == frozen["run"] or placement[again.id] != gpus[lost]
+        # Each killed pull was retried by its task: in its cell, which completed in that one run, and in the
+        # fan-out's recording of a finished cell.
+        (pulled,) = [r for r in completed if str(r.id)[:8] == killed_pulls["cell"][-8:]]
+        assert [(r.run_count, r.state.type.value) for r in task_runs(prefect, pulled.id, "dvc pull")] == [
+            (2, "COMPLETED")]
+        (fan_out_run,) = prefect.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["medr1-fan-out"])),
+                                                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                                                    type=FlowRunFilterStateType(any_=[StateType.COMPLETED]))))
+        assert sorted(r.run_count for r in task_runs(prefect, fan_out_run.id, "dvc pull")) == [1] * 5 + [2]
     overlapping = [(a, b) for a in completed for b in completed if a.id < b.id
                    and a.start_time < b.end_time and b.start_time < a.end_time]
     assert overlapping, [(r.name, r.start_time, r.end_time) for r in completed]
+    assert all(placement[a.id] != placement[b.id] for a, b in overlapping)  # two cells at once: two GPUs
 
     assert run(["dvc", "status", "--json", *STUDY_STAGES, "report"], repo).stdout.strip() == "{}"
     assert json.loads((repo / "metrics/generalization.json").read_text()) == serial  # as the serial run's
