@@ -148,7 +148,7 @@ def bare_trl(work: Path) -> dict:
         per_device_train_batch_size=trl["per_device_train_batch_size"],
         gradient_accumulation_steps=trl["gradient_accumulation_steps"], num_generations=trl["num_generations"],
         max_completion_length=trl["max_completion_length"], beta=trl["beta"], temperature=trl["temperature"],
-        gradient_checkpointing=trl["gradient_checkpointing"], bf16=cuda, use_cpu=not cuda, logging_steps=1,
+        activation_checkpointing=trl["activation_checkpointing"], bf16=cuda, use_cpu=not cuda, logging_steps=1,
         save_strategy="no", report_to="none", seed=trl["seed"])
     model = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=torch.float32,
                                                         attn_implementation=train["attn_implementation"])
@@ -211,11 +211,12 @@ def print_plan(args, attention: str) -> None:
         params = work_params(args, attention)
     args.work = work
     train, sizes = params["train"], PRESETS[args.preset]
+    trl = train["trl"]  # TRL's settings by their TRL names (train.trl)
     print(f"plan: {args.recipe} on a random {args.family} at the {args.preset} sizes ({sizes.num_hidden_layers} "
           f"layers of {sizes.hidden_size}, vision {sizes.vision_depth} x {sizes.vision_hidden_size}) in {args.work}")
-    print(f"  train: {args.steps} steps of {train['per_device_train_batch_size']} x "
-          f"{train['gradient_accumulation_steps']} completions ({train['num_generations']} per prompt, "
-          f"{train['max_completion_length']} tokens), beta {train['beta']}, learning rate {train['learning_rate']}, "
+    print(f"  train: {args.steps} steps of {trl['per_device_train_batch_size']} x "
+          f"{trl['gradient_accumulation_steps']} completions ({trl['num_generations']} per prompt, "
+          f"{trl['max_completion_length']} tokens), beta {trl['beta']}, learning rate {trl['learning_rate']}, "
           f"{train['device']}, attention {train['attn_implementation']}, launcher `{train['launcher']}`")
     print(f"  data: {args.images} synthetic images per modality; evaluate: "
           f"{args.eval_questions or 'all'} test questions, {params['evaluate']['max_new_tokens']} new tokens")

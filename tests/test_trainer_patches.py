@@ -106,8 +106,9 @@ def test_with_gradient_checkpointing_the_reference_is_computed_as_the_policy_is(
     folder = write_checkpoint("qwen2-vl", tmp_path / "model",
                               [r.question + " " + " ".join(r.options.values()) for r in records])
     trainer = _trainer(DistinctWorkGRPOTrainer, folder, records, processed, tmp_path / "out", beta=0.04,
-                       gradient_checkpointing=True)
-    trainer.model.gradient_checkpointing_enable(trainer.args.gradient_checkpointing_kwargs)  # as train() does
+                       activation_checkpointing=True)
+    trainer.model.activation_checkpointing_enable(  # as Trainer.train does
+        activation_checkpointing_kwargs=trainer.args.activation_checkpointing_kwargs)
     trainer.model.train()
     batch = trainer._generate_and_score_completions(_generation_batch(trainer, records, images=2))
     ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
