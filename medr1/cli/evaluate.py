@@ -57,8 +57,7 @@ def task_outside_a_checkout(folder: Path, manifest: dict | None, reasoning: str 
     if missing:
         raise PipelineError(f"no params.yaml here, and {folder} records no {' or '.join(missing)} (training "
                             f"writes them into {TASK_FILE}): pass {' and '.join(f'--{name}' for name in missing)}; "
-                            "--prompts "
-                            "med-r1 asks in Med-R1's templates (a real Qwen2-VL), tiny in the embedded demo "
+                            "--prompts med-r1 asks in Med-R1's templates (a real Qwen2-VL), tiny in the embedded demo "
                             "model's layout")
     task = TaskSpec(mode, style, "evaluate", protocol=protocol)
     return replace(task, rewards=recorded["rewards"]) if "rewards" in recorded else task

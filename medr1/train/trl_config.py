@@ -151,9 +151,7 @@ def grpo_config(params: TrainParams, output_dir: Path):
         refuse_vllm_without_its_client()
     resolve_attention(params.attn_implementation, device)  # flash_attention_2 that cannot run: refused first
     derived = {
-        "output_dir": str(output_dir),
-        "use_cpu": device == "cpu",
-        "bf16": device == "cuda",
+        **_run_settings(output_dir, device),
         "save_strategy": "steps",  # checkpoints make a killed run resumable (`train_grpo` picks up the last one)
         # every checkpoint saves the optimizer state; ModelOnlyOlderCheckpoints then keeps it in the newest only
         # (resumable) and leaves the model in the others, as Med-R1's --save_only_model
@@ -169,12 +167,16 @@ def sft_config(params: SftParams, device: str, output_dir: Path, **fixed_by_styl
     """SFTConfig from the sft section; `fixed_by_style` are the settings its style fixes (`style_settings`)."""
     from trl import SFTConfig
 
-    derived = {"output_dir": str(output_dir), "use_cpu": device == "cpu", "bf16": device == "cuda",
-               "report_to": "none", **fixed_by_style}
+    derived = {**_run_settings(output_dir, device), "report_to": "none", **fixed_by_style}
     fixed = {**DERIVED["sft"], **dict.fromkeys(fixed_by_style, STYLE)}
     settings = checked_settings("sft", SFTConfig, params.trl, fixed)
     _steps_or_epochs("sft", settings, trl_settings(params))
     return _built(SFTConfig, "sft", derived, settings)
+
+
+def _run_settings(output_dir: Path, device: str) -> dict:
+    """The settings both configs take from the stage and train.device (DERIVED names them)."""
+    return {"output_dir": str(output_dir), "use_cpu": device == "cpu", "bf16": device == "cuda"}
 
 
 def _built(config, section: str, derived: dict, settings: dict):
