@@ -1,10 +1,37 @@
-"""When a task of a flow is tried again: one rule for every task, on medr1.errors.is_transient."""
+"""When a task of a flow is tried again: one rule for every task, on medr1.errors.is_transient.
+
+MEDR1_RETRY_DELAYS sets the seconds before the second and third try (default "30,120"; the last delay
+repeats for a cell's later tries): a shorter wait for a remote that comes back quickly, a longer one for a
+cluster that reschedules slowly. The loopback tests set it short, so that they wait for what they test
+rather than for the clock."""
 
 from __future__ import annotations
 
-from medr1.errors import is_transient
+import os
 
-RETRY_DELAYS = [30, 120]  # seconds before the second and third try of a transient failure
+from medr1.errors import PipelineError, is_transient
+
+DELAYS_VARIABLE = "MEDR1_RETRY_DELAYS"
+DEFAULT_DELAYS = [30.0, 120.0]
+
+
+def retry_delays(environ=os.environ) -> list[float]:
+    """The delays MEDR1_RETRY_DELAYS names, as comma-separated seconds; DEFAULT_DELAYS when it is unset."""
+    raw = environ.get(DELAYS_VARIABLE, "").strip()
+    if not raw:
+        return list(DEFAULT_DELAYS)
+    try:
+        delays = [float(item) for item in raw.split(",")]
+    except ValueError as error:
+        raise PipelineError(f"{DELAYS_VARIABLE}={raw!r}: give the seconds before each further try, separated by "
+                            f"commas, as in {','.join(f'{d:g}' for d in DEFAULT_DELAYS)}") from error
+    if len(delays) != len(DEFAULT_DELAYS) or any(delay < 0 for delay in delays):
+        raise PipelineError(f"{DELAYS_VARIABLE}={raw!r}: give {len(DEFAULT_DELAYS)} delays of 0 s or more (one "
+                            "before each further try), as in " + ",".join(f"{d:g}" for d in DEFAULT_DELAYS))
+    return delays
+
+
+RETRY_DELAYS = retry_delays()  # seconds before the second and third try of a transient failure
 
 
 def retry_if_transient(task, task_run, state) -> bool:

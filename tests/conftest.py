@@ -19,7 +19,10 @@ from shared_pipeline import PipelineRun, start_once, stop, wait_for
 # session (test modules are imported after it), given back as it was when the session ends.
 SUITE_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                      "GX_ANALYTICS_ENABLED": "False", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1",
-                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "OMP_NUM_THREADS": "1"}
+                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "OMP_NUM_THREADS": "1",
+                     # a transient failure's retry waits 1 s, then 2 (flows/retries.py; 30 s and 2 min by default):
+                     # the loopback tests wait for the retry they check, not for the clock
+                     "MEDR1_RETRY_DELAYS": "1,2"}
 SHARED_FOLDER = "MEDR1_TEST_SHARED_PIPELINE"
 _own_folder = pytest.StashKey[Path]()
 _environment = pytest.StashKey[pytest.MonkeyPatch]()

@@ -16,7 +16,8 @@ import pytest
 import yaml
 from conftest import REPO, STUDY_STAGES, forget_stages, repo_params, run, start_process, stop_process
 
-STUDY_OUTPUTS = ["models/study", "metrics/study", "metrics/generalization.json"]
+CELLS = sorted(stage for stage in STUDY_STAGES if stage.startswith("study_modality_"))  # the fanned-out family
+CELL_OUTPUTS = ["models/study/modality", "metrics/study/modality", "metrics/generalization.json"]
 
 
 def kill_processes_with(variable: str) -> None:
@@ -35,6 +36,28 @@ def processes(wanted) -> list[int]:
         except (OSError, ValueError):
             pass  # gone already, or not ours to read
     return found
+
+
+def cell_worker(environ: list[bytes]) -> str | None:
+    """The test's worker whose cell a process belongs to (by its MEDR1_CELL_WORKSPACES, cells-<worker>)."""
+    for item in environ:
+        if item.startswith(b"MEDR1_CELL_WORKSPACES="):
+            return Path(item.split(b"=", 1)[1].decode()).name.removeprefix("cells-")
+    return None
+
+
+def cell_repros() -> list[tuple[int, list[bytes]]]:
+    """(pid, environment) of each `dvc repro` that a cell runs now."""
+    found = []
+    for pid in processes(lambda cmdline, environ: b"\0dvc\0repro\0" in cmdline and cell_worker(environ)):
+        with contextlib.suppress(OSError):
+            found.append((pid, Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")))
+    return found
+
+
+def workspaces(root: Path) -> set[tuple[str, str]]:
+    """(worker, cell workspace) of every cell begun so far."""
+    return {(path.parent.name.removeprefix("cells-"), path.name) for path in root.glob("cells-*/study_*")}
 
 
 def alive(pid: int) -> bool:
@@ -105,15 +128,17 @@ def test_the_fan_out_pattern_matches_every_study_cell_and_nothing_else():
 @pytest.mark.slow
 def test_study_cells_fan_out_and_survive_a_killed_worker_a_hung_cell_and_killed_pulls(
         pipeline_copy, prefect_server, moto_server, s3_environment, tmp_path):
-    """One fan-out, four failures: a cell's `dvc pull` and the fan-out's own pull of a finished cell are killed
-    (transient: each pull task is retried, nothing is cancelled); one cell's processes are frozen (its heartbeats
-    stop: Prefect's zombie automation marks it Crashed, its worker kills it before taking another cell, the cell
-    runs again); a worker's machine goes (its cell is marked Crashed and runs again on the other worker)."""
+    """One fan-out of the modality family's four cells, four failures: a cell's `dvc pull` and the fan-out's own
+    pull of a finished cell are killed (transient: each pull task is retried, nothing is cancelled); a cell's
+    processes are frozen (its heartbeats stop: Prefect's zombie automation marks it Crashed, its worker kills it
+    before taking another cell, the cell runs again); then the other worker's machine goes in the middle of its
+    next cell (that cell is marked Crashed and runs again on the worker left). Both failures fall in one zombie
+    window, the order of the cells does not matter, and the suite's retries wait 1 s (conftest)."""
     from flows.deploy import ZOMBIES, watch_for_zombies
 
     repo = pipeline_copy
     serial = json.loads((repo / "metrics/generalization.json").read_text())
-    forget_stages(repo, [*STUDY_STAGES, "report"], STUDY_OUTPUTS)  # every cell stale
+    forget_stages(repo, [*CELLS, "report"], CELL_OUTPUTS)  # every modality cell stale
     bucket = moto_server.new_bucket()
     run(["dvc", "remote", "add", "--local", "-d", "storage", f"s3://{bucket}/dvc"], repo)
     run(["dvc", "remote", "modify", "--local", "storage", "endpointurl", moto_server.url], repo)
@@ -135,42 +160,40 @@ def test_study_cells_fan_out_and_survive_a_killed_worker_a_hung_cell_and_killed_
         workers[name] = start_process([sys.executable, "-m", "prefect", "worker", "start", "--pool", "medr1-cells",
                                        "--type", "process", "--name", name, "--limit", "1"], repo, worker_env,
                                       tmp_path / f"worker-{name}.log")
-    fan_out = start_process([sys.executable, "-m", "flows.fan_out"], repo, env, tmp_path / "fan-out.log")
+    fan_out = start_process([sys.executable, "-m", "flows.fan_out", "--stage", "study_modality_*"], repo, env,
+                            tmp_path / "fan-out.log")
     logs = lambda: "\n".join(f"--- {log.name}\n{log.read_text()[-2500:]}" for log in tmp_path.glob("*.log"))
-    is_pull = lambda cmdline: b"\0dvc\0pull\0" in cmdline
-    in_cell = lambda environ: any(item.startswith(b"MEDR1_CELL_WORKSPACES=") for item in environ)
-    killed_pulls, frozen, resumed, lost, last_seen_alive = {}, None, None, None, None
+    killed_pulls, frozen, lost, last_seen_alive = {}, None, None, None
     try:
-        deadline = time.monotonic() + 1500
+        deadline = time.monotonic() + 1200
         while fan_out.poll() is None:
             assert time.monotonic() < deadline, logs()
-            for where, wanted in (("cell", lambda c, e: is_pull(c) and in_cell(e)),
-                                  ("fan-out", lambda c, e: is_pull(c) and not in_cell(e) and b"study_" in c)):
+            for where, wanted in (("cell", lambda c, e: b"\0dvc\0pull\0" in c and cell_worker(e)),
+                                  ("fan-out", lambda c, e: b"\0dvc\0pull\0" in c and not cell_worker(e)
+                                   and b"study_" in c)):
                 if where not in killed_pulls and (pids := processes(wanted)):
                     with contextlib.suppress(OSError):  # unless it ended first
                         workspace = Path(f"/proc/{pids[0]}/cwd").resolve().name  # the cell's, for a cell's pull
                         os.kill(pids[0], signal.SIGKILL)  # a transient failure of that pull
                         killed_pulls[where] = workspace
-            running = {path.relative_to(tmp_path).parts for path in tmp_path.glob("cells-*/study_*")}  # (worker, cell)
-            training = {path.relative_to(tmp_path).parts[:2]: path  # the cells training now
-                        for path in tmp_path.glob("cells-*/study_*/models/study/*/*/*.partial")
-                        if path.relative_to(tmp_path).parts[1] != killed_pulls.get("cell")}
-            if frozen is None and training:
+            # (worker, cell workspace) of each cell whose stage runs now, the one whose pull was killed aside
+            repros = set()
+            for pid, environ in cell_repros():
+                with contextlib.suppress(OSError):  # unless it ended first
+                    repros.add((cell_worker(environ), Path(f"/proc/{pid}/cwd").resolve().name))
+            repros = {(worker, cell) for worker, cell in repros if cell != killed_pulls.get("cell")}
+            if frozen is None and "cell" in killed_pulls and repros:
                 # A cell hangs: its process group stopped, heartbeats too; its worker stays up.
-                (folder, workspace), _ = next(iter(training.items()))
+                worker, workspace = min(repros)
                 with prefect_api(api) as prefect:
                     (cell,) = [r for r, _ in fanned_out(prefect) if str(r.id).startswith(workspace[-8:])]
-                frozen = {"worker": folder.removeprefix("cells-"), "run": cell.id, "pid": int(cell.infrastructure_pid),
-                          "running": running, "at": datetime.now(UTC)}
+                frozen = {"worker": worker, "run": cell.id, "pid": int(cell.infrastructure_pid),
+                          "at": datetime.now(UTC), "cells": workspaces(tmp_path)}
                 os.killpg(frozen["pid"], signal.SIGSTOP)
-            elif frozen and resumed is None:  # its worker runs a cell again, beside the other worker's: two at once
-                here = f"cells-{frozen['worker']}"
-                if any(key[0] == here for key in running - frozen["running"]) and any(k[0] != here for k in running):
-                    resumed = running
-            elif resumed and lost is None and (new := [key for key in training if key not in resumed
-                                                       and key[0] != f"cells-{frozen['worker']}"]):
-                # The other worker's next cell trains: that machine goes, the worker and its cell at once.
-                lost = new[0][0].removeprefix("cells-")
+            elif frozen and lost is None and (mid := [(w, c) for w, c in repros if w != frozen["worker"]
+                                                      and (w, c) not in frozen["cells"]]):
+                # The other worker's next cell runs its stage: that machine goes, the worker and its cell at once.
+                lost, lost_cell = mid[0]
                 os.killpg(workers[lost].pid, signal.SIGKILL)
                 kill_processes_with(f"MEDR1_CELL_WORKSPACES={tmp_path / f'cells-{lost}'}")
                 workers[lost].wait()
@@ -211,21 +234,25 @@ def test_study_cells_fan_out_and_survive_a_killed_worker_a_hung_cell_and_killed_
     with prefect_api(api) as prefect:
         runs = [(r, states) for r, states in fanned_out(prefect) if r.parameters["params_yaml"] == fanned_params]
         completed = [r for r, _ in runs if r.state.is_completed()]
-        assert sorted(r.parameters["stage"] for r in completed) == sorted(STUDY_STAGES)  # each cell once
-        placement = {r.id: placements[r.parameters["stage"]] for r in completed}  # the GPU of its worker
+        assert sorted(r.parameters["stage"] for r in completed) == sorted(CELLS)  # each cell once
         crashed = {r.id: r for r, states in runs if any(state.is_crashed() and "no heartbeat for 60 s" in state.message
                                                          for state in states)}
         assert frozen["run"] in crashed and len(crashed) == 2, [(r.name, r.state) for r, _ in runs]
+        (lost_run,) = [r for r in crashed.values() if r.id != frozen["run"]]
+        assert str(lost_run.id)[:8] == lost_cell[-8:], (lost_run, lost_cell)  # the cell the lost machine ran
+        # the GPU of each run's worker: what a completed cell saw, and the workers of the frozen and the lost one
+        gpu = {r.id: placements[r.parameters["stage"]] for r in completed}
+        gpu |= {frozen["run"]: gpus[frozen["worker"]], lost_run.id: gpus[lost]}
         assert all(r.state.is_completed() or r.id in crashed for r, _ in runs)  # nothing else cancelled or crashed
         # The frozen cell's process was killed by its worker (Crashed -> Cancelling -> Cancelled), and only
         # after it was gone did that worker start another flow run.
         assert crashed[frozen["run"]].state.is_cancelled(), crashed[frozen["run"]].state
-        after = [r for r in completed if placement[r.id] == gpus[frozen["worker"]] and r.start_time > frozen["at"]]
+        after = [r for r in completed if gpu[r.id] == gpus[frozen["worker"]] and r.start_time > frozen["at"]]
         assert after and min(r.start_time for r in after) > last_seen_alive, (last_seen_alive, after)
         for cell in crashed.values():  # each crashed cell ran again; the lost one on the worker left
             again = next(r for r in completed if r.parameters["stage"] == cell.parameters["stage"])
             assert again.start_time > cell.start_time
-            assert cell.id == frozen["run"] or placement[again.id] != gpus[lost]
+            assert cell.id == frozen["run"] or gpu[again.id] != gpus[lost]
         # Each killed pull was retried by its task: in its cell, which completed in that one run, and in the
         # fan-out's recording of a finished cell.
         (pulled,) = [r for r in completed if str(r.id)[:8] == killed_pulls["cell"][-8:]]
@@ -234,18 +261,21 @@ def test_study_cells_fan_out_and_survive_a_killed_worker_a_hung_cell_and_killed_
         (fan_out_run,) = prefect.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["medr1-fan-out"])),
                                                 flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
                                                     type=FlowRunFilterStateType(any_=[StateType.COMPLETED]))))
-        assert sorted(r.run_count for r in task_runs(prefect, fan_out_run.id, "dvc pull")) == [1] * 5 + [2]
-    overlapping = [(a, b) for a in completed for b in completed if a.id < b.id
-                   and a.start_time < b.end_time and b.start_time < a.end_time]
-    assert overlapping, [(r.name, r.start_time, r.end_time) for r in completed]
-    assert all(placement[a.id] != placement[b.id] for a, b in overlapping)  # two cells at once: two GPUs
+        pulls = sorted(r.run_count for r in task_runs(prefect, fan_out_run.id, "dvc pull"))
+        assert pulls == [1] * (len(CELLS) - 1) + [2], pulls
+    everyone = [r for r, _ in runs]  # two runs at once (the frozen and the lost ones until Prefect ended them too)
+    ended = lambda r: r.end_time or datetime.now(UTC)  # the lost run may still be Cancelling: its worker is gone
+    overlapping = [(a, b) for a in everyone for b in everyone if a.id < b.id
+                   and a.start_time < ended(b) and b.start_time < ended(a)]
+    assert overlapping, [(r.name, r.start_time, r.end_time) for r in everyone]
+    assert all(gpu[a.id] != gpu[b.id] for a, b in overlapping)  # two cells at once: two GPUs
 
     assert run(["dvc", "status", "--json", *STUDY_STAGES, "report"], repo).stdout.strip() == "{}"
     assert json.loads((repo / "metrics/generalization.json").read_text()) == serial  # as the serial run's
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     objects = remote_objects(moto_server.client(), bucket)
     assert set(objects) == referenced_objects(lock, objects)  # nothing half-pushed, nothing unnamed
-    for stage in STUDY_STAGES:  # one model folder per cell on the remote: its method's model
+    for stage in CELLS:  # one model folder per cell on the remote: its method's model
         (model,) = [out for out in lock["stages"][stage]["outs"] if out["path"].startswith("models/study/")]
         assert model["path"].endswith("/" + stage.split("@")[0].rpartition("_")[2])
         listing = json.loads(objects[next(k for k in objects if k.replace("/", "").endswith(model["md5"]))])

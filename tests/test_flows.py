@@ -112,6 +112,22 @@ def test_transient_stage_failures_are_retried_and_deterministic_ones_are_not(pre
         assert api.read_task_run(broken.state_details.task_run_id).run_count == 1
 
 
+def test_retries_wait_30_s_and_2_min_unless_medr1_retry_delays_says_otherwise():
+    from flows.data_arrival import data_changed
+    from flows.pipeline import pull, repro_stage
+    from flows.retries import retry_delays
+    from medr1.errors import PipelineError
+
+    assert retry_delays({}) == [30, 120]
+    assert retry_delays({"MEDR1_RETRY_DELAYS": " 1, 2.5"}) == [1, 2.5]
+    for bad in ("soon", "1", "1,2,3", "-1,2", "1,,2"):
+        with pytest.raises(PipelineError, match=f"MEDR1_RETRY_DELAYS='{bad}'"):
+            retry_delays({"MEDR1_RETRY_DELAYS": bad})
+    # every retried task waits what the variable said when the flows were imported (the suite's 1,2)
+    assert [task.retry_delay_seconds for task in (pull, repro_stage, data_changed)] == [retry_delays()] * 3 == [
+        [1, 2]] * 3
+
+
 @pytest.mark.slow
 def test_data_arrival_runs_the_pipeline_only_when_the_data_changed(pipeline_copy, prefect_harness):
     from flows.data_arrival import medr1_data_arrival
