@@ -380,7 +380,19 @@ def prefect_server(tmp_path):
     try:
         yield api, env
     finally:
+        drain_prefect_workers()
         stop_process(server)
+
+
+def drain_prefect_workers() -> None:
+    """Send what this process's Prefect log and event workers still hold while their server is up. A worker
+    left holding a stopped server's address is drained again by Prefect's test harness at the session's end
+    (`EventsWorker.drain_all`), which then waits for that server without end (seen: 32 s, and a hang)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=30)
+    EventsWorker.drain_all(timeout=30)
 
 
 def forget_stages(repo: Path, stages: list[str], outputs: list[str]) -> None:
