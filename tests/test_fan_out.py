@@ -1,7 +1,7 @@
 """The study's cells fanned out to Prefect workers (flows/fan_out.py, flows/stage_cell.py) on loopback:
 a real `prefect server start`, two process workers, and moto's S3 server as the DVC remote. The suite's
-serial run of the pipeline (`pipeline_copy`) is the baseline: its study is forgotten, fanned out, and
-must come back identical."""
+serial run of the pipeline (`pipeline_copy`) is the baseline: its modality family's cells are forgotten,
+fanned out, and must come back identical."""
 
 import contextlib
 import json
