@@ -11,15 +11,13 @@ import os
 from pathlib import Path
 
 import yaml
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 
 from flows.dvc_commands import changed_paths, status
 from flows.dvc_graph import read_graph
-from flows.pipeline import medr1_pipeline
+from flows.pipeline import dvc_task, medr1_pipeline
 from flows.promotion import REFUSED
-from flows.retries import RETRY_DELAYS, retry_if_transient
 from medr1.errors import PipelineError
 
 
@@ -33,8 +31,7 @@ def watched_path(root: Path, data: str | None) -> str:
     return absolute.relative_to(root).as_posix() if absolute.is_relative_to(root) else str(absolute)
 
 
-@task(name="data changed?", retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
+@dvc_task(name="data changed?")
 def data_changed(root: Path, path: str) -> bool:
     return path in changed_paths(status(root))
 

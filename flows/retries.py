@@ -13,6 +13,7 @@ from medr1.errors import PipelineError, is_transient
 
 DELAYS_VARIABLE = "MEDR1_RETRY_DELAYS"
 DEFAULT_DELAYS = [30.0, 120.0]
+_EXAMPLE = ",".join(f"{delay:g}" for delay in DEFAULT_DELAYS)
 
 
 def retry_delays(environ=os.environ) -> list[float]:
@@ -24,10 +25,10 @@ def retry_delays(environ=os.environ) -> list[float]:
         delays = [float(item) for item in raw.split(",")]
     except ValueError as error:
         raise PipelineError(f"{DELAYS_VARIABLE}={raw!r}: give the seconds before each further try, separated by "
-                            f"commas, as in {','.join(f'{d:g}' for d in DEFAULT_DELAYS)}") from error
+                            f"commas, as in {_EXAMPLE}") from error
     if len(delays) != len(DEFAULT_DELAYS) or any(delay < 0 for delay in delays):
         raise PipelineError(f"{DELAYS_VARIABLE}={raw!r}: give {len(DEFAULT_DELAYS)} delays of 0 s or more (one "
-                            "before each further try), as in " + ",".join(f"{d:g}" for d in DEFAULT_DELAYS))
+                            f"before each further try), as in {_EXAMPLE}")
     return delays
 
 
